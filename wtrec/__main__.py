@@ -1,0 +1,5 @@
+"""Allows `python -m wtrec`."""
+
+from wtrec.cli import main
+
+main()

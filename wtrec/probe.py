@@ -1,0 +1,176 @@
+"""The bcc glue: compiles and attaches bpf/write_tracer.bpf.c, hands out raw events.
+
+The only module that imports bcc. Callbacks from bcc run inside ctypes, which
+swallows exceptions, so they only copy bytes into a queue; decoding and error
+handling happen in the recorder's loop.
+"""
+
+import ctypes
+import os
+import re
+import tempfile
+from collections import deque
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+from wtrec.errors import BccMissingError, KernelHeadersMissingError, ProbeError
+
+PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
+MAX_SNAPLEN_RINGBUF = 1 << 20
+MAX_SNAPLEN_PERF = 16384  # a per-CPU scratch value must fit in 32 KiB
+MAX_COMM_FILTERS = 256
+MAX_PID_FILTERS = 4096
+
+
+@dataclass(frozen=True)
+class ProbeConfig:
+    """What the BPF program is built for."""
+
+    snaplen: int = 4096
+    use_perf: bool = False
+    trace_all: bool = False
+    comms: tuple[str, ...] = ()
+    pids: tuple[int, ...] = ()
+    buffer_bytes: int = 64 << 20
+    self_tgid: int = field(default_factory=os.getpid)
+
+    def buffer_pages(self) -> int:
+        """Buffer size in pages, rounded up to a power of two as the kernel needs."""
+        pages = max(1, -(-self.buffer_bytes // PAGE_SIZE))
+        return 1 << (pages - 1).bit_length()
+
+    def perf_pages_per_cpu(self) -> int:
+        """The perf buffer is per CPU: split the budget, keep a power of two."""
+        share = max(8, self.buffer_pages() // max(1, os.cpu_count() or 1))
+        return 1 << (share.bit_length() - 1)
+
+    def cflags(self) -> list[str]:
+        return [
+            f"-DWTREC_SNAPLEN={self.snaplen}",
+            f"-DWTREC_USE_PERF={int(self.use_perf)}",
+            f"-DWTREC_RINGBUF_PAGES={self.buffer_pages()}",
+            f"-DWTREC_TRACE_ALL={int(self.trace_all)}",
+            f"-DWTREC_SELF_TGID={self.self_tgid}",
+        ]
+
+
+def bpf_source_path() -> Path:
+    """The BPF C file, from a checkout or an installed package alike."""
+    return Path(str(resources.files("wtrec.bpf").joinpath("write_tracer.bpf.c")))
+
+
+def bpf_program_text(config: ProbeConfig) -> str:
+    """What `--print-bpf` shows: the defines, then the source as loaded."""
+    defines = "\n".join("#define " + flag[2:].replace("=", " ", 1) for flag in config.cflags())
+    return f"// compiled with:\n{defines}\n\n{bpf_source_path().read_text()}"
+
+
+class _StderrCapture:
+    """Collects what bcc/clang print on fd 2 so errors become one line."""
+
+    def __enter__(self):
+        self._file = tempfile.TemporaryFile()
+        self._saved = os.dup(2)
+        os.dup2(self._file.fileno(), 2)
+        return self
+
+    def __exit__(self, *exc):
+        os.dup2(self._saved, 2)
+        os.close(self._saved)
+        self._file.seek(0)
+        self.text = self._file.read().decode("utf-8", "replace")
+        self._file.close()
+        return False
+
+
+def _first_error(text: str) -> str:
+    for line in text.splitlines():
+        if "error" in line.lower():
+            return re.sub(r"\s+", " ", line).strip()
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[-1] if lines else "no message from bcc"
+
+
+class Probe:
+    """The loaded program and its output buffer.
+
+    `raw_events` fills with the bytes of each event; `perf_lost` counts the
+    events the perf buffer reported lost; `kernel_lost()` reads the BPF
+    map of events the program itself had to drop.
+    """
+
+    def __init__(self, config: ProbeConfig):
+        try:
+            from bcc import BPF
+        except ImportError as exc:
+            raise BccMissingError(
+                f"cannot import bcc ({exc}): install python3-bpfcc") from None
+        self.config = config
+        self.raw_events: deque[bytes] = deque()
+        self.perf_lost = 0
+        with _StderrCapture() as captured:
+            try:
+                self._bpf = BPF(src_file=str(bpf_source_path()).encode(), cflags=config.cflags())
+            except Exception as exc:  # bcc raises bare Exception
+                failure = exc
+            else:
+                failure = None
+        if failure is not None:
+            detail = _first_error(captured.text + "\n" + str(failure))
+            if "file not found" in detail or "kernel headers" in detail.lower():
+                raise KernelHeadersMissingError(
+                    f"bcc cannot find kernel headers ({detail}); see README: set-up")
+            raise ProbeError(f"cannot load the BPF program: {detail}")
+        self._fill_filters()
+        self._open_buffer()
+
+    def _fill_filters(self) -> None:
+        if self.config.trace_all:
+            return
+        one = ctypes.c_uint8(1)
+        comms = self._bpf["comm_filter"]
+        for comm in self.config.comms:
+            key = comms.Key()
+            key.name = comm.encode()[:15]
+            comms[key] = one
+        pids = self._bpf["pid_filter"]
+        for pid in self.config.pids:
+            pids[pids.Key(pid)] = one
+
+    def _open_buffer(self) -> None:
+        table = self._bpf["events"]
+        queue = self.raw_events
+
+        if self.config.use_perf:
+            def on_perf(_cpu, data, size):
+                queue.append(ctypes.string_at(data, size))
+
+            def on_lost(count):
+                self.perf_lost += count
+
+            self._on_event, self._on_lost = on_perf, on_lost
+            table.open_perf_buffer(on_perf, page_cnt=self.config.perf_pages_per_cpu(),
+                                   lost_cb=on_lost)
+        else:
+            def on_ring(_ctx, data, size):
+                queue.append(ctypes.string_at(data, size))
+                return 0
+
+            self._on_event = on_ring
+            table.open_ring_buffer(on_ring)
+
+    def poll(self, timeout_ms: int) -> None:
+        """Moves whatever the kernel has into `raw_events`, waiting up to timeout_ms."""
+        if self.config.use_perf:
+            self._bpf.perf_buffer_poll(timeout_ms)
+        else:
+            self._bpf.ring_buffer_poll(timeout_ms)
+
+    def kernel_lost(self) -> int:
+        """Events the BPF program dropped so far (all CPUs)."""
+        values = self._bpf["lost_counts"][ctypes.c_int(0)]
+        return int(sum(values))
+
+    def close(self) -> None:
+        self._bpf.cleanup()

@@ -1,0 +1,131 @@
+"""Turns records into text for a human or a JSON consumer.
+
+The one place captured bytes become text. Every byte that is not printable
+ASCII is escaped, so nothing from a capture (ESC, other control bytes,
+Unicode tricks) ever reaches a terminal raw.
+"""
+
+import base64
+import json
+import time
+from collections.abc import Iterator
+
+from wtrec.records import Header, Lost, WriteEvent
+
+_ESCAPES = {0x5C: "\\\\", 0x22: '\\"', 0x0A: "\\n", 0x0D: "\\r", 0x09: "\\t", 0x00: "\\0"}
+_BYTE_TEXT = [
+    _ESCAPES.get(b, chr(b) if 0x20 <= b < 0x7F else f"\\x{b:02x}") for b in range(256)
+]
+_GUTTER = "".join(chr(b) if 0x20 <= b < 0x7F else "." for b in range(256))
+
+BOLD, RED, DIM, RESET = "\x1b[1m", "\x1b[31m", "\x1b[2m", "\x1b[0m"
+WRAP = 76
+
+
+def escape_bytes(data: bytes) -> str:
+    """Printable ASCII as is, everything else as \\n, \\t, \\xNN escapes."""
+    return "".join(map(_BYTE_TEXT.__getitem__, data))
+
+
+def quoted_lines(data: bytes, width: int = WRAP) -> list[str]:
+    """The escaped payload as quoted strings, broken after newlines and at `width`."""
+    lines, current = [], []
+    length = 0
+    for byte in data:
+        piece = _BYTE_TEXT[byte]
+        if length + len(piece) > width and current:
+            lines.append(current)
+            current, length = [], 0
+        current.append(piece)
+        length += len(piece)
+        if byte == 0x0A:
+            lines.append(current)
+            current, length = [], 0
+    if current or not lines:
+        lines.append(current)
+    return ['"' + "".join(parts) + '"' for parts in lines]
+
+
+def hex_lines(data: bytes) -> list[str]:
+    """A hexdump -C style dump: offset, two groups of 8 bytes, ASCII gutter."""
+    out = []
+    for offset in range(0, len(data), 16):
+        row = data[offset:offset + 16]
+        left = " ".join(f"{b:02x}" for b in row[:8])
+        right = " ".join(f"{b:02x}" for b in row[8:])
+        gutter = "".join(_GUTTER[b] for b in row)
+        out.append(f"{offset:08x}  {left:<23}  {right:<23}  |{gutter}|")
+    return out
+
+
+def format_clock(header: Header | None, ts_ns: int) -> str:
+    """Local wall-clock time of an event, to the nanosecond."""
+    wall = header.wall_ns(ts_ns) if header else ts_ns
+    seconds, nanos = divmod(wall, 1_000_000_000)
+    return time.strftime("%H:%M:%S", time.localtime(seconds)) + f".{nanos:09d}"
+
+
+def comm_text(comm: bytes) -> str:
+    return escape_bytes(comm)
+
+
+class TextRenderer:
+    """show's default and --hex views: a block per event."""
+
+    def __init__(self, header: Header | None = None, hex_view: bool = False,
+                 color: bool = False):
+        self.header = header
+        self.hex_view = hex_view
+        self.color = color
+
+    def _paint(self, code: str, text: str) -> str:
+        return f"{code}{text}{RESET}" if self.color else text
+
+    def event(self, event: WriteEvent) -> Iterator[str]:
+        captured = len(event.data)
+        title = (f"{format_clock(self.header, event.ts_ns)}  {comm_text(event.comm)}  "
+                 f"pid {event.pid}  tid {event.tid}  uid {event.uid}")
+        detail = f"  fd {event.fd}  count {event.count}  captured {captured}"
+        if event.truncated:
+            detail += f" (truncated: {captured} of {event.count} bytes)"
+        yield self._paint(BOLD, title)
+        yield detail
+        body = hex_lines(event.data) if self.hex_view else quoted_lines(event.data)
+        for line in body:
+            yield "  " + line
+        yield ""
+
+    def lost(self, lost: Lost) -> Iterator[str]:
+        text = (f"-- {lost.count} events lost ({lost.source} buffer full) "
+                f"at {format_clock(self.header, lost.ts_ns)} --")
+        yield self._paint(RED, text)
+        yield ""
+
+
+class JsonRenderer:
+    """show --json: one JSON object per line, payload as base64 (+ text if UTF-8)."""
+
+    def __init__(self, header: Header | None = None):
+        self.header = header
+
+    def _time(self, ts_ns: int) -> int:
+        return self.header.wall_ns(ts_ns) if self.header else ts_ns
+
+    def event(self, event: WriteEvent) -> Iterator[str]:
+        obj = {
+            "type": "write", "ts_ns": event.ts_ns, "wall_ns": self._time(event.ts_ns),
+            "pid": event.pid, "tid": event.tid, "uid": event.uid,
+            "comm": event.comm.decode("utf-8", "backslashreplace"), "fd": event.fd,
+            "count": event.count, "captured": len(event.data),
+            "truncated": event.truncated,
+            "data_b64": base64.b64encode(event.data).decode("ascii"),
+        }
+        try:
+            obj["text"] = event.data.decode("utf-8")
+        except UnicodeDecodeError:
+            pass
+        yield json.dumps(obj, ensure_ascii=True)
+
+    def lost(self, lost: Lost) -> Iterator[str]:
+        yield json.dumps({"type": "lost", "ts_ns": lost.ts_ns, "wall_ns": self._time(lost.ts_ns),
+                          "count": lost.count, "source": lost.source}, ensure_ascii=True)
