@@ -173,6 +173,9 @@ def record(
         if print_bpf:
             print(bpf_program_text(config))
             return
+        if output == "-" and sys.stdout.isatty():
+            raise OutputError("refusing to write a binary capture to a terminal; "
+                              "redirect stdout or give -o FILE")
         preflight.check_recording_possible()
         out, created = _create_output(output, force)
         if created and not no_chown:
@@ -305,4 +308,21 @@ def _root(
 
 
 def main() -> None:
-    app()
+    """Runs the app; click's usage errors become one `wtrec:` line, exit 2."""
+    try:
+        from click.exceptions import UsageError as ClickUsageError
+    except ImportError:  # typer >= 0.2x vendors click
+        from typer._click.exceptions import UsageError as ClickUsageError
+
+    try:
+        code = app(standalone_mode=False)
+    except ClickUsageError as exc:
+        command = exc.ctx.command_path if exc.ctx else "wtrec"
+        if exc.format_message():  # empty after no_args_is_help printed the help
+            _say(f"{exc.format_message()} (see {command} --help)")
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        sys.exit(130)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    sys.exit(code if isinstance(code, int) else 0)

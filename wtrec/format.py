@@ -322,20 +322,22 @@ def _decode_frame(content: bytes, offset: int, expect_header: bool) -> Iterator[
         max_buffer_size=limit, max_bin_len=limit, max_str_len=limit,
         max_array_len=MAX_RECORD_FIELDS, max_map_len=MAX_RECORD_FIELDS, max_ext_len=0)
     unpacker.feed(content)
+    consumed = 0  # tell() also counts a partly read record, so track whole ones
     while True:
         try:
             obj = unpacker.unpack()
         except msgpack.OutOfData:
             break
-        except (ValueError, TypeError, msgpack.UnpackException, RecursionError) as exc:
+        except Exception as exc:  # msgpack's errors have no common base class
             raise FormatError(f"bad msgpack record in frame ({exc})", offset) from None
+        consumed = unpacker.tell()
         record = _decode_record(obj, offset)
         if expect_header and not isinstance(record, Header):
             raise FormatError("the first record is not a header", offset)
         expect_header = False
         if record is not None:
             yield record
-    if unpacker.tell() != len(content):
+    if consumed != len(content):
         raise FormatError("frame ends inside a msgpack record", offset)
 
 

@@ -1,0 +1,106 @@
+"""show: golden outputs for what a person reads, and escaping."""
+
+import json
+import os
+import time
+
+import pytest
+from typer.testing import CliRunner
+
+from conftest import GOLDEN, build_capture
+from wtrec.cli import app
+from wtrec.render import escape_bytes, hex_lines, quoted_lines
+
+runner = CliRunner()
+
+
+@pytest.fixture(autouse=True)
+def utc(monkeypatch):
+    monkeypatch.setenv("TZ", "UTC")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+@pytest.fixture
+def capture(tmp_path):
+    path = tmp_path / "sample.wtrace"
+    path.write_bytes(build_capture())
+    return path
+
+
+def check_golden(name: str, text: str) -> None:
+    path = GOLDEN / name
+    if os.environ.get("WTREC_REGEN_GOLDEN"):
+        path.write_text(text)
+    assert text == path.read_text()
+
+
+@pytest.mark.parametrize("name, args", [
+    ("show.txt", []),
+    ("show-hex.txt", ["--hex"]),
+    ("show-json.txt", ["--json"]),
+    ("show-fd3-limit1.txt", ["--fd", "3", "--limit", "1"]),
+])
+def test_golden(capture, name, args):
+    result = runner.invoke(app, ["show", str(capture), *args])
+    assert result.exit_code == 0, result.output
+    check_golden(name, result.stdout)
+
+
+def test_no_control_byte_reaches_the_terminal(capture):
+    for args in ([], ["--hex"], ["--json"]):
+        out = runner.invoke(app, ["show", str(capture), *args]).stdout
+        assert not any(ord(c) < 0x20 and c != "\n" or 0x7F <= ord(c) for c in out), args
+
+
+def test_color_only_when_asked_or_on_a_terminal(capture):
+    plain = runner.invoke(app, ["show", str(capture)]).stdout
+    colored = runner.invoke(app, ["show", str(capture), "--color", "always"]).stdout
+    assert "\x1b[" not in plain
+    assert "\x1b[1m" in colored and "\x1b[31m" in colored
+    # The capture's own ESC bytes are still escaped when we colour.
+    assert "\\x1b[31mred" in colored
+
+
+def test_json_lines_carry_base64_and_text_when_utf8(capture):
+    lines = [json.loads(line) for line in runner.invoke(app, ["show", str(capture), "--json"]).stdout.splitlines()]
+    assert lines[0]["text"] == "hello\n" and lines[0]["data_b64"] == "aGVsbG8K"
+    assert "text" not in lines[1]  # \xff is not UTF-8
+    assert lines[2] == {"type": "lost", "ts_ns": 1_002_500_000,
+                        "wall_ns": 1_700_000_000_002_500_000, "count": 7, "source": "ringbuf"}
+    assert lines[3]["truncated"] is True and lines[3]["count"] == 8192
+
+
+def test_show_reads_stdin(capture):
+    result = runner.invoke(app, ["show", "-", "--limit", "1"], input=capture.read_bytes())
+    assert result.exit_code == 0 and '"hello\\n"' in result.stdout
+
+
+def test_show_of_a_cut_capture_prints_the_prefix_and_warns(capture, tmp_path):
+    cut = tmp_path / "cut.wtrace"
+    cut.write_bytes(capture.read_bytes()[:-10])
+    result = runner.invoke(app, ["show", str(cut)])
+    assert result.exit_code == 0
+    assert "capture ends early after" in result.stderr
+    assert result.stdout.count("pid ") == 0 or '"hello\\n"' in result.stdout
+
+
+def test_escape_bytes():
+    assert escape_bytes(b'a\n\t\r\x00\x1b"\\\x7f\xc3\xa9') == 'a\\n\\t\\r\\0\\x1b\\"\\\\\\x7f\\xc3\\xa9'
+
+
+def test_quoted_lines_break_after_newlines_and_wrap():
+    assert quoted_lines(b"one\ntwo") == ['"one\\n"', '"two"']
+    assert quoted_lines(b"") == ['""']
+    assert quoted_lines(b"x" * 100, width=40) == ['"' + "x" * 40 + '"', '"' + "x" * 40 + '"',
+                                                  '"' + "x" * 20 + '"']
+
+
+def test_hex_lines_layout():
+    full, partial = hex_lines(bytes(range(0x41, 0x52)))
+    assert full == "00000000  41 42 43 44 45 46 47 48  49 4a 4b 4c 4d 4e 4f 50  |ABCDEFGHIJKLMNOP|"
+    assert partial.startswith("00000010  51 ")
+    assert partial.index("|") == full.index("|")  # the gutter lines up
+    assert hex_lines(b"hello\n\x00")[0].endswith("  |hello..|")
