@@ -20,6 +20,7 @@ PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 MAX_SNAPLEN_RINGBUF = 1 << 20
 MAX_SNAPLEN_PERF = 16384  # a per-CPU scratch value must fit in 32 KiB
 MAX_COMM_FILTERS = 256
+PERF_WAKEUP_EVENTS = 64
 MAX_PID_FILTERS = 4096
 
 
@@ -150,8 +151,10 @@ class Probe:
                 self.perf_lost += count
 
             self._on_event, self._on_lost = on_perf, on_lost
+            # Waking the reader for every event costs ~10 us a write; wake it
+            # every PERF_WAKEUP_EVENTS and let poll() consume the stragglers.
             table.open_perf_buffer(on_perf, page_cnt=self.config.perf_pages_per_cpu(),
-                                   lost_cb=on_lost)
+                                   lost_cb=on_lost, wakeup_events=PERF_WAKEUP_EVENTS)
         else:
             def on_ring(_ctx, data, size):
                 queue.append(ctypes.string_at(data, size))
@@ -164,6 +167,7 @@ class Probe:
         """Moves whatever the kernel has into `raw_events`, waiting up to timeout_ms."""
         if self.config.use_perf:
             self._bpf.perf_buffer_poll(timeout_ms)
+            self._bpf.perf_buffer_consume()
         else:
             self._bpf.ring_buffer_poll(timeout_ms)
 
