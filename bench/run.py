@@ -23,7 +23,7 @@ ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 
 from wtrec.format import CaptureReader  # noqa: E402
-from wtrec.records import End, WriteEvent  # noqa: E402
+from wtrec.records import End, IoEvent  # noqa: E402
 
 WTREC = [sys.executable, "-m", "wtrec"]
 
@@ -65,7 +65,7 @@ def under_wtrec(binary: Path, writes: int, size: int, workdir: str, extra: list[
     rec.communicate(timeout=300)
     with open(capture, "rb") as stream:
         reader = CaptureReader(stream)
-        events = sum(isinstance(r, WriteEvent) for r in reader)
+        events = sum(isinstance(r, IoEvent) for r in reader)
     end = reader.end or End(0, 0, 0, -1)
     return ns, events, end.lost, os.path.getsize(capture)
 
@@ -82,7 +82,7 @@ def startup_seconds(workdir: str) -> float:
     rec.wait(60)
     ticker.kill()
     with open(capture, "rb") as stream:
-        first = next(r for r in CaptureReader(stream) if isinstance(r, WriteEvent))
+        first = next(r for r in CaptureReader(stream) if isinstance(r, IoEvent))
     return (first.ts_ns - launched) / 1e9
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from wtrec.format import CaptureWriter
-from wtrec.records import End, Filters, Header, Lost, WriteEvent
+from wtrec.records import End, FdIdentity, FdInfo, Filters, Header, IoEvent, Lost
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = Path(__file__).resolve().parent / "data"
@@ -30,16 +30,25 @@ def make_header(**changes) -> Header:
 
 def sample_records() -> list:
     """A small capture with every record type and awkward payloads."""
+    base = 1_000_000_000
     events = [
-        WriteEvent(1_000_000_000 + 1_500, 4242, 4242, 1000, b"client-tcp", 3, 6, b"hello\n"),
-        WriteEvent(1_000_000_000 + 2_000_000, 4242, 4243, 1000, b"client-tcp", 3, 27,
-                   b"\x1b[31mred\x1b[0m\ttab\r\n\x00\x7f\xff\"q\\"),
-        WriteEvent(1_000_000_000 + 3_000_000, 4242, 4242, 1000, b"client-tcp", 1, 8192,
-                   bytes(range(48))),
-        WriteEvent(1_000_000_000 + 4_000_000, 77, 77, 0, b"\x1bevil", 5, 3, "é€".encode()[:3]),
+        IoEvent(base + 1_500, 4242, 4242, 1000, b"client-tcp", 3, 6, b"hello\n",
+                syscall="write", ret=6, seq=0),
+        IoEvent(base + 2_000_000, 4242, 4243, 1000, b"client-tcp", 3, 27,
+                b"\x1b[31mred\x1b[0m\ttab\r\n\x00\x7f\xff\"q\\", syscall="writev", ret=27, seq=1),
+        IoEvent(base + 3_000_000, 4242, 4242, 1000, b"client-tcp", 1, 8192,
+                bytes(range(48)), syscall="write", ret=-11, seq=2),
+        IoEvent(base + 4_000_000, 77, 77, 0, b"\x1bevil", 5, 4096, "é€".encode()[:3],
+                syscall="recvfrom", ret=3, seq=3, direction="in"),
     ]
-    return [events[0], events[1], Lost(1_000_000_000 + 2_500_000, 7, "ringbuf"),
-            events[2], events[3]]
+    return [
+        FdInfo(base, 4242, 3, FdIdentity("tcp", "127.0.0.1:52144", "127.0.0.1:11111")),
+        events[0], events[1], Lost(base + 2_500_000, 7, "ringbuf"),
+        FdInfo(base + 3_000_000, 4242, 1, FdIdentity("tty", path="/dev/pts/0")),
+        events[2],
+        FdInfo(base + 4_000_000, 77, 5, FdIdentity("unix", path="/run/\x1b.sock")),
+        events[3],
+    ]
 
 
 def build_capture(records=None, header=None, end=True) -> bytes:
@@ -47,7 +56,7 @@ def build_capture(records=None, header=None, end=True) -> bytes:
     records = sample_records() if records is None else records
     out = io.BytesIO()
     writer = CaptureWriter(out, header or make_header())
-    events = [r for r in records if isinstance(r, WriteEvent)]
+    events = [r for r in records if isinstance(r, IoEvent)]
     for record in records:
         writer.write(record)
     if end:

@@ -103,3 +103,51 @@ def start_writer(*sizes: int) -> subprocess.Popen:
 
 def expected_payload(size: int) -> bytes:
     return bytes((i * 7 + size) % 251 for i in range(size))
+
+
+class Sink:
+    """A loopback TCP server in a thread: keeps every byte it receives.
+
+    With `http=True` it answers a request (after the blank line) with a
+    short HTTP response, so HTTP clients finish.
+    """
+
+    def __init__(self, http: bool = False, reply: bytes = b""):
+        import threading
+
+        self.http = http
+        self.reply = reply
+        self.received = bytearray()
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self._listener.getsockname()[1]
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        conn, _ = self._listener.accept()
+        with conn:
+            while True:
+                chunk = conn.recv(1 << 16)
+                if not chunk:
+                    break
+                self.received += chunk
+                if self.http and b"\r\n\r\n" in self.received:
+                    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n"
+                                 b"Connection: close\r\n\r\nhi")
+                    break
+                if self.reply:
+                    conn.sendall(self.reply)
+        self._listener.close()
+
+    def wait(self, timeout: float = 30) -> bytes:
+        self._thread.join(timeout)
+        return bytes(self.received)
+
+
+def run_recorded(out: str, command: list[str], *options: str, env: dict | None = None,
+                 timeout: float = 120) -> subprocess.CompletedProcess:
+    """`wtrec record -o OUT [options] -- COMMAND`, to completion."""
+    return subprocess.run(wtrec_cmd("record", "-q", "--force", "-o", out, *options, "--",
+                                    *command),
+                          capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, **(env or {})})

@@ -21,7 +21,7 @@ from wtrec.format import (
     CaptureWriter,
     encode_preamble,
 )
-from wtrec.records import End, Header, Lost, WriteEvent
+from wtrec.records import End, Header, Lost, IoEvent
 
 
 def read_all(data: bytes) -> tuple[list, CaptureReader]:
@@ -48,9 +48,9 @@ def test_round_trip_keeps_every_record():
 
 
 def test_frames_close_at_the_record_limit():
-    events = [WriteEvent(i, 1, 1, 0, b"c", 3, 1, b"x") for i in range(FRAME_MAX_RECORDS * 2 + 5)]
+    events = [IoEvent(i, 1, 1, 0, b"c", 3, 1, b"x") for i in range(FRAME_MAX_RECORDS * 2 + 5)]
     records, reader = read_all(build_capture(events))
-    assert [r for r in records if isinstance(r, WriteEvent)] == events
+    assert [r for r in records if isinstance(r, IoEvent)] == events
     assert reader.frames == 4  # header frame, two full frames, the rest with the end
 
 
@@ -58,7 +58,7 @@ def test_frames_close_after_a_second():
     now = [0]
     out = io.BytesIO()
     writer = CaptureWriter(out, make_header(), clock=lambda: now[0])
-    writer.write(WriteEvent(1, 1, 1, 0, b"c", 3, 1, b"x"))
+    writer.write(IoEvent(1, 1, 1, 0, b"c", 3, 1, b"x"))
     size_before = len(out.getvalue())
     now[0] = 999_999_999
     writer.tick()
@@ -119,7 +119,7 @@ def test_unknown_record_types_and_extra_fields_are_tolerated():
     data = (encode_preamble() + frame([raw_header_list() + ["extra"]])
             + frame([[99, "new kind of record"], event, [4, 9, 1, 2, 0, "extra"]]))
     records, reader = read_all(data)
-    assert [type(r) for r in records] == [Header, WriteEvent, End]
+    assert [type(r) for r in records] == [Header, IoEvent, End]
     assert records[1].data == b"hi" and not reader.truncated
 
 
@@ -208,7 +208,7 @@ def test_zstdcat_and_plain_msgpack_read_a_capture(tmp_path):
               "print([r[0] for r in u]); ")
     result = subprocess.run(f"zstdcat {path} | {sys.executable} -c '{script}'", shell=True,
                             capture_output=True, text=True, check=True)
-    assert result.stdout.strip() == "[1, 2, 2, 3, 2, 2, 4]"
+    assert result.stdout.strip() == "[1, 6, 2, 2, 3, 6, 2, 6, 5, 4]"
 
 
 @settings(max_examples=300, deadline=None)

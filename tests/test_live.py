@@ -11,7 +11,7 @@ import pytest
 from conftest import wtrec_cmd
 from live_helpers import Recorder, Server, expected_payload, run_client, start_writer
 from wtrec.format import CaptureReader
-from wtrec.records import End, Header, Lost, WriteEvent
+from wtrec.records import End, Header, Lost, IoEvent
 
 LINES = [f"line {i:02d} of 23: the quick brown fox {'*' * i}\n".encode() for i in range(23)]
 
@@ -46,7 +46,7 @@ def read_capture(path) -> tuple[list, CaptureReader]:
 def check_client_capture(records, reader, pid, fd):
     """Exactly the 23 lines on the socket, in order, nothing from anyone else."""
     assert isinstance(records[0], Header) and not reader.truncated
-    events = [r for r in records if isinstance(r, WriteEvent)]
+    events = [r for r in records if isinstance(r, IoEvent)]
     assert all(e.pid == pid and e.tid == pid and e.comm == b"client-tcp" for e in events)
     on_socket = [e for e in events if e.fd == fd]
     assert [e.data for e in on_socket] == LINES
@@ -66,7 +66,7 @@ def test_client_lines_are_captured_exactly(samples, server, workdir, buffer_args
     assert recorder.proc.returncode == 0, said
     records, reader = read_capture(out)
     check_client_capture(records, reader, pid, fd)
-    events = sum(isinstance(r, WriteEvent) for r in records)
+    events = sum(isinstance(r, IoEvent) for r in records)
     assert f"wtrec: {events} events, " in said and ", 0 lost -> " in said
     assert records[0].buffer == ("perf" if buffer_args else "ringbuf")
 
@@ -110,7 +110,7 @@ def test_pid_filter_snaplen_and_count(workdir):
     said = recorder.stop()
     assert recorder.proc.returncode == 0, said
     records, reader = read_capture(out)
-    events = [r for r in records if isinstance(r, WriteEvent)]
+    events = [r for r in records if isinstance(r, IoEvent)]
     assert [(e.count, e.data) for e in events] == [
         (10, expected_payload(10)), (100, expected_payload(100)),
         (5000, expected_payload(5000))]
@@ -125,7 +125,7 @@ def test_short_snaplen_keeps_the_requested_count(workdir):
     writer.stdin.close()
     writer.wait(30)
     recorder.stop()
-    events = [r for r in read_capture(out)[0] if isinstance(r, WriteEvent)]
+    events = [r for r in read_capture(out)[0] if isinstance(r, IoEvent)]
     assert [(e.count, e.data) for e in events] == [
         (16384, expected_payload(16384)[:16]), (40, expected_payload(40)[:16])]
     assert all(e.truncated for e in events)
@@ -139,7 +139,7 @@ def test_biggest_snaplen_with_the_ring_buffer(workdir):
     writer.stdin.close()
     writer.wait(30)
     recorder.stop()
-    events = [r for r in read_capture(out)[0] if isinstance(r, WriteEvent)]
+    events = [r for r in read_capture(out)[0] if isinstance(r, IoEvent)]
     assert [e.data for e in events] == [expected_payload(1 << 20)]
 
 

@@ -65,12 +65,16 @@ def test_color_only_when_asked_or_on_a_terminal(capture):
 
 
 def test_json_lines_carry_base64_and_text_when_utf8(capture):
-    lines = [json.loads(line) for line in runner.invoke(app, ["show", str(capture), "--json"]).stdout.splitlines()]
-    assert lines[0]["text"] == "hello\n" and lines[0]["data_b64"] == "aGVsbG8K"
-    assert "text" not in lines[1]  # \xff is not UTF-8
-    assert lines[2] == {"type": "lost", "ts_ns": 1_002_500_000,
+    out = runner.invoke(app, ["show", str(capture), "--json"]).stdout
+    lines = [json.loads(line) for line in out.splitlines()]
+    assert lines[0]["type"] == "fd" and lines[0]["remote"] == "127.0.0.1:11111"
+    assert lines[1]["text"] == "hello\n" and lines[1]["data_b64"] == "aGVsbG8K"
+    assert lines[1]["fd_desc"] == "tcp 127.0.0.1:52144 -> 127.0.0.1:11111"
+    assert "text" not in lines[2]  # \xff is not UTF-8
+    assert lines[3] == {"type": "lost", "ts_ns": 1_002_500_000,
                         "wall_ns": 1_700_000_000_002_500_000, "count": 7, "source": "ringbuf"}
-    assert lines[3]["truncated"] is True and lines[3]["count"] == 8192
+    assert lines[5]["truncated"] is True and lines[5]["ret"] == -11
+    assert lines[7]["type"] == "read" and lines[7]["direction"] == "in"
 
 
 def test_show_reads_stdin(capture):

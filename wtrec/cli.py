@@ -18,7 +18,7 @@ import typer
 
 from wtrec import __version__
 from wtrec.errors import InputError, OutputError, UsageError, WtrecError
-from wtrec.records import FORMAT_MAJOR, FORMAT_MINOR, Filters, Header, Lost, WriteEvent
+from wtrec.records import FORMAT_MAJOR, FORMAT_MINOR, FdInfo, Filters, Header, IoEvent, Lost
 from wtrec.select import Selection, select_records
 
 EXIT_INTERNAL = 70
@@ -129,20 +129,57 @@ def _describe_filters(filters: Filters) -> str:
     return ", ".join(parts)
 
 
-@app.command()
+def _parse_size(text: str) -> int:
+    """'64M', '256k', '1048576' -> bytes."""
+    units = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+    number, unit = (text[:-1], units[text[-1].lower()]) if text[-1:].lower() in units else (text, 1)
+    try:
+        value = int(number) * unit
+    except ValueError:
+        raise UsageError(f"--buffer-size takes bytes with an optional K, M or G, not {text!r}") from None
+    if not 4096 <= value <= 1 << 30:
+        raise UsageError(f"--buffer-size must be between 4K and 1G, not {text}")
+    return value
+
+
+def _parse_syscalls(text: str | None, read: bool) -> tuple[str, ...]:
+    from wtrec.kernel_event import READ_FAMILY, WRITE_FAMILY
+
+    if text is None:
+        chosen = list(WRITE_FAMILY)
+    else:
+        chosen = [name.strip() for name in text.split(",") if name.strip()]
+        unknown = [name for name in chosen if name not in WRITE_FAMILY + READ_FAMILY]
+        if unknown or not chosen:
+            raise UsageError(f"--syscalls: unknown {', '.join(unknown) or 'empty list'}; choose "
+                             f"from {', '.join(WRITE_FAMILY + READ_FAMILY)}")
+    if read:
+        chosen += [name for name in READ_FAMILY if name not in chosen]
+    return tuple(dict.fromkeys(chosen))
+
+
+@app.command(context_settings={"allow_interspersed_args": False})
 def record(
     output: Annotated[str, typer.Option("-o", "--output", help="Capture file, or - for stdout.")],
+    command: Annotated[Optional[list[str]], typer.Argument(
+        help="After --: a command to start and trace with all its descendants.")] = None,
     comm: Annotated[Optional[list[str]], typer.Option(
         "-c", "--comm", help="Trace processes with this exact comm (15 chars max); repeatable.")] = None,
     pid: Annotated[Optional[list[int]], typer.Option(
         "-p", "--pid", help="Trace this process id; repeatable.")] = None,
+    follow: Annotated[bool, typer.Option(
+        "--follow", help="Also trace the children -p processes create.")] = False,
     trace_all: Annotated[bool, typer.Option("--all", help="Trace every process.")] = False,
+    syscalls: Annotated[Optional[str], typer.Option(
+        "--syscalls", help="Comma-separated syscalls to capture (default: the write family).")] = None,
+    read: Annotated[bool, typer.Option(
+        "--read", help="Also capture what is received: read, readv, pread64, recvfrom, recvmsg.")] = False,
     snaplen: Annotated[str, typer.Option(
-        "-s", "--snaplen", help="Bytes captured per write (or 'max').")] = "4096",
+        "-s", "--snaplen", help="Bytes captured per call, up to 1048576, or 'max'.")] = "4096",
     perf_buffer: Annotated[bool, typer.Option(
         "--perf-buffer", help="Use the per-CPU perf buffer instead of the ring buffer.")] = False,
-    buffer_mib: Annotated[int, typer.Option(
-        "--buffer-size", help="Kernel buffer size in MiB.", min=1, max=1024)] = 64,
+    buffer_size: Annotated[str, typer.Option(
+        "--buffer-size", help="Kernel buffer size, e.g. 64M (default) or 256K.")] = "64M",
     duration: Annotated[Optional[float], typer.Option(
         "--duration", help="Stop after this many seconds.", min=0)] = None,
     count: Annotated[Optional[int], typer.Option(
@@ -154,22 +191,26 @@ def record(
     print_bpf: Annotated[bool, typer.Option(
         "--print-bpf", help="Print the BPF program as it would be loaded, then exit.")] = False,
 ):
-    """Trace write() calls of chosen processes into a capture file (needs root)."""
+    """Trace the write family (and with --read the read family) of chosen processes (root)."""
     with _reported_errors():
         from wtrec import preflight
         from wtrec.probe import ProbeConfig, bpf_program_text
 
         comms = tuple(comm or ())
         pids = tuple(pid or ())
+        argv = list(command or ())
         for name in comms:
             if not name or len(name.encode()) > 15:
                 raise UsageError(f"--comm {name!r}: the kernel keeps 1 to 15 bytes of a comm")
-        if not (comms or pids or trace_all):
-            raise UsageError("say what to trace: -c COMM, -p PID, or --all")
+        if not (comms or pids or trace_all or argv):
+            raise UsageError("say what to trace: -c COMM, -p PID, --all, or -- COMMAND")
+        if follow and not pids:
+            raise UsageError("--follow follows the children of -p PID processes")
         use_perf = perf_buffer or not preflight.kernel_has_ringbuf()
         config = ProbeConfig(snaplen=_parse_snaplen(snaplen, use_perf), use_perf=use_perf,
                              trace_all=trace_all, comms=comms, pids=pids,
-                             buffer_bytes=buffer_mib << 20)
+                             follow=follow or bool(argv), syscalls=_parse_syscalls(syscalls, read),
+                             buffer_bytes=_parse_size(buffer_size))
         if print_bpf:
             print(bpf_program_text(config))
             return
@@ -181,7 +222,7 @@ def record(
         if created and not no_chown:
             _hand_to_sudo_user(out, output)
         try:
-            stats = _record_into(out, output, config, duration, count, quiet)
+            stats, child_status = _record_into(out, output, config, duration, count, quiet, argv)
         except BaseException:
             if created and os.path.getsize(output) == 0:
                 os.unlink(output)
@@ -189,7 +230,8 @@ def record(
         finally:
             if out is not sys.stdout.buffer:
                 out.close()
-        _say(f"{stats.events} events, {stats.bytes} bytes, {stats.lost} lost -> {output}")
+        if child_status:
+            raise typer.Exit(child_status)
 
 
 def _hand_to_sudo_user(out: BinaryIO, path: str) -> None:
@@ -201,42 +243,78 @@ def _hand_to_sudo_user(out: BinaryIO, path: str) -> None:
     _say(f"{path} is owned by uid {uid}, the sudo user; --no-chown keeps it root's")
 
 
-def _record_into(out, output_name, config, duration, count, quiet):
+def _warn_compat(config, child) -> None:
+    from wtrec import compat
+
+    pids = list(config.pids) + (compat.pids_with_comm(config.comms) if config.comms else [])
+    for found in compat.compat_processes(pids):
+        _say(f"warning: process {found} is a 32-bit program; the kernel's syscall tracepoints "
+             "do not see 32-bit syscalls, so it will not be captured")
+    if child is not None and compat.is_32bit_elf(child.binary):
+        _say(f"warning: {child.argv[0]} is a 32-bit program; the kernel's syscall tracepoints "
+             "do not see 32-bit syscalls, so it will not be captured")
+
+
+def _record_into(out, output_name, config, duration, count, quiet, argv):
     from wtrec.format import CaptureWriter
+    from wtrec.launch import HeldCommand
     from wtrec.probe import Probe
     from wtrec.record import Recording, StopRule, boot_ns
 
-    probe = Probe(config)
+    child = HeldCommand(argv) if argv else None
     try:
+        probe = Probe(config)
+    except BaseException:
+        if child:
+            child.abandon()
+        raise
+    try:
+        _warn_compat(config, child)
         anchor_real, anchor_boot = time.time_ns(), boot_ns()
         header = Header(
             format_major=FORMAT_MAJOR, format_minor=FORMAT_MINOR, tool_version=__version__,
             host=socket.gethostname(), kernel=platform.release(), start_ns=anchor_real,
             anchor_boot_ns=anchor_boot, anchor_real_ns=anchor_real, argv=tuple(sys.argv),
-            filters=Filters(config.comms, config.pids, config.trace_all),
+            filters=Filters(config.comms, config.pids, config.trace_all, config.syscalls,
+                            config.follow, tuple(argv)),
             snaplen=config.snaplen, buffer="perf" if config.use_perf else "ringbuf")
         try:
             writer = CaptureWriter(out, header)
         except OSError as exc:
             raise OutputError(f"cannot write {output_name}: {exc.strerror}") from None
         status = _status_printer(quiet)
-        recording = Recording(probe, writer, StopRule(duration, count), status,
-                              ordered=config.use_perf)
+        recording = Recording(probe, writer, StopRule(duration, count, child and child.process),
+                              status)
         stop = lambda *_: recording.stop()  # noqa: E731
         for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             signal.signal(signum, stop)
         buffer_name = "perf buffer" if config.use_perf else "ring buffer"
-        _say(f"recording write() of {_describe_filters(header.filters)} into {output_name} "
+        what = f"{' '.join(argv)} (pid {child.pid}) and its children" if child else \
+            _describe_filters(header.filters)
+        _say(f"recording {', '.join(config.syscalls)} of {what} into {output_name} "
              f"({buffer_name}, snaplen {config.snaplen}); Ctrl-C stops")
+        if child:
+            probe.add_pid(child.pid)
+            child.release()
         try:
             stats = recording.run()
         except OSError as exc:
             raise OutputError(f"cannot write {output_name}: {exc.strerror}") from None
         if status:
             sys.stderr.write("\r\x1b[K")
-        return stats
+        _say(_summary(stats, output_name))
+        return stats, (child.exit_status() if child else 0)
     finally:
+        # Detaching tens of tracepoints takes the kernel seconds; the capture
+        # is complete and summarised before that.
         probe.close()
+
+
+def _summary(stats, output_name: str) -> str:
+    text = f"{stats.events} events, {stats.bytes} bytes, {stats.lost} lost"
+    if stats.incomplete:
+        text += f", {stats.incomplete} with data missing"
+    return f"{text} -> {output_name}"
 
 
 # ---------------------------------------------------------------- show
@@ -281,13 +359,16 @@ def show(
             if renderer is None:
                 renderer = (JsonRenderer(reader.header) if json_view else
                             TextRenderer(reader.header, hex_view, _use_color(color)))
-            if isinstance(record, WriteEvent):
-                lines = renderer.event(record)
+            if isinstance(record, IoEvent):
+                lines = list(renderer.event(record))
             elif isinstance(record, Lost):
-                lines = renderer.lost(record)
+                lines = list(renderer.lost(record))
+            elif isinstance(record, FdInfo):
+                lines = list(renderer.fd_info(record))
             else:
                 continue
-            write("\n".join(lines) + "\n")
+            if lines:
+                write("\n".join(lines) + "\n")
         sys.stdout.flush()
         if reader.warning and (limit is None or reader.events < limit):
             _say(reader.warning)

@@ -9,6 +9,8 @@ bound before anything is allocated, every field is type-checked, and the
 only exceptions that leave it are FormatError and NewerFormatError.
 """
 
+from __future__ import annotations
+
 import struct
 import time
 from collections.abc import Callable, Iterator
@@ -22,15 +24,19 @@ from wtrec.records import (
     FORMAT_MAJOR,
     FORMAT_MINOR,
     TYPE_END,
+    TYPE_FD,
     TYPE_HEADER,
     TYPE_LOST,
+    TYPE_READ,
     TYPE_WRITE,
     End,
+    FdIdentity,
+    FdInfo,
     Filters,
     Header,
     Lost,
     Record,
-    WriteEvent,
+    IoEvent,
 )
 
 PREAMBLE_MAGIC = 0x184D2A5E  # a zstd skippable-frame magic (0x184D2A5?)
@@ -63,16 +69,23 @@ def encode_preamble(major: int = FORMAT_MAJOR, minor: int = FORMAT_MINOR) -> byt
 
 def encode_record(record: Record) -> list:
     """The msgpack-ready array for one record (see docs/FORMAT.md)."""
-    if isinstance(record, WriteEvent):
-        return [TYPE_WRITE, record.ts_ns, record.pid, record.tid, record.uid,
-                record.comm, record.fd, record.count, record.data]
+    if isinstance(record, IoEvent):
+        kind = TYPE_READ if record.direction == "in" else TYPE_WRITE
+        return [kind, record.ts_ns, record.pid, record.tid, record.uid,
+                record.comm, record.fd, record.count, record.data, record.syscall,
+                record.ret, record.seq]
+    if isinstance(record, FdInfo):
+        ident = record.identity
+        return [TYPE_FD, record.ts_ns, record.pid, record.fd, ident.kind, ident.local,
+                ident.remote, ident.path]
     if isinstance(record, Lost):
         return [TYPE_LOST, record.ts_ns, record.count, record.source]
     if isinstance(record, End):
         return [TYPE_END, record.ts_ns, record.events, record.bytes, record.lost]
     if isinstance(record, Header):
-        filters = {"comms": list(record.filters.comms), "pids": list(record.filters.pids),
-                   "all": record.filters.all}
+        f = record.filters
+        filters = {"comms": list(f.comms), "pids": list(f.pids), "all": f.all,
+                   "syscalls": list(f.syscalls), "follow": f.follow, "command": list(f.command)}
         return [TYPE_HEADER, record.format_major, record.format_minor, record.tool_version,
                 record.host, record.kernel, record.start_ns, record.anchor_boot_ns,
                 record.anchor_real_ns, list(record.argv), filters, record.snaplen,
@@ -206,7 +219,7 @@ class CaptureReader:
                             raise FormatError("a second header record", offset)
                         self._check_version(record.format_major, record.format_minor)
                         self.header = record
-                    elif isinstance(record, WriteEvent):
+                    elif isinstance(record, IoEvent):
                         self.events += 1
                     elif isinstance(record, End):
                         self.end = record
@@ -360,8 +373,8 @@ class _Fields:
     def __init__(self, values: list, offset: int):
         self._values = values
         self._offset = offset
-        self._name = {TYPE_HEADER: "header", TYPE_WRITE: "write", TYPE_LOST: "lost",
-                      TYPE_END: "end"}.get(values[0], "record")
+        self._name = {TYPE_HEADER: "header", TYPE_WRITE: "write", TYPE_READ: "read",
+                      TYPE_LOST: "lost", TYPE_END: "end", TYPE_FD: "fd"}.get(values[0], "record")
 
     def _get(self, index: int, what: str):
         if index >= len(self._values):
@@ -384,6 +397,20 @@ class _Fields:
             raise self._bad(index, what)
         return value
 
+    def has(self, index: int) -> bool:
+        return index < len(self._values)
+
+    def optional_int(self, index: int, what: str, low: int, high: int) -> int | None:
+        """An int, or None when the field is nil or absent (older minor version)."""
+        if not self.has(index) or self._values[index] is None:
+            return None
+        return self.int(index, what, low, high)
+
+    def optional_str(self, index: int, what: str) -> str | None:
+        if not self.has(index) or self._values[index] is None:
+            return None
+        return self.str(index, what)
+
     def str(self, index: int, what: str) -> str:
         value = self._get(index, what)
         if type(value) is not str:
@@ -403,11 +430,16 @@ class _Fields:
         comms = value.get("comms", [])
         pids = value.get("pids", [])
         everything = value.get("all", False)
-        if (type(comms) is not list or any(type(c) is not str for c in comms)
+        syscalls = value.get("syscalls", ["write"])
+        follow = value.get("follow", False)
+        command = value.get("command", [])
+        strings = (comms, syscalls, command)
+        if (any(type(v) is not list or any(type(c) is not str for c in v) for v in strings)
                 or type(pids) is not list or any(type(p) is not int for p in pids)
-                or type(everything) is not bool):
+                or type(everything) is not bool or type(follow) is not bool):
             raise self._bad(index, what)
-        return Filters(tuple(comms), tuple(pids), everything)
+        return Filters(tuple(comms), tuple(pids), everything, tuple(syscalls), follow,
+                       tuple(command))
 
 
 def _decode_header(f: _Fields) -> Header:
@@ -427,8 +459,8 @@ def _decode_header(f: _Fields) -> Header:
     )
 
 
-def _decode_write(f: _Fields) -> WriteEvent:
-    return WriteEvent(
+def _decode_io(f: _Fields, direction: str) -> IoEvent:
+    return IoEvent(
         ts_ns=f.int(1, "time"),
         pid=f.int(2, "pid", high=U32),
         tid=f.int(3, "tid", high=U32),
@@ -437,6 +469,21 @@ def _decode_write(f: _Fields) -> WriteEvent:
         fd=f.int(6, "fd", low=I32_MIN, high=I32_MAX),
         count=f.int(7, "count"),
         data=f.bytes(8, "data"),
+        syscall=f.optional_str(9, "syscall") or ("write" if direction == "out" else "read"),
+        ret=f.optional_int(10, "return value", low=-(1 << 63), high=(1 << 63) - 1),
+        seq=f.optional_int(11, "sequence number", low=0, high=U64),
+        direction=direction,
+    )
+
+
+def _decode_fd(f: _Fields) -> FdInfo:
+    return FdInfo(
+        ts_ns=f.int(1, "time"),
+        pid=f.int(2, "pid", high=U32),
+        fd=f.int(3, "fd", low=I32_MIN, high=I32_MAX),
+        identity=FdIdentity(kind=f.str(4, "kind"), local=f.optional_str(5, "local address"),
+                            remote=f.optional_str(6, "remote address"),
+                            path=f.optional_str(7, "path")),
     )
 
 
@@ -451,7 +498,9 @@ def _decode_end(f: _Fields) -> End:
 
 _DECODERS = {
     TYPE_HEADER: _decode_header,
-    TYPE_WRITE: _decode_write,
+    TYPE_WRITE: lambda f: _decode_io(f, "out"),
+    TYPE_READ: lambda f: _decode_io(f, "in"),
+    TYPE_FD: _decode_fd,
     TYPE_LOST: _decode_lost,
     TYPE_END: _decode_end,
 }

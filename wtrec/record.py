@@ -2,6 +2,8 @@
 
 It knows where bytes come from (anything with the Probe interface) and is
 handed a CaptureWriter; it knows nothing of files, bcc or the terminal.
+Kernel records are decoded, put in time order, given a sequence number and
+preceded by an fd record whenever an event's (pid, fd) is new or changed.
 """
 
 import time
@@ -9,10 +11,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from wtrec.errors import ProbeError
+from wtrec.fdtable import FdTable
 from wtrec.format import CaptureWriter
-from wtrec.kernel_event import BadKernelEvent, decode_event
+from wtrec.kernel_event import BadKernelEvent, FdNote, KernelDecoder
 from wtrec.ordering import ReorderBuffer
-from wtrec.records import End, Lost
+from wtrec.records import End, FdInfo, IoEvent, Lost
 
 POLL_MS = 100
 STATUS_EVERY_NS = 500_000_000
@@ -30,6 +33,7 @@ class Stats:
     events: int = 0
     bytes: int = 0
     lost: int = 0
+    incomplete: int = 0
     started_ns: int = 0
 
     def rate(self, now_ns: int) -> float:
@@ -39,25 +43,29 @@ class Stats:
 
 @dataclass(frozen=True)
 class StopRule:
-    """When to stop besides a signal: after so long, or after so many events."""
+    """When to stop besides a signal: after so long, so many events, or when a child exits."""
 
     duration_s: float | None = None
     max_events: int | None = None
+    child: object | None = None  # a subprocess.Popen: stop once it has exited
 
 
 class Recording:
     """Drives one probe into one writer; `stop()` may be called from a signal handler."""
 
     def __init__(self, probe, writer: CaptureWriter, rule: StopRule,
-                 status: Callable[[Stats], None] | None = None, ordered: bool = False):
+                 status: Callable[[Stats], None] | None = None,
+                 fds: FdTable | None = None):
         self._probe = probe
         self._writer = writer
         self._rule = rule
         self._status = status
-        self._reorder = ReorderBuffer() if ordered else None
+        self._decoder = KernelDecoder()
+        self._reorder = ReorderBuffer()
+        self._fds = fds or FdTable()
+        self._fd_written: dict[tuple[int, int], object] = {}
         self._stop_requested = False
-        self._seen_kernel_lost = 0
-        self._seen_perf_lost = 0
+        self._seen_lost = 0
         self.stats = Stats(started_ns=boot_ns())
 
     def stop(self) -> None:
@@ -69,6 +77,8 @@ class Recording:
             return True
         if rule.max_events is not None and self.stats.events >= rule.max_events:
             return True
+        if rule.child is not None and rule.child.poll() is not None:
+            return True
         if rule.duration_s is not None:
             return boot_ns() - self.stats.started_ns >= rule.duration_s * 1e9
         return False
@@ -78,7 +88,7 @@ class Recording:
         last_status = 0
         while not self._done():
             self._probe.poll(POLL_MS)
-            self._move_events(final=False)
+            self._move(final=False)
             self._writer.tick()
             now = boot_ns()
             if self._status and now - last_status >= STATUS_EVERY_NS:
@@ -86,49 +96,59 @@ class Recording:
                 last_status = now
         # Drain what is already in the buffer: those events happened before the stop.
         self._probe.poll(0)
-        self._move_events(final=True)
+        self._move(final=True)
         self._writer.close(End(ts_ns=boot_ns(), events=self.stats.events,
                                bytes=self.stats.bytes, lost=self.stats.lost))
         return self.stats
 
-    def _move_events(self, final: bool) -> None:
-        raw_events = self._probe.raw_events
-        while raw_events:
-            raw = raw_events.popleft()
+    def _move(self, final: bool) -> None:
+        raw_records = self._probe.raw_events
+        decoder = self._decoder
+        while raw_records:
             try:
-                event = decode_event(raw)
+                item = decoder.decode(raw_records.popleft())
             except BadKernelEvent as exc:
-                raise ProbeError(f"the BPF program sent a malformed event: {exc}") from None
-            if self._reorder is None:
-                self._write(event)
+                raise ProbeError(f"the BPF program sent a malformed record: {exc}") from None
+            if item is None:
+                continue
+            if isinstance(item, IoEvent):
+                # Ask /proc while the process may still be alive.
+                self._fds.prefetch(item.pid, item.fd)
+            self._reorder.push(item)
+        ready = self._reorder.drain() if final else self._reorder.release(boot_ns())
+        for item in ready:
+            if isinstance(item, FdNote):
+                self._fds.apply(item)
             else:
-                self._reorder.push(event)
-        if self._reorder is not None:
-            ready = self._reorder.drain() if final else self._reorder.release(boot_ns())
-            for event in ready:
-                self._write(event)
+                self._write(item)
+        self.stats.incomplete = decoder.stats.incomplete
         self._record_losses()
 
-    def _write(self, event) -> None:
+    def _write(self, event: IoEvent) -> None:
         rule = self._rule
         if rule.max_events is not None and self.stats.events >= rule.max_events:
             return  # past --count: not lost, just not asked for
-        self._writer.write(event)
+        key = (event.pid, event.fd)
+        identity = self._fds.identity(*key)
+        if self._fd_written.get(key) != identity:
+            self._writer.write(FdInfo(ts_ns=event.ts_ns, pid=event.pid, fd=event.fd,
+                                      identity=identity))
+            self._fd_written[key] = identity
+        self._writer.write(_with_seq(event, self.stats.events))
         self.stats.events += 1
         self.stats.bytes += len(event.data)
 
     def _record_losses(self) -> None:
-        kernel_lost = self._probe.kernel_lost()
-        perf_lost = self._probe.perf_lost
-        now = boot_ns()
-        source = "perf" if self._probe.config.use_perf else "ringbuf"
-        if kernel_lost > self._seen_kernel_lost:
-            self._lost(now, kernel_lost - self._seen_kernel_lost, source)
-            self._seen_kernel_lost = kernel_lost
-        if perf_lost > self._seen_perf_lost:
-            self._lost(now, perf_lost - self._seen_perf_lost, "perf")
-            self._seen_perf_lost = perf_lost
+        lost = self._probe.lost_events()
+        if lost > self._seen_lost:
+            source = "perf" if self._probe.config.use_perf else "ringbuf"
+            count = lost - self._seen_lost
+            self._writer.write(Lost(ts_ns=boot_ns(), count=count, source=source))
+            self.stats.lost += count
+            self._seen_lost = lost
 
-    def _lost(self, now: int, count: int, source: str) -> None:
-        self._writer.write(Lost(ts_ns=now, count=count, source=source))
-        self.stats.lost += count
+
+def _with_seq(event: IoEvent, seq: int) -> IoEvent:
+    from dataclasses import replace
+
+    return replace(event, seq=seq)

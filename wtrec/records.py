@@ -8,13 +8,15 @@ their byte-level encoding. Times are integer nanoseconds on the boot clock
 from dataclasses import dataclass, field
 
 FORMAT_MAJOR = 1
-FORMAT_MINOR = 0
+FORMAT_MINOR = 1
 
 # Record type codes: the first element of every msgpack record array.
 TYPE_HEADER = 1
 TYPE_WRITE = 2
 TYPE_LOST = 3
 TYPE_END = 4
+TYPE_READ = 5  # since 1.1: same layout as TYPE_WRITE, data received
+TYPE_FD = 6  # since 1.1: what a file descriptor is
 
 
 @dataclass(frozen=True)
@@ -24,6 +26,9 @@ class Filters:
     comms: tuple[str, ...] = ()
     pids: tuple[int, ...] = ()
     all: bool = False
+    syscalls: tuple[str, ...] = ("write",)  # since 1.1
+    follow: bool = False  # since 1.1: children of traced processes too
+    command: tuple[str, ...] = ()  # since 1.1: the command wtrec started
 
 
 @dataclass(frozen=True)
@@ -49,11 +54,13 @@ class Header:
 
 
 @dataclass(frozen=True)
-class WriteEvent:
-    """One write(2) call: what the process asked to write and what we copied.
+class IoEvent:
+    """One traced syscall: what the process asked for, what it did, what we copied.
 
     `count` is the length the process passed; `data` holds at most snaplen
-    bytes of it, so `len(data) < count` means the capture was cut short.
+    bytes of it (for reads: of what arrived), so `len(data) < count` can
+    mean the capture was cut short. `ret` is the syscall's return value
+    (bytes written or read, or -errno); None in captures made before 1.1.
     """
 
     ts_ns: int
@@ -64,10 +71,59 @@ class WriteEvent:
     fd: int
     count: int
     data: bytes = field(repr=False)
+    syscall: str = "write"
+    ret: int | None = None
+    seq: int | None = None
+    direction: str = "out"  # "out": the write family; "in": the read family
+
+    @property
+    def expected(self) -> int:
+        """Bytes a whole capture would hold: asked-for (out) or received (in)."""
+        if self.direction == "in":
+            return max(self.ret or 0, 0)
+        return self.count
 
     @property
     def truncated(self) -> bool:
-        return len(self.data) < self.count
+        return len(self.data) < self.expected
+
+    @property
+    def failed(self) -> bool:
+        return self.ret is not None and self.ret < 0
+
+
+@dataclass(frozen=True)
+class FdIdentity:
+    """What a file descriptor refers to.
+
+    kind is one of tcp, udp, unix, socket, file, pipe, tty, other, unknown;
+    local and remote are "address:port" ("[v6]:port" for IPv6) when known.
+    """
+
+    kind: str
+    local: str | None = None
+    remote: str | None = None
+    path: str | None = None
+
+    def describe(self) -> str:
+        if self.kind in ("tcp", "udp") or (self.local or self.remote):
+            text = self.kind
+            if self.local or self.remote:
+                text += f" {self.local or '?'} -> {self.remote or '?'}"
+            if self.path:
+                text += f" {self.path}"
+            return text
+        return f"{self.kind} {self.path}" if self.path else self.kind
+
+
+@dataclass(frozen=True)
+class FdInfo:
+    """Says what (pid, fd) is from `ts_ns` on; a later one for the same pair replaces it."""
+
+    ts_ns: int
+    pid: int
+    fd: int
+    identity: FdIdentity
 
 
 @dataclass(frozen=True)
@@ -89,4 +145,4 @@ class End:
     lost: int
 
 
-Record = Header | WriteEvent | Lost | End
+Record = Header | IoEvent | FdInfo | Lost | End

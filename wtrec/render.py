@@ -6,11 +6,12 @@ Unicode tricks) ever reaches a terminal raw.
 """
 
 import base64
+import errno
 import json
 import time
 from collections.abc import Iterator
 
-from wtrec.records import Header, Lost, WriteEvent
+from wtrec.records import FdIdentity, FdInfo, Header, IoEvent, Lost
 
 _ESCAPES = {0x5C: "\\\\", 0x22: '\\"', 0x0A: "\\n", 0x0D: "\\r", 0x09: "\\t", 0x00: "\\0"}
 _BYTE_TEXT = [
@@ -69,6 +70,32 @@ def comm_text(comm: bytes) -> str:
     return escape_bytes(comm)
 
 
+def describe_result(event: IoEvent) -> str:
+    """'count 4096, wrote 1200', 'count 512, received 22', 'count 9, failed: EAGAIN'."""
+    text = f"count {event.count}"
+    if event.ret is None:
+        return text
+    if event.ret < 0:
+        name = errno.errorcode.get(-event.ret, f"errno {-event.ret}")
+        suffix = " (payload not sent)" if event.direction == "out" else ""
+        return f"{text}, failed: {name}{suffix}"
+    verb = "received" if event.direction == "in" else "wrote"
+    return f"{text}, {verb} {event.ret}"
+
+
+class _FdNames:
+    """The latest fd record per (pid, fd), as the records stream by."""
+
+    def __init__(self):
+        self._names: dict[tuple[int, int], FdIdentity] = {}
+
+    def learn(self, info: FdInfo) -> None:
+        self._names[(info.pid, info.fd)] = info.identity
+
+    def get(self, pid: int, fd: int) -> FdIdentity | None:
+        return self._names.get((pid, fd))
+
+
 class TextRenderer:
     """show's default and --hex views: a block per event."""
 
@@ -77,17 +104,30 @@ class TextRenderer:
         self.header = header
         self.hex_view = hex_view
         self.color = color
+        self.fds = _FdNames()
 
     def _paint(self, code: str, text: str) -> str:
         return f"{code}{text}{RESET}" if self.color else text
 
-    def event(self, event: WriteEvent) -> Iterator[str]:
+    def fd_info(self, info: FdInfo) -> Iterator[str]:
+        self.fds.learn(info)
+        return iter(())
+
+    def event(self, event: IoEvent) -> Iterator[str]:
         captured = len(event.data)
         title = (f"{format_clock(self.header, event.ts_ns)}  {comm_text(event.comm)}  "
                  f"pid {event.pid}  tid {event.tid}  uid {event.uid}")
-        detail = f"  fd {event.fd}  count {event.count}  captured {captured}"
+        if event.seq is not None:
+            title += f"  #{event.seq}"
+        identity = self.fds.get(event.pid, event.fd)
+        where = f"fd {event.fd}"
+        if identity is not None:
+            where += f" ({escape_bytes(identity.describe().encode())})"
+        detail = f"  {event.syscall} {where}  {describe_result(event)}"
         if event.truncated:
-            detail += f" (truncated: {captured} of {event.count} bytes)"
+            detail += f", captured {captured} (truncated: {captured} of {event.expected} bytes)"
+        elif event.ret is None:
+            detail += f"  captured {captured}"
         yield self._paint(BOLD, title)
         yield detail
         body = hex_lines(event.data) if self.hex_view else quoted_lines(event.data)
@@ -107,19 +147,32 @@ class JsonRenderer:
 
     def __init__(self, header: Header | None = None):
         self.header = header
+        self.fds = _FdNames()
 
     def _time(self, ts_ns: int) -> int:
         return self.header.wall_ns(ts_ns) if self.header else ts_ns
 
-    def event(self, event: WriteEvent) -> Iterator[str]:
+    def fd_info(self, info: FdInfo) -> Iterator[str]:
+        self.fds.learn(info)
+        ident = info.identity
+        yield json.dumps({"type": "fd", "ts_ns": info.ts_ns, "pid": info.pid, "fd": info.fd,
+                          "kind": ident.kind, "local": ident.local, "remote": ident.remote,
+                          "path": ident.path}, ensure_ascii=True)
+
+    def event(self, event: IoEvent) -> Iterator[str]:
         obj = {
-            "type": "write", "ts_ns": event.ts_ns, "wall_ns": self._time(event.ts_ns),
+            "type": "write" if event.direction == "out" else "read",
+            "ts_ns": event.ts_ns, "wall_ns": self._time(event.ts_ns), "seq": event.seq,
             "pid": event.pid, "tid": event.tid, "uid": event.uid,
             "comm": event.comm.decode("utf-8", "backslashreplace"), "fd": event.fd,
-            "count": event.count, "captured": len(event.data),
+            "syscall": event.syscall, "direction": event.direction,
+            "count": event.count, "ret": event.ret, "captured": len(event.data),
             "truncated": event.truncated,
             "data_b64": base64.b64encode(event.data).decode("ascii"),
         }
+        identity = self.fds.get(event.pid, event.fd)
+        if identity is not None:
+            obj["fd_desc"] = identity.describe()
         try:
             obj["text"] = event.data.decode("utf-8")
         except UnicodeDecodeError:

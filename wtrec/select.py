@@ -3,7 +3,7 @@
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
-from wtrec.records import Record, WriteEvent
+from wtrec.records import Record, IoEvent
 
 
 @dataclass(frozen=True)
@@ -14,7 +14,7 @@ class Selection:
     comms: tuple[str, ...] = ()
     fds: tuple[int, ...] = ()
 
-    def matches(self, event: WriteEvent) -> bool:
+    def matches(self, event: IoEvent) -> bool:
         if self.pids and event.pid not in self.pids and event.tid not in self.pids:
             return False
         if self.comms and event.comm.decode("utf-8", "backslashreplace") not in self.comms:
@@ -33,7 +33,7 @@ def select_records(records: Iterable[Record], selection: Selection,
     """
     shown = 0
     for record in records:
-        if isinstance(record, WriteEvent):
+        if isinstance(record, IoEvent):
             if limit is not None and shown >= limit:
                 return
             if not selection.matches(record):

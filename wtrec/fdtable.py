@@ -1,0 +1,103 @@
+"""Keeps what each (pid, fd) is, from the kernel's fd notes and from /proc.
+
+The kernel side notes socket, connect, bind, accept, open, pipe, dup and
+close as they happen, so a descriptor opened during the capture is named
+even if its process is gone by the time the recorder looks, and a number
+reused after close gets its new identity.
+"""
+
+from collections.abc import Callable
+
+from wtrec import proc_fds
+from wtrec.kernel_event import FdNote
+from wtrec.records import FdIdentity
+from wtrec.sockaddr import AF_UNIX, format_inet, parse_sockaddr, socket_kind
+
+UNKNOWN = FdIdentity("unknown")
+
+
+def _path_kind(path: str) -> str:
+    if path.startswith("/dev/pts/") or path.startswith("/dev/tty") or path == "/dev/console":
+        return "tty"
+    return "file"
+
+
+class FdTable:
+    """Current identity per (pid, fd), updated in event order."""
+
+    def __init__(self, resolver: Callable[[int, int], FdIdentity | None] = proc_fds.resolve):
+        self._resolve = resolver
+        self._known: dict[tuple[int, int], FdIdentity] = {}
+        self._from_proc: dict[tuple[int, int], FdIdentity | None] = {}
+
+    def prefetch(self, pid: int, fd: int) -> None:
+        """Asks /proc now, while the process still lives, unless we know already."""
+        key = (pid, fd)
+        if key not in self._known and key not in self._from_proc:
+            self._from_proc[key] = self._resolve(pid, fd)
+
+    def identity(self, pid: int, fd: int) -> FdIdentity:
+        key = (pid, fd)
+        if key in self._known:
+            return self._known[key]
+        if key not in self._from_proc:
+            self._from_proc[key] = self._resolve(pid, fd)
+        return self._from_proc[key] or UNKNOWN
+
+    def _current(self, pid: int, fd: int) -> FdIdentity | None:
+        key = (pid, fd)
+        return self._known.get(key) or self._from_proc.get(key) or self._resolve(pid, fd)
+
+    def _set(self, pid: int, fd: int, identity: FdIdentity) -> None:
+        self._known[(pid, fd)] = identity
+        self._from_proc.pop((pid, fd), None)
+
+    def apply(self, note: FdNote) -> None:
+        """Updates the table with one kernel note."""
+        pid, op = note.pid, note.op
+        if op == "close":
+            self._known.pop((pid, note.fd), None)
+            self._from_proc.pop((pid, note.fd), None)
+        elif op == "socket":
+            self._set(pid, note.fd, FdIdentity(socket_kind(note.a0, note.a1)))
+        elif op in ("connect", "bind"):
+            self._address(note)
+        elif op == "tcp_connect":
+            local = format_inet(note.a0, note.blob[:16], note.a1)
+            remote = format_inet(note.a0, note.blob[16:32], note.a2)
+            self._set(pid, note.fd, FdIdentity("tcp", local=local, remote=remote))
+        elif op in ("accept", "accept4"):
+            listener = self._current(pid, note.fd2) or FdIdentity("socket")
+            _family, peer = parse_sockaddr(note.blob)
+            if listener.kind == "unix":
+                self._set(pid, note.fd, FdIdentity("unix", path=listener.path))
+            else:
+                self._set(pid, note.fd, FdIdentity(listener.kind, local=listener.local,
+                                                   remote=peer))
+        elif op in ("open", "openat"):
+            path = note.blob.split(b"\0", 1)[0].decode("utf-8", "backslashreplace")
+            self._set(pid, note.fd, FdIdentity(_path_kind(path), path=path))
+        elif op in ("pipe", "pipe2"):
+            self._set(pid, note.fd, FdIdentity("pipe"))
+            self._set(pid, note.fd2, FdIdentity("pipe"))
+        elif op == "socketpair":
+            kind = "unix" if note.a0 == AF_UNIX else "socket"
+            self._set(pid, note.fd, FdIdentity(kind))
+            self._set(pid, note.fd2, FdIdentity(kind))
+        elif op in ("dup", "dup2", "dup3"):
+            self._set(pid, note.fd, self._current(pid, note.fd2) or UNKNOWN)
+
+    def _address(self, note: FdNote) -> None:
+        family, text = parse_sockaddr(note.blob)
+        old = self._current(note.pid, note.fd) or FdIdentity("socket")
+        kind = old.kind if old.kind in ("tcp", "udp", "unix", "socket") else "socket"
+        if family == AF_UNIX:
+            identity = FdIdentity("unix", local=old.local, remote=old.remote,
+                                  path=text or old.path)
+        elif note.op == "connect":
+            if note.ret < 0 and note.ret != -115:  # failed, and not EINPROGRESS
+                return
+            identity = FdIdentity(kind, local=old.local, remote=text or old.remote, path=old.path)
+        else:
+            identity = FdIdentity(kind, local=text or old.local, remote=old.remote, path=old.path)
+        self._set(note.pid, note.fd, identity)
