@@ -1,10 +1,12 @@
-"""Benchmark: the cost of a traced write(), wtrec against strace, and start-up time.
+"""Benchmark: the cost of a traced syscall, wtrec against strace, and start-up time.
 
 Run as root from the checkout: `.venv/bin/python bench/run.py`. Builds
-bench/writeloop (N 64-byte writes to /dev/null, timed inside the loop) and
-runs it untraced, under `wtrec record`, and under `strace -f -e trace=write`,
-REPEAT times each; prints the median ns per write and the ratio to untraced.
-Then measures how long `wtrec record` takes from launch to its first event.
+bench/writeloop (N 64-byte calls, timed inside the loop) and runs it for
+write(), writev() and sendto(): untraced and under `wtrec record` (ring
+buffer), plus write() under `wtrec record --perf-buffer` and under
+`strace -f -e trace=write`, REPEAT times each; prints the median ns per call
+and the ratio to untraced. Then measures how long `wtrec record` takes from
+launch to its first captured event.
 """
 
 import argparse
@@ -55,12 +57,13 @@ def wait_ready(proc: subprocess.Popen, timeout: float = 30) -> None:
     raise SystemExit(f"wtrec did not start: {seen.decode(errors='replace')}")
 
 
-def under_wtrec(binary: Path, writes: int, size: int, workdir: str, extra: list[str]):
+def under_wtrec(binary: Path, writes: int, size: int, mode: str, workdir: str,
+                extra: list[str]):
     capture = os.path.join(workdir, "bench.wtrace")
     rec = subprocess.Popen([*WTREC, "record", "-q", "--force", "-c", binary.name, "-o", capture,
                             *extra], stderr=subprocess.PIPE)
     wait_ready(rec)
-    ns = loop_ns([str(binary), str(writes), str(size)])
+    ns = loop_ns([str(binary), str(writes), str(size), mode])
     rec.send_signal(signal.SIGINT)
     rec.communicate(timeout=300)
     with open(capture, "rb") as stream:
@@ -95,29 +98,37 @@ def main() -> None:
     if os.geteuid() != 0:
         raise SystemExit("bench/run.py needs root (it attaches BPF programs)")
     binary = build()
-    rows: dict[str, list[float]] = {"untraced": [], "wtrec (ring buffer)": [],
-                                    "wtrec (perf buffer)": [], "strace": []}
+    loop = [str(binary), str(args.writes), str(args.size)]
+    rows: dict[str, list[float]] = {}
     notes = {}
+    base = {}
     with tempfile.TemporaryDirectory() as workdir:
         for _ in range(args.repeat):
-            rows["untraced"].append(loop_ns([str(binary), str(args.writes), str(args.size)]))
-            for name, extra in (("wtrec (ring buffer)", []), ("wtrec (perf buffer)", ["--perf-buffer"])):
-                ns, events, lost, size = under_wtrec(binary, args.writes, args.size, workdir, extra)
-                rows[name].append(ns)
-                notes[name] = f"{events} events, {lost} lost, {size / 1e6:.1f} MB file"
+            for mode in ("write", "writev", "sendto"):
+                rows.setdefault(f"{mode} untraced", []).append(loop_ns([*loop, mode]))
+                runs = [("wtrec (ring buffer)", [])]
+                if mode == "write":
+                    runs.append(("wtrec (perf buffer)", ["--perf-buffer"]))
+                for name, extra in runs:
+                    ns, events, lost, size = under_wtrec(binary, args.writes, args.size, mode,
+                                                         workdir, extra)
+                    rows.setdefault(f"{mode} {name}", []).append(ns)
+                    notes[f"{mode} {name}"] = f"{events} events, {lost} lost, {size / 1e6:.1f} MB"
             trace = os.path.join(workdir, "strace.out")
-            rows["strace"].append(loop_ns(["strace", "-f", "-e", "trace=write", "-s", "4096",
-                                           "-o", trace, str(binary), str(args.writes),
-                                           str(args.size)]))
-        startups = [startup_seconds(workdir) for _ in range(3)]
-    base = statistics.median(rows["untraced"])
-    print(f"{args.writes} writes of {args.size} bytes to /dev/null, median of {args.repeat} runs")
-    print(f"{'mode':<22}{'ns/write':>10}{'x untraced':>12}  notes")
+            rows.setdefault("write strace", []).append(loop_ns(
+                ["strace", "-f", "-e", "trace=write", "-s", "4096", "-o", trace, *loop, "write"]))
+        startups = [startup_seconds(workdir) for _ in range(5)]
+    for name, values in rows.items():
+        if name.endswith("untraced"):
+            base[name.split()[0]] = statistics.median(values)
+    print(f"{args.writes} calls of {args.size} bytes, median of {args.repeat} runs")
+    print(f"{'syscall and mode':<30}{'ns/call':>9}{'x untraced':>12}  notes")
     for name, values in rows.items():
         median = statistics.median(values)
-        print(f"{name:<22}{median:>10.0f}{median / base:>12.1f}  {notes.get(name, '')}")
+        ratio = median / base[name.split()[0]]
+        print(f"{name:<30}{median:>9.0f}{ratio:>12.1f}  {notes.get(name, '')}")
     print(f"start-up, launch to first captured event: median {statistics.median(startups):.2f} s "
-          f"(max {max(startups):.2f} s)")
+          f"(min {min(startups):.2f} s, max {max(startups):.2f} s)")
 
 
 if __name__ == "__main__":

@@ -1,13 +1,19 @@
-/* writeloop: N writes of SIZE bytes to a file, timed from inside.
+/* writeloop: N calls of SIZE bytes, timed from inside.
  *
- * usage: writeloop [N [SIZE [PATH]]]   (default 200000 64 /dev/null)
- * Prints "ns_per_write <float>" on stdout: the loop alone, without process
- * start-up, so traced and untraced runs compare the write() cost itself.
+ * usage: writeloop [N [SIZE [write|writev|sendto]]]   (default 200000 64 write)
+ * write and writev go to /dev/null (writev in two iovecs); sendto sends UDP
+ * datagrams to 127.0.0.1:9 (nothing needs to listen). Prints
+ * "ns_per_call <float>" on stdout: the loop alone, without process start-up,
+ * so traced and untraced runs compare the syscall cost itself.
  */
+#include <arpa/inet.h>
 #include <fcntl.h>
+#include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -15,24 +21,43 @@ int main(int argc, char **argv)
 {
     long n = argc > 1 ? atol(argv[1]) : 200000;
     long size = argc > 2 ? atol(argv[2]) : 64;
-    const char *path = argc > 3 ? argv[3] : "/dev/null";
+    const char *mode = argc > 3 ? argv[3] : "write";
     char *buf = malloc(size);
+    if (!buf)
+        return 1;
     memset(buf, 'x', size);
-    int fd = open(path, O_WRONLY);
-    if (fd < 0 || !buf) {
+    int fd;
+    struct sockaddr_in to;
+    memset(&to, 0, sizeof(to));
+    to.sin_family = AF_INET;
+    to.sin_port = htons(9);
+    to.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (strcmp(mode, "sendto") == 0)
+        fd = socket(AF_INET, SOCK_DGRAM, 0);
+    else
+        fd = open("/dev/null", O_WRONLY);
+    if (fd < 0) {
         perror("writeloop");
         return 1;
     }
+    struct iovec iov[2] = {{buf, size / 2}, {buf + size / 2, size - size / 2}};
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
     for (long i = 0; i < n; i++) {
-        if (write(fd, buf, size) != size) {
-            perror("writeloop: write");
+        ssize_t done;
+        if (mode[0] == 's')
+            done = sendto(fd, buf, size, 0, (struct sockaddr *)&to, sizeof(to));
+        else if (strcmp(mode, "writev") == 0)
+            done = writev(fd, iov, 2);
+        else
+            done = write(fd, buf, size);
+        if (done != size) {
+            perror("writeloop");
             return 1;
         }
     }
     clock_gettime(CLOCK_MONOTONIC, &t1);
     double ns = (t1.tv_sec - t0.tv_sec) * 1e9 + (t1.tv_nsec - t0.tv_nsec);
-    printf("ns_per_write %.1f\n", ns / n);
+    printf("ns_per_call %.1f\n", ns / n);
     return 0;
 }

@@ -8,9 +8,13 @@
 //   WTREC_TRACE_ALL      1: no pid/comm filter
 //   WTREC_FOLLOW         1: children of traced processes are traced too
 //   WTREC_SELF_TGID      the recorder's own pid, never traced
-//   WTREC_SC_<NAME>      1: trace that syscall (WRITE, WRITEV, PWRITE64,
-//                        PWRITEV, PWRITEV2, SENDTO, SENDMSG, READ, READV,
-//                        PREAD64, RECVFROM, RECVMSG)
+//
+// Which syscalls are traced is chosen by attachment, not compilation: every
+// syscall tracepoint lays out its arguments as u64 slots from offset 16 and
+// its return value at offset 16, so a handful of generic programs
+// (enter1..enter4 read 1 to 4 argument slots; exit_any) serve all of them,
+// attached by the recorder to each sys_enter_*/sys_exit_* it wants. Few
+// programs keep bcc's compile, and so start-up, short.
 //
 // A call is noted at syscall entry (arguments, per thread) and emitted at
 // exit with its return value. A capture that fits one record goes out as
@@ -21,13 +25,7 @@
 // structs defined here): the kernel headers bcc compiles against may belong
 // to another kernel, so kernel structs are off limits. wtrec/kernel_event.py
 // mirrors the record layouts below; change both together.
-#include <uapi/linux/ptrace.h>
-
-#if WTREC_SC_PWRITEV2
-// bcc builds sys_enter_pwritev2's argument struct from tracefs, which names
-// this kernel-internal type; the generic headers may not define it.
-typedef int rwf_t;
-#endif
+#include <asm/unistd.h>  // __NR_* of this architecture: ABI, stable across kernels
 
 #ifndef WTREC_SNAPLEN
 #define WTREC_SNAPLEN 4096
@@ -50,7 +48,7 @@ typedef int rwf_t;
 
 #define CHUNK_MAX 16384       // bytes of data in one chunk record
 #ifndef MAX_IOV
-#define MAX_IOV 128           // iovecs read per call (UIO_MAXIOV is 1024)
+#define MAX_IOV 64            // iovecs read per call (UIO_MAXIOV is 1024)
 #endif
 #define GATHER_STEPS (2 * MAX_IOV + WTREC_SNAPLEN / CHUNK_MAX + 2)
 
@@ -140,8 +138,9 @@ struct wtrec_pending {
     u64 ts_ns;
     u64 a0, a1, a2, a3;
     s64 ret;
-    u32 syscall;
+    u32 syscall;     // SC_*
     u32 flags;
+    s64 nr;          // the architecture's syscall number, matched at exit
     u64 iov, iovcnt, index, base, left_in_iov, left, count;
     u32 offset;
     u32 captured;
@@ -167,6 +166,15 @@ struct comm_key {
     char name[16];
 };
 
+// The tracepoint records of syscalls:sys_enter_* and sys_exit_*. A program
+// may only read as far as the smallest record it is attached to, hence one
+// enter program per number of argument slots read.
+struct enter_ctx1 { u64 common; s32 nr; u32 pad; u64 a[1]; };
+struct enter_ctx2 { u64 common; s32 nr; u32 pad; u64 a[2]; };
+struct enter_ctx3 { u64 common; s32 nr; u32 pad; u64 a[3]; };
+struct enter_ctx4 { u64 common; s32 nr; u32 pad; u64 a[4]; };
+struct exit_ctx { u64 common; s32 nr; u32 pad; s64 ret; };
+
 BPF_HASH(pid_filter, u32, u8, 16384);
 BPF_HASH(comm_filter, struct comm_key, u8, 256);
 BPF_HASH(pending, u32, struct wtrec_pending, 16384);
@@ -176,10 +184,9 @@ BPF_HASH(pending, u32, struct wtrec_pending, 16384);
 // be never at the end of a capture.
 BPF_PERCPU_ARRAY(lost_counts, u64, 1);
 // Shared programs the exit handlers tail-call (filled in by the recorder).
-BPF_PROG_ARRAY(programs, 3);
-#define PROG_DATA_EXIT 0
-#define PROG_GATHER 1
-#define PROG_FD_EXIT 2
+BPF_PROG_ARRAY(programs, 2);
+#define PROG_GATHER 0
+#define PROG_FD_EXIT 1
 
 static __always_inline void count_lost(u32 which)
 {
@@ -206,11 +213,58 @@ static __always_inline int traced(u64 pid_tgid)
 
 // ---------------------------------------------------------------- entry
 
-static __always_inline int note_entry(u32 syscall, u64 a0, u64 a1, u64 a2, u64 a3)
+// wtrec's id for an architecture syscall number (0: not one of ours).
+static __always_inline u32 sc_of(s64 nr)
+{
+    switch (nr) {
+    case __NR_write: return SC_WRITE;
+    case __NR_writev: return SC_WRITEV;
+    case __NR_pwrite64: return SC_PWRITE64;
+    case __NR_pwritev: return SC_PWRITEV;
+    case __NR_pwritev2: return SC_PWRITEV2;
+    case __NR_sendto: return SC_SENDTO;
+    case __NR_sendmsg: return SC_SENDMSG;
+    case __NR_read: return SC_READ;
+    case __NR_readv: return SC_READV;
+    case __NR_pread64: return SC_PREAD64;
+    case __NR_recvfrom: return SC_RECVFROM;
+    case __NR_recvmsg: return SC_RECVMSG;
+    case __NR_socket: return SC_SOCKET;
+    case __NR_connect: return SC_CONNECT;
+    case __NR_bind: return SC_BIND;
+    case __NR_accept: return SC_ACCEPT;
+    case __NR_accept4: return SC_ACCEPT4;
+    case __NR_openat: return SC_OPENAT;
+#ifdef __NR_open
+    case __NR_open: return SC_OPEN;
+#endif
+    case __NR_close: return SC_CLOSE;
+#ifdef __NR_pipe
+    case __NR_pipe: return SC_PIPE;
+#endif
+    case __NR_pipe2: return SC_PIPE2;
+    case __NR_dup: return SC_DUP;
+#ifdef __NR_dup2
+    case __NR_dup2: return SC_DUP2;
+#endif
+    case __NR_dup3: return SC_DUP3;
+    case __NR_socketpair: return SC_SOCKETPAIR;
+    }
+    return 0;
+}
+
+static __always_inline int close_note(void *ctx, u64 pid_tgid, s32 fd);
+
+static __always_inline int note_entry(void *ctx, s64 nr, u64 a0, u64 a1, u64 a2, u64 a3)
 {
     u64 pid_tgid = bpf_get_current_pid_tgid();
     if (!traced(pid_tgid))
         return 0;
+    u32 syscall = sc_of(nr);
+    if (!syscall)
+        return 0;
+    if (syscall == SC_CLOSE)
+        return close_note(ctx, pid_tgid, (s32)a0);
     u32 tid = pid_tgid;
     struct wtrec_pending p = {};
     p.ts_ns = bpf_ktime_get_boot_ns();
@@ -219,10 +273,16 @@ static __always_inline int note_entry(u32 syscall, u64 a0, u64 a1, u64 a2, u64 a
     p.a2 = a2;
     p.a3 = a3;
     p.syscall = syscall;
+    p.nr = nr;
     if (pending.update(&tid, &p) != 0 && syscall < SC_SOCKET)
         count_lost(0);
     return 0;
 }
+
+int enter1(struct enter_ctx1 *ctx) { return note_entry(ctx, ctx->nr, ctx->a[0], 0, 0, 0); }
+int enter2(struct enter_ctx2 *ctx) { return note_entry(ctx, ctx->nr, ctx->a[0], ctx->a[1], 0, 0); }
+int enter3(struct enter_ctx3 *ctx) { return note_entry(ctx, ctx->nr, ctx->a[0], ctx->a[1], ctx->a[2], 0); }
+int enter4(struct enter_ctx4 *ctx) { return note_entry(ctx, ctx->nr, ctx->a[0], ctx->a[1], ctx->a[2], ctx->a[3]); }
 
 // ---------------------------------------------------------------- output
 
@@ -279,8 +339,7 @@ static __always_inline int perf_out(void *ctx, void *data, u64 size)
 
 BPF_RINGBUF_OUTPUT(events, WTREC_RINGBUF_PAGES);
 
-// bcc cannot rewrite map calls inside macros, so the macros below go
-// through these; inlined, `size` is still the constant the verifier needs.
+// Inlined, `size` is still the constant the verifier needs.
 static __always_inline void *ring_reserve(u64 size)
 {
     return events.ringbuf_reserve(size);
@@ -289,6 +348,11 @@ static __always_inline void *ring_reserve(u64 size)
 static __always_inline void ring_submit(void *record)
 {
     events.ringbuf_submit(record, 0);
+}
+
+static __always_inline void ring_discard(void *record)
+{
+    events.ringbuf_discard(record, 0);
 }
 
 #endif
@@ -347,35 +411,37 @@ static __always_inline int emit_inline(void *ctx, struct wtrec_pending *p, u64 p
     return 0;
 }
 #else
-#define WTREC_INLINE_CLASS(CAP)                                                \
-    if (n <= (CAP)) {                                                          \
-        struct {                                                               \
-            struct wtrec_event_header h;                                       \
-            u8 data[CAP];                                                      \
-        } *rec = ring_reserve(sizeof(*rec));                                   \
-        if (!rec) {                                                            \
-            count_lost(0);                                                     \
-            return 0;                                                          \
-        }                                                                      \
-        p->captured = n;                                                       \
-        fill_header(&rec->h, p, pid_tgid, ts_ns, direction_of(p->syscall));    \
-        if (n && bpf_probe_read_user(rec->data, n, (void *)base) != 0) {       \
-            rec->h.captured = 0;                                               \
-            rec->h.flags |= FLAG_READ_FAULT;                                   \
-        }                                                                      \
-        ring_submit(rec);                                                      \
-        return 0;                                                              \
-    }
+// A ring buffer record must have a constant size: reserve the smallest
+// size class that fits, then fill it by one code path (one copy of the
+// code, not one per class, keeps the compile short).
+static __always_inline void *reserve_class(u64 header, u64 n)
+{
+    if (n <= 256)
+        return ring_reserve(header + 256);
+    if (n <= 1024)
+        return ring_reserve(header + 1024);
+    if (n <= 4096)
+        return ring_reserve(header + 4096);
+    return ring_reserve(header + CHUNK_MAX);
+}
 
 static __always_inline int emit_inline(void *ctx, struct wtrec_pending *p, u64 pid_tgid,
                                        u64 base, u64 n)
 {
-    u64 ts_ns = event_time(p);
-    WTREC_INLINE_CLASS(64)
-    WTREC_INLINE_CLASS(256)
-    WTREC_INLINE_CLASS(1024)
-    WTREC_INLINE_CLASS(4096)
-    WTREC_INLINE_CLASS(CHUNK_MAX)
+    if (n > CHUNK_MAX)
+        return 0;
+    struct wtrec_event_header *h = reserve_class(sizeof(*h), n);
+    if (!h) {
+        count_lost(0);
+        return 0;
+    }
+    p->captured = n;
+    fill_header(h, p, pid_tgid, event_time(p), direction_of(p->syscall));
+    if (n && bpf_probe_read_user((u8 *)(h + 1), n, (void *)base) != 0) {
+        h->captured = 0;
+        h->flags |= FLAG_READ_FAULT;
+    }
+    ring_submit(h);
     return 0;
 }
 #endif
@@ -400,34 +466,25 @@ static __always_inline int emit_chunk(void *ctx, struct wtrec_pending *p, u32 ti
     return perf_out(ctx, &s->u.chunk, sizeof(struct wtrec_chunk_header) + n) < 0;
 }
 #else
-#define WTREC_CHUNK_CLASS(CAP)                                                 \
-    if (n <= (CAP)) {                                                          \
-        struct {                                                               \
-            struct wtrec_chunk_header h;                                       \
-            u8 data[CAP];                                                      \
-        } *rec = ring_reserve(sizeof(*rec));                                   \
-        if (!rec)                                                              \
-            return 1;                                                          \
-        rec->h.kind = KIND_CHUNK;                                              \
-        rec->h.len = n;                                                        \
-        rec->h.ts_ns = p->ts_ns;                                               \
-        rec->h.tid = tid;                                                      \
-        rec->h.offset = p->offset;                                             \
-        if (bpf_probe_read_user(rec->data, n, (void *)p->base) != 0) {         \
-            ring_submit(rec);                                                  \
-            return 1;                                                          \
-        }                                                                      \
-        ring_submit(rec);                                                      \
-        return 0;                                                              \
-    }
-
 static __always_inline int emit_chunk(void *ctx, struct wtrec_pending *p, u32 tid, void *unused,
                                       u64 n)
 {
-    WTREC_CHUNK_CLASS(256)
-    WTREC_CHUNK_CLASS(4096)
-    WTREC_CHUNK_CLASS(CHUNK_MAX)
-    return 1;
+    if (n > CHUNK_MAX)
+        return 1;
+    struct wtrec_chunk_header *h = reserve_class(sizeof(*h), n);
+    if (!h)
+        return 1;
+    h->kind = KIND_CHUNK;
+    h->len = n;
+    h->ts_ns = p->ts_ns;
+    h->tid = tid;
+    h->offset = p->offset;
+    if (bpf_probe_read_user((u8 *)(h + 1), n, (void *)p->base) != 0) {
+        ring_discard(h);
+        return 1;
+    }
+    ring_submit(h);
+    return 0;
 }
 #endif
 
@@ -528,15 +585,11 @@ int gather_and_emit(void *ctx)
     return 0;
 }
 
-// Exit of a data syscall (tail-called): the common case, one buffer that
-// fits a chunk, goes out inline here; the rest goes on to gather_and_emit.
-int data_exit(void *ctx)
+// Exit of a data syscall: the common case, one buffer that fits a chunk,
+// goes out inline here; the rest is tail-called to gather_and_emit.
+static __always_inline int data_exit(void *ctx, u64 pid_tgid, struct wtrec_pending *p)
 {
-    u64 pid_tgid = bpf_get_current_pid_tgid();
     u32 tid = pid_tgid;
-    struct wtrec_pending *p = pending.lookup(&tid);
-    if (!p)
-        return 0;
     u32 syscall = p->syscall;
     long ret = p->ret;
     u64 base = 0;
@@ -581,24 +634,24 @@ int data_exit(void *ctx)
     return 0;
 }
 
-// What every exit tracepoint does: match the entry, keep the return value,
-// and tail-call the shared program. Keeping the handlers this small keeps
-// the compile (and so the start-up) short.
-static __always_inline int leave(void *ctx, u32 syscall, long ret, u32 program)
+// Attached to every traced sys_exit_*: match the entry, keep the return
+// value, emit (data) or tail-call fd_exit (fd-making syscalls).
+int exit_any(struct exit_ctx *ctx)
 {
-    u32 tid = bpf_get_current_pid_tgid();
+    u64 pid_tgid = bpf_get_current_pid_tgid();
+    u32 tid = pid_tgid;
     struct wtrec_pending *p = pending.lookup(&tid);
     if (!p)
         return 0;
-    if (p->syscall != syscall) {  // a stale entry from an exit we never saw
+    if (p->nr != ctx->nr) {  // a stale entry from an exit we never saw
         pending.delete(&tid);
         return 0;
     }
-    p->ret = ret;
-    programs.call(ctx, program);
-    if (program == PROG_DATA_EXIT)  // only reached if the tail call failed
-        count_lost(0);
-    pending.delete(&tid);
+    p->ret = ctx->ret;
+    if (p->syscall < SC_SOCKET)
+        return data_exit(ctx, pid_tgid, p);
+    programs.call(ctx, PROG_FD_EXIT);
+    pending.delete(&tid);  // only reached if the tail call failed
     return 0;
 }
 
@@ -702,12 +755,10 @@ int fd_exit(void *ctx)
         fd2 = fds[1];
     }
     if (addr) {
-        // Constant sizes keep the verifier simple; fall back to the size
-        // of sockaddr_in6 when 128 bytes would cross the end of a mapping.
+        // A constant size (sockaddr_storage) keeps the verifier simple.
         if (addrlen > 128)
             addrlen = 128;
-        if (bpf_probe_read_user(n->blob, 128, (void *)addr) == 0 ||
-            bpf_probe_read_user(n->blob, 28, (void *)addr) == 0)
+        if (bpf_probe_read_user(n->blob, 128, (void *)addr) == 0)
             n->len = addrlen;
     }
     note_fill(n, syscall, pid_tgid, ret, fd, fd2);
@@ -715,98 +766,16 @@ int fd_exit(void *ctx)
     return 0;
 }
 
-// ---------------------------------------------------------------- tracepoints
+// ---------------------------------------------------------------- close, tcp, processes
 
-#define ARGS4(a, b, c, d) (u64)(a), (u64)(b), (u64)(c), (u64)(d)
-
-#if WTREC_SC_WRITE
-TRACEPOINT_PROBE(syscalls, sys_enter_write) { return note_entry(SC_WRITE, ARGS4(args->fd, args->buf, args->count, 0)); }
-TRACEPOINT_PROBE(syscalls, sys_exit_write) { return leave(args, SC_WRITE, args->ret, PROG_DATA_EXIT); }
-#endif
-#if WTREC_SC_WRITEV
-TRACEPOINT_PROBE(syscalls, sys_enter_writev) { return note_entry(SC_WRITEV, ARGS4(args->fd, args->vec, args->vlen, 0)); }
-TRACEPOINT_PROBE(syscalls, sys_exit_writev) { return leave(args, SC_WRITEV, args->ret, PROG_DATA_EXIT); }
-#endif
-#if WTREC_SC_PWRITE64
-TRACEPOINT_PROBE(syscalls, sys_enter_pwrite64) { return note_entry(SC_PWRITE64, ARGS4(args->fd, args->buf, args->count, 0)); }
-TRACEPOINT_PROBE(syscalls, sys_exit_pwrite64) { return leave(args, SC_PWRITE64, args->ret, PROG_DATA_EXIT); }
-#endif
-#if WTREC_SC_PWRITEV
-TRACEPOINT_PROBE(syscalls, sys_enter_pwritev) { return note_entry(SC_PWRITEV, ARGS4(args->fd, args->vec, args->vlen, 0)); }
-TRACEPOINT_PROBE(syscalls, sys_exit_pwritev) { return leave(args, SC_PWRITEV, args->ret, PROG_DATA_EXIT); }
-#endif
-#if WTREC_SC_PWRITEV2
-TRACEPOINT_PROBE(syscalls, sys_enter_pwritev2) { return note_entry(SC_PWRITEV2, ARGS4(args->fd, args->vec, args->vlen, 0)); }
-TRACEPOINT_PROBE(syscalls, sys_exit_pwritev2) { return leave(args, SC_PWRITEV2, args->ret, PROG_DATA_EXIT); }
-#endif
-#if WTREC_SC_SENDTO
-TRACEPOINT_PROBE(syscalls, sys_enter_sendto) { return note_entry(SC_SENDTO, ARGS4(args->fd, args->buff, args->len, 0)); }
-TRACEPOINT_PROBE(syscalls, sys_exit_sendto) { return leave(args, SC_SENDTO, args->ret, PROG_DATA_EXIT); }
-#endif
-#if WTREC_SC_SENDMSG
-TRACEPOINT_PROBE(syscalls, sys_enter_sendmsg) { return note_entry(SC_SENDMSG, ARGS4(args->fd, args->msg, 0, 0)); }
-TRACEPOINT_PROBE(syscalls, sys_exit_sendmsg) { return leave(args, SC_SENDMSG, args->ret, PROG_DATA_EXIT); }
-#endif
-#if WTREC_SC_READ
-TRACEPOINT_PROBE(syscalls, sys_enter_read) { return note_entry(SC_READ, ARGS4(args->fd, args->buf, args->count, 0)); }
-TRACEPOINT_PROBE(syscalls, sys_exit_read) { return leave(args, SC_READ, args->ret, PROG_DATA_EXIT); }
-#endif
-#if WTREC_SC_READV
-TRACEPOINT_PROBE(syscalls, sys_enter_readv) { return note_entry(SC_READV, ARGS4(args->fd, args->vec, args->vlen, 0)); }
-TRACEPOINT_PROBE(syscalls, sys_exit_readv) { return leave(args, SC_READV, args->ret, PROG_DATA_EXIT); }
-#endif
-#if WTREC_SC_PREAD64
-TRACEPOINT_PROBE(syscalls, sys_enter_pread64) { return note_entry(SC_PREAD64, ARGS4(args->fd, args->buf, args->count, 0)); }
-TRACEPOINT_PROBE(syscalls, sys_exit_pread64) { return leave(args, SC_PREAD64, args->ret, PROG_DATA_EXIT); }
-#endif
-#if WTREC_SC_RECVFROM
-TRACEPOINT_PROBE(syscalls, sys_enter_recvfrom) { return note_entry(SC_RECVFROM, ARGS4(args->fd, args->ubuf, args->size, 0)); }
-TRACEPOINT_PROBE(syscalls, sys_exit_recvfrom) { return leave(args, SC_RECVFROM, args->ret, PROG_DATA_EXIT); }
-#endif
-#if WTREC_SC_RECVMSG
-TRACEPOINT_PROBE(syscalls, sys_enter_recvmsg) { return note_entry(SC_RECVMSG, ARGS4(args->fd, args->msg, 0, 0)); }
-TRACEPOINT_PROBE(syscalls, sys_exit_recvmsg) { return leave(args, SC_RECVMSG, args->ret, PROG_DATA_EXIT); }
-#endif
-
-// Who each fd is: always traced (they are rare and cheap).
-TRACEPOINT_PROBE(syscalls, sys_enter_socket) { return note_entry(SC_SOCKET, ARGS4(args->family, args->type, args->protocol, 0)); }
-TRACEPOINT_PROBE(syscalls, sys_exit_socket) { return leave(args, SC_SOCKET, args->ret, PROG_FD_EXIT); }
-TRACEPOINT_PROBE(syscalls, sys_enter_connect) { return note_entry(SC_CONNECT, ARGS4(args->fd, args->uservaddr, args->addrlen, 0)); }
-TRACEPOINT_PROBE(syscalls, sys_exit_connect) { return leave(args, SC_CONNECT, args->ret, PROG_FD_EXIT); }
-TRACEPOINT_PROBE(syscalls, sys_enter_bind) { return note_entry(SC_BIND, ARGS4(args->fd, args->umyaddr, args->addrlen, 0)); }
-TRACEPOINT_PROBE(syscalls, sys_exit_bind) { return leave(args, SC_BIND, args->ret, PROG_FD_EXIT); }
-TRACEPOINT_PROBE(syscalls, sys_enter_accept) { return note_entry(SC_ACCEPT, ARGS4(args->fd, args->upeer_sockaddr, args->upeer_addrlen, 0)); }
-TRACEPOINT_PROBE(syscalls, sys_exit_accept) { return leave(args, SC_ACCEPT, args->ret, PROG_FD_EXIT); }
-TRACEPOINT_PROBE(syscalls, sys_enter_accept4) { return note_entry(SC_ACCEPT4, ARGS4(args->fd, args->upeer_sockaddr, args->upeer_addrlen, 0)); }
-TRACEPOINT_PROBE(syscalls, sys_exit_accept4) { return leave(args, SC_ACCEPT4, args->ret, PROG_FD_EXIT); }
-TRACEPOINT_PROBE(syscalls, sys_enter_openat) { return note_entry(SC_OPENAT, ARGS4(args->dfd, args->filename, args->flags, 0)); }
-TRACEPOINT_PROBE(syscalls, sys_exit_openat) { return leave(args, SC_OPENAT, args->ret, PROG_FD_EXIT); }
-TRACEPOINT_PROBE(syscalls, sys_enter_open) { return note_entry(SC_OPEN, ARGS4(args->filename, args->flags, 0, 0)); }
-TRACEPOINT_PROBE(syscalls, sys_exit_open) { return leave(args, SC_OPEN, args->ret, PROG_FD_EXIT); }
-TRACEPOINT_PROBE(syscalls, sys_enter_pipe) { return note_entry(SC_PIPE, ARGS4(args->fildes, 0, 0, 0)); }
-TRACEPOINT_PROBE(syscalls, sys_exit_pipe) { return leave(args, SC_PIPE, args->ret, PROG_FD_EXIT); }
-TRACEPOINT_PROBE(syscalls, sys_enter_pipe2) { return note_entry(SC_PIPE2, ARGS4(args->fildes, 0, 0, 0)); }
-TRACEPOINT_PROBE(syscalls, sys_exit_pipe2) { return leave(args, SC_PIPE2, args->ret, PROG_FD_EXIT); }
-TRACEPOINT_PROBE(syscalls, sys_enter_socketpair) { return note_entry(SC_SOCKETPAIR, ARGS4(args->family, args->type, args->protocol, args->usockvec)); }
-TRACEPOINT_PROBE(syscalls, sys_exit_socketpair) { return leave(args, SC_SOCKETPAIR, args->ret, PROG_FD_EXIT); }
-TRACEPOINT_PROBE(syscalls, sys_enter_dup) { return note_entry(SC_DUP, ARGS4(args->fildes, 0, 0, 0)); }
-TRACEPOINT_PROBE(syscalls, sys_exit_dup) { return leave(args, SC_DUP, args->ret, PROG_FD_EXIT); }
-TRACEPOINT_PROBE(syscalls, sys_enter_dup2) { return note_entry(SC_DUP2, ARGS4(args->oldfd, args->newfd, 0, 0)); }
-TRACEPOINT_PROBE(syscalls, sys_exit_dup2) { return leave(args, SC_DUP2, args->ret, PROG_FD_EXIT); }
-TRACEPOINT_PROBE(syscalls, sys_enter_dup3) { return note_entry(SC_DUP3, ARGS4(args->oldfd, args->newfd, 0, 0)); }
-TRACEPOINT_PROBE(syscalls, sys_exit_dup3) { return leave(args, SC_DUP3, args->ret, PROG_FD_EXIT); }
-
-TRACEPOINT_PROBE(syscalls, sys_enter_close)
+static __always_inline int close_note(void *ctx, u64 pid_tgid, s32 fd)
 {
-    u64 pid_tgid = bpf_get_current_pid_tgid();
-    if (!traced(pid_tgid))
-        return 0;
     void *holder;
     struct wtrec_fd_note *n = note_begin(&holder);
     if (!n)
         return 0;
-    note_fill(n, SC_CLOSE, pid_tgid, 0, (s32)args->fd, -1);
-    note_end(args, holder, n);
+    note_fill(n, SC_CLOSE, pid_tgid, 0, fd, -1);
+    note_end(ctx, holder, n);
     return 0;
 }
 
@@ -883,7 +852,7 @@ TRACEPOINT_PROBE(sched, sched_process_exit)
     u64 pid_tgid = bpf_get_current_pid_tgid();
     u32 tid = pid_tgid;
     pending.delete(&tid);
-    if (tid == (u32)(pid_tgid >> 32))
-        pid_filter.delete(&tid);
+    // With --follow, new threads' ids land in the filter too: drop them all.
+    pid_filter.delete(&tid);
     return 0;
 }

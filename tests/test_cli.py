@@ -167,4 +167,6 @@ def test_print_bpf_shows_the_defines_and_source():
     result = runner.invoke(app, ["record", "-c", "x", "-o", "unused", "-s", "100", "--print-bpf"])
     assert result.exit_code == 0
     assert "#define WTREC_SNAPLEN 100" in result.stdout
-    assert "TRACEPOINT_PROBE(syscalls, sys_enter_write)" in result.stdout
+    assert "//   syscalls:sys_enter_write -> enter3" in result.stdout
+    assert "//   syscalls:sys_exit_sendmsg -> exit_any" in result.stdout
+    assert "int exit_any(struct exit_ctx *ctx)" in result.stdout

@@ -21,7 +21,18 @@ PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 MAX_SNAPLEN_RINGBUF = 1 << 20
 MAX_SNAPLEN_PERF = 1 << 20  # large captures go out in 16 KiB chunks
 # Tail-called programs, in the order of the PROG_* indexes in the BPF source.
-SHARED_PROGRAMS = (b"data_exit", b"gather_and_emit", b"fd_exit")
+SHARED_PROGRAMS = (b"gather_and_emit", b"fd_exit")
+# How many argument slots each syscall's entry needs: which enterN program
+# serves it (a program may not read past the end of the shortest record).
+ENTRY_SLOTS = {
+    "write": 3, "writev": 3, "pwrite64": 3, "pwritev": 3, "pwritev2": 3, "sendto": 3,
+    "sendmsg": 2, "read": 3, "readv": 3, "pread64": 3, "recvfrom": 3, "recvmsg": 2,
+    "socket": 3, "connect": 3, "bind": 3, "accept": 3, "accept4": 3, "openat": 2, "open": 1,
+    "close": 1, "pipe": 1, "pipe2": 1, "socketpair": 4, "dup": 1, "dup2": 1, "dup3": 1,
+}
+# Traced whatever --syscalls says: they name the descriptors.
+FD_SYSCALLS = ("socket", "connect", "bind", "accept", "accept4", "openat", "open", "close",
+               "pipe", "pipe2", "socketpair", "dup", "dup2", "dup3")
 MAX_COMM_FILTERS = 256
 PERF_WAKEUP_EVENTS = 64
 MAX_PID_FILTERS = 4096
@@ -59,7 +70,16 @@ class ProbeConfig:
             f"-DWTREC_TRACE_ALL={int(self.trace_all)}",
             f"-DWTREC_FOLLOW={int(self.follow)}",
             f"-DWTREC_SELF_TGID={self.self_tgid}",
-        ] + [f"-DWTREC_SC_{name.upper()}=1" for name in self.syscalls]
+        ]
+
+    def attachments(self) -> list[tuple[str, str]]:
+        """(tracepoint, program) pairs: the chosen syscalls and the fd-naming ones."""
+        pairs = []
+        for name in dict.fromkeys(self.syscalls + FD_SYSCALLS):
+            pairs.append((f"syscalls:sys_enter_{name}", f"enter{ENTRY_SLOTS[name]}"))
+            if name != "close":
+                pairs.append((f"syscalls:sys_exit_{name}", "exit_any"))
+        return pairs
 
 
 def bpf_source_path() -> Path:
@@ -70,7 +90,9 @@ def bpf_source_path() -> Path:
 def bpf_program_text(config: ProbeConfig) -> str:
     """What `--print-bpf` shows: the defines, then the source as loaded."""
     defines = "\n".join("#define " + flag[2:].replace("=", " ", 1) for flag in config.cflags())
-    return f"// compiled with:\n{defines}\n\n{bpf_source_path().read_text()}"
+    attached = "\n".join(f"//   {tp} -> {prog}" for tp, prog in config.attachments())
+    return (f"// compiled with:\n{defines}\n// attached:\n{attached}\n\n"
+            f"{bpf_source_path().read_text()}")
 
 
 class _StderrCapture:
@@ -89,6 +111,14 @@ class _StderrCapture:
         self.text = self._file.read().decode("utf-8", "replace")
         self._file.close()
         return False
+
+
+def _tracepoint_exists(tracepoint: str) -> bool:
+    from wtrec.preflight import syscall_events_dir
+
+    events = syscall_events_dir()
+    category, name = tracepoint.split(":")
+    return events is None or (events.parent / category / name).is_dir()
 
 
 def _first_error(text: str) -> str:
@@ -135,6 +165,10 @@ class Probe:
                 for index, name in enumerate(SHARED_PROGRAMS):
                     programs[ctypes.c_int(index)] = ctypes.c_int(
                         self._bpf.load_func(name, BPF.TRACEPOINT).fd)
+                for tracepoint, program in config.attachments():
+                    if not _tracepoint_exists(tracepoint):
+                        continue  # e.g. open(2) and pipe(2) do not exist on arm64
+                    self._bpf.attach_tracepoint(tp=tracepoint.encode(), fn_name=program.encode())
         except Exception as exc:
             raise ProbeError(f"cannot load the BPF program: "
                              f"{_first_error(captured.text + chr(10) + str(exc))}") from None

@@ -1,0 +1,194 @@
+"""Plain-Python parts of recording: kernel record decoding, fd names, /proc, compat."""
+
+import socket
+import struct
+from pathlib import Path
+
+import pytest
+
+from conftest import DATA
+from wtrec import compat, proc_fds
+from wtrec.fdtable import FdTable
+from wtrec.format import CaptureReader
+from wtrec.kernel_event import (
+    FLAG_CHUNKED,
+    FLAG_INCOMPLETE,
+    BadKernelEvent,
+    FdNote,
+    KernelDecoder,
+    encode_chunk,
+    encode_event,
+    encode_fd_note,
+)
+from wtrec.ordering import ReorderBuffer
+from wtrec.records import FdIdentity, IoEvent
+from wtrec.sockaddr import parse_sockaddr, socket_kind
+
+
+def event(**changes) -> IoEvent:
+    fields = dict(ts_ns=5, pid=10, tid=11, uid=0, comm=b"c", fd=3, count=6, data=b"hello\n",
+                  syscall="write", ret=6)
+    fields.update(changes)
+    return IoEvent(**fields)
+
+
+def test_an_inline_event_decodes():
+    raw = encode_event(event(), pad_to=200)  # ring buffer classes pad records
+    assert KernelDecoder().decode(raw) == event()
+
+
+def test_chunks_are_joined_in_offset_order():
+    decoder = KernelDecoder()
+    big = event(syscall="writev", count=10, ret=10, data=b"0123456789")
+    assert decoder.decode(encode_chunk(11, 5, 4, b"456789")) is None
+    assert decoder.decode(encode_chunk(11, 5, 0, b"0123")) is None
+    got = decoder.decode(encode_event(big, flags=FLAG_CHUNKED, captured=10))
+    assert got == big and decoder.stats.incomplete == 0
+
+
+def test_a_missing_chunk_keeps_the_prefix_and_counts_incomplete():
+    decoder = KernelDecoder()
+    decoder.decode(encode_chunk(11, 5, 0, b"0123"))
+    decoder.decode(encode_chunk(11, 5, 8, b"89"))
+    got = decoder.decode(encode_event(event(count=10, data=b""), flags=FLAG_CHUNKED | FLAG_INCOMPLETE,
+                                      captured=10))
+    assert got.data == b"0123" and decoder.stats.incomplete == 1
+
+
+def test_orphan_chunks_of_a_thread_are_dropped_at_its_next_event():
+    decoder = KernelDecoder()
+    decoder.decode(encode_chunk(11, 1, 0, b"orphan"))
+    decoder.decode(encode_chunk(11, 5, 0, b"mine"))
+    got = decoder.decode(encode_event(event(data=b""), flags=FLAG_CHUNKED, captured=4))
+    assert got.data == b"mine" and decoder.stats.orphan_chunks == 1
+
+
+@pytest.mark.parametrize("raw", [b"", b"\x01\x00", b"\x09\x00\x00\x00" + bytes(100),
+                                 encode_event(event())[:-3]])
+def test_malformed_kernel_records_are_refused(raw):
+    with pytest.raises(BadKernelEvent):
+        KernelDecoder().decode(raw)
+
+
+def sockaddr_in(ip: str, port: int) -> bytes:
+    return struct.pack("<H", 2) + struct.pack(">H", port) + socket.inet_aton(ip) + bytes(8)
+
+
+def note(op, fd=3, fd2=-1, ret=0, a0=0, a1=0, a2=0, blob=b"", pid=10) -> FdNote:
+    return FdNote(op=op, ts_ns=1, ret=ret, pid=pid, tid=pid, fd=fd, fd2=fd2, a0=a0, a1=a1, a2=a2,
+                  blob=blob)
+
+
+def test_fd_notes_round_trip_through_the_kernel_layout():
+    original = note("connect", blob=sockaddr_in("10.1.2.3", 80))
+    assert KernelDecoder().decode(encode_fd_note(original)) == original
+
+
+def test_fd_table_follows_socket_connect_close_and_reuse():
+    table = FdTable(resolver=lambda pid, fd: None)
+    assert table.identity(10, 3) == FdIdentity("unknown")
+    table.apply(note("socket", ret=3, a0=2, a1=1 | 0o4000))  # SOCK_STREAM|SOCK_NONBLOCK
+    table.apply(note("connect", ret=-115, blob=sockaddr_in("127.0.0.1", 11111)))
+    table.apply(note("tcp_connect", a0=2, a1=52144, a2=11111,
+                     blob=socket.inet_aton("127.0.0.1") + bytes(12)
+                     + socket.inet_aton("127.0.0.1") + bytes(12)))
+    named = table.identity(10, 3)
+    assert named.describe() == "tcp 127.0.0.1:52144 -> 127.0.0.1:11111"
+    table.apply(note("close"))
+    table.apply(note("openat", ret=3, blob=b"/tmp/log.txt\0"))
+    assert table.identity(10, 3) == FdIdentity("file", path="/tmp/log.txt")
+    table.apply(note("dup2", fd=1, fd2=3))
+    assert table.identity(10, 1) == FdIdentity("file", path="/tmp/log.txt")
+    table.apply(note("pipe2", fd=5, fd2=6))
+    assert table.identity(10, 6) == FdIdentity("pipe")
+    table.apply(note("openat", fd=7, blob=b"/dev/pts/4\0"))
+    assert table.identity(10, 7).describe() == "tty /dev/pts/4"
+
+
+def test_fd_table_names_accepted_connections_after_their_listener():
+    table = FdTable(resolver=lambda pid, fd: None)
+    table.apply(note("socket", fd=4, a0=2, a1=1))
+    table.apply(note("bind", fd=4, blob=sockaddr_in("0.0.0.0", 11111)))
+    table.apply(note("accept4", fd=5, fd2=4, blob=sockaddr_in("127.0.0.1", 40000)))
+    assert table.identity(10, 5).describe() == "tcp 0.0.0.0:11111 -> 127.0.0.1:40000"
+    unix = struct.pack("<H", 1) + b"/run/app.sock\0"
+    table.apply(note("socket", fd=8, a0=1, a1=1))
+    table.apply(note("connect", fd=8, blob=unix))
+    assert table.identity(10, 8).describe() == "unix /run/app.sock"
+
+
+def test_fd_table_asks_proc_once_and_forgets_on_close():
+    asked = []
+    table = FdTable(resolver=lambda pid, fd: asked.append((pid, fd)) or FdIdentity("pipe"))
+    table.prefetch(10, 1)
+    table.prefetch(10, 1)
+    assert table.identity(10, 1) == FdIdentity("pipe") and asked == [(10, 1)]
+    table.apply(note("close", fd=1))
+    table.identity(10, 1)
+    assert asked == [(10, 1), (10, 1)]
+
+
+def test_sockaddr_forms():
+    v6 = struct.pack("<H", 10) + struct.pack(">H", 443) + bytes(4) + socket.inet_pton(
+        socket.AF_INET6, "::1") + bytes(4)
+    assert parse_sockaddr(v6) == (10, "[::1]:443")
+    assert parse_sockaddr(struct.pack("<H", 1) + b"\0abstract\0") == (1, "@abstract")
+    assert parse_sockaddr(b"\x02") == (0, None)
+    assert socket_kind(2, 2) == "udp" and socket_kind(1, 1) == "unix" and socket_kind(16, 3) == "socket"
+
+
+def test_proc_resolves_a_live_socket_and_pipe():
+    listener = socket.create_server(("127.0.0.1", 0))
+    client = socket.create_connection(listener.getsockname())
+    server, _ = listener.accept()
+    import os
+    try:
+        identity = proc_fds.resolve(os.getpid(), client.fileno())
+        assert identity.kind == "tcp"
+        assert identity.remote == "127.0.0.1:%d" % listener.getsockname()[1]
+        assert identity.local == "127.0.0.1:%d" % client.getsockname()[1]
+        read_end, write_end = os.pipe()
+        assert proc_fds.resolve(os.getpid(), write_end) == FdIdentity("pipe")
+        os.close(read_end)
+        os.close(write_end)
+        assert proc_fds.resolve(os.getpid(), 987654) is None
+    finally:
+        for sock in (client, server, listener):
+            sock.close()
+
+
+def test_32bit_elf_detection(tmp_path):
+    elf32 = tmp_path / "a32"
+    elf32.write_bytes(b"\x7fELF\x01\x01\x01" + bytes(64))
+    elf64 = tmp_path / "a64"
+    elf64.write_bytes(b"\x7fELF\x02\x01\x01" + bytes(64))
+    assert compat.is_32bit_elf(elf32) and not compat.is_32bit_elf(elf64)
+    assert not compat.is_32bit_elf(tmp_path / "missing")
+    proc = tmp_path / "proc"
+    (proc / "41").mkdir(parents=True)
+    (proc / "41" / "exe").symlink_to(elf32)
+    (proc / "41" / "comm").write_text("old-app\n")
+    (proc / "42").mkdir()
+    (proc / "42" / "exe").symlink_to(elf64)
+    (proc / "42" / "comm").write_text("new-app\n")
+    assert compat.pids_with_comm(("old-app",), proc) == [41]
+    assert compat.compat_processes([41, 42], proc) == [41]
+
+
+def test_reorder_buffer_releases_in_time_order_after_the_hold():
+    buffer = ReorderBuffer(hold_ns=10)
+    for ts in (5, 3, 20, 4):
+        buffer.push(event(ts_ns=ts))
+    assert [e.ts_ns for e in buffer.release(now_ns=16)] == [3, 4, 5]
+    assert [e.ts_ns for e in buffer.drain()] == [20]
+
+
+def test_a_format_1_0_capture_still_reads():
+    with open(DATA / "v1.0-client.wtrace", "rb") as stream:
+        reader = CaptureReader(stream)
+        records = list(reader)
+    assert reader.version == (1, 0) and not reader.truncated
+    events = [r for r in records if isinstance(r, IoEvent)]
+    assert len(events) == 9
+    assert all(e.syscall == "write" and e.ret is None and e.seq is None for e in events)
+    assert events[1].data == b"GET /hello HTTP/1.1\n"
