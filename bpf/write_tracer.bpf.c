@@ -628,8 +628,14 @@ static __always_inline int data_exit(void *ctx, u64 pid_tgid, struct wtrec_pendi
         }
     }
     programs.call(ctx, PROG_GATHER);
-    // Only reached if the tail call failed.
-    count_lost(0);
+    // Only reached if the tail call failed (gather_and_emit is loaded just
+    // after the probes are attached): keep what fits one record.
+    if (!p->iov) {
+        p->flags |= FLAG_INCOMPLETE;
+        emit_inline(ctx, p, pid_tgid, base, CHUNK_MAX);
+    } else {
+        count_lost(0);
+    }
     pending.delete(&tid);
     return 0;
 }

@@ -5,6 +5,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -100,3 +101,12 @@ def live():
         pytest.skip(problem)
     subprocess.run(["make", "-s", "-C", str(ROOT / "samples")], check=True)
     return ROOT / "samples"
+
+
+@pytest.fixture
+def workdir():
+    """A directory others can enter, for unprivileged readers and commands."""
+    path = tempfile.mkdtemp(prefix="wtrec-live-")
+    os.chmod(path, 0o755)
+    yield path
+    shutil.rmtree(path)

@@ -4,7 +4,6 @@ import io
 import os
 import shutil
 import subprocess
-import tempfile
 
 import pytest
 
@@ -26,15 +25,6 @@ def server(samples):
     srv = Server(samples)
     yield srv
     srv.stop()
-
-
-@pytest.fixture
-def workdir():
-    """A directory others can enter, for the unprivileged reader."""
-    path = tempfile.mkdtemp(prefix="wtrec-live-")
-    os.chmod(path, 0o755)
-    yield path
-    shutil.rmtree(path)
 
 
 def read_capture(path) -> tuple[list, CaptureReader]:

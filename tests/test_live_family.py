@@ -6,7 +6,6 @@ import shutil
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 
 import pytest
@@ -23,14 +22,6 @@ PY = [sys.executable, "-S", "-B", "-c"]
 @pytest.fixture(scope="module")
 def samples(live):
     return live
-
-
-@pytest.fixture
-def workdir():
-    path = tempfile.mkdtemp(prefix="wtrec-live-")
-    os.chmod(path, 0o755)
-    yield path
-    shutil.rmtree(path)
 
 
 def read(path):

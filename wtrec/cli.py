@@ -390,10 +390,10 @@ def _root(
 
 def main() -> None:
     """Runs the app; click's usage errors become one `wtrec:` line, exit 2."""
-    try:
-        from click.exceptions import UsageError as ClickUsageError
-    except ImportError:  # typer >= 0.2x vendors click
+    try:  # typer >= 0.2x vendors click; older typer uses click itself
         from typer._click.exceptions import UsageError as ClickUsageError
+    except ImportError:
+        from click.exceptions import UsageError as ClickUsageError
 
     try:
         code = app(standalone_mode=False)

@@ -161,18 +161,21 @@ class Probe:
             raise ProbeError(f"cannot load the BPF program: {detail}")
         try:
             with _StderrCapture() as captured:
-                programs = self._bpf["programs"]
-                for index, name in enumerate(SHARED_PROGRAMS):
-                    programs[ctypes.c_int(index)] = ctypes.c_int(
-                        self._bpf.load_func(name, BPF.TRACEPOINT).fd)
+                self._fill_filters()
+                # Attach first, so capture starts as early as it can; the
+                # tail-called programs follow within a fraction of a second
+                # (until then a large or vectored capture is cut to 16 KiB).
                 for tracepoint, program in config.attachments():
                     if not _tracepoint_exists(tracepoint):
                         continue  # e.g. open(2) and pipe(2) do not exist on arm64
                     self._bpf.attach_tracepoint(tp=tracepoint.encode(), fn_name=program.encode())
+                programs = self._bpf["programs"]
+                for index, name in enumerate(SHARED_PROGRAMS):
+                    programs[ctypes.c_int(index)] = ctypes.c_int(
+                        self._bpf.load_func(name, BPF.TRACEPOINT).fd)
         except Exception as exc:
             raise ProbeError(f"cannot load the BPF program: "
                              f"{_first_error(captured.text + chr(10) + str(exc))}") from None
-        self._fill_filters()
         self._open_buffer()
 
     def _fill_filters(self) -> None:
