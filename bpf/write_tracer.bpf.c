@@ -416,6 +416,8 @@ static __always_inline int emit_inline(void *ctx, struct wtrec_pending *p, u64 p
 // code, not one per class, keeps the compile short).
 static __always_inline void *reserve_class(u64 header, u64 n)
 {
+    if (n <= 64)
+        return ring_reserve(header + 64);
     if (n <= 256)
         return ring_reserve(header + 256);
     if (n <= 1024)

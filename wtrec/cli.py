@@ -179,7 +179,7 @@ def record(
     perf_buffer: Annotated[bool, typer.Option(
         "--perf-buffer", help="Use the per-CPU perf buffer instead of the ring buffer.")] = False,
     buffer_size: Annotated[str, typer.Option(
-        "--buffer-size", help="Kernel buffer size, e.g. 64M (default) or 256K.")] = "64M",
+        "--buffer-size", help="Kernel buffer size, e.g. 32M (default) or 256K.")] = "32M",
     duration: Annotated[Optional[float], typer.Option(
         "--duration", help="Stop after this many seconds.", min=0)] = None,
     count: Annotated[Optional[int], typer.Option(

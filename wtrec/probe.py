@@ -49,7 +49,7 @@ class ProbeConfig:
     pids: tuple[int, ...] = ()
     follow: bool = False
     syscalls: tuple[str, ...] = WRITE_FAMILY
-    buffer_bytes: int = 64 << 20
+    buffer_bytes: int = 32 << 20
     self_tgid: int = field(default_factory=os.getpid)
 
     def buffer_pages(self) -> int:
