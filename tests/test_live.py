@@ -20,6 +20,11 @@ def samples(live):
     return live
 
 
+@pytest.fixture(autouse=True)
+def _needs_live(live):
+    """Every test here attaches real BPF programs: skip on a laptop, fail under CI."""
+
+
 @pytest.fixture
 def server(samples):
     srv = Server(samples)
@@ -151,3 +156,33 @@ def test_duration_stops_an_idle_recording(workdir):
     assert "wtrec: 0 events, 0 bytes, 0 lost -> " in recorder.stop()
     records, reader = read_capture(out)
     assert [type(r) for r in records] == [Header, End] and not reader.truncated
+
+
+def test_live_status_line_on_a_terminal_and_quiet_silences_it(workdir):
+    import pty
+    import time
+
+    outputs = {}
+    for quiet in (False, True):
+        leader, follower = pty.openpty()
+        out = os.path.join(workdir, f"status-{quiet}.wtrace")
+        args = ["record", "-c", "no-such-comm", "--duration", "1.5", "-o", out]
+        proc = subprocess.Popen(wtrec_cmd(*args, *(["-q"] if quiet else [])),
+                                stderr=follower, stdout=subprocess.DEVNULL)
+        os.close(follower)
+        seen = b""
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                chunk = os.read(leader, 4096)
+            except OSError:  # the recorder closed its side of the terminal
+                break
+            if not chunk:
+                break
+            seen += chunk
+        proc.wait(30)
+        os.close(leader)
+        outputs[quiet] = seen.decode(errors="replace")
+    assert "\r\x1b[Kwtrec: 0 events, 0 bytes, 0 lost, 0 events/s" in outputs[False]
+    assert "events/s" not in outputs[True]
+    assert "wtrec: 0 events, 0 bytes, 0 lost -> " in outputs[True]

@@ -24,6 +24,11 @@ def samples(live):
     return live
 
 
+@pytest.fixture(autouse=True)
+def _needs_live(live):
+    """Every test here attaches real BPF programs: skip on a laptop, fail under CI."""
+
+
 def read(path):
     with open(path, "rb") as stream:
         reader = CaptureReader(stream)
