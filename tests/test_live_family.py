@@ -332,3 +332,29 @@ def test_stress_with_a_tiny_buffer_counts_every_loss(samples, workdir, buffer_ar
     for pid in {e.pid for e in events}:
         numbers = [int(e.data[3:9]) for e in events if e.pid == pid]
         assert numbers == sorted(numbers)
+
+
+def test_32bit_programs_are_flagged_and_their_syscalls_are_invisible(workdir):
+    source = os.path.join(workdir, "hello32.c")
+    binary = os.path.join(workdir, "hello32")
+    with open(source, "w") as f:
+        f.write('#include <unistd.h>\n'
+                'int main(void) { char c; read(0, &c, 1);\n'
+                '  write(1, "hello from 32-bit\\n", 18); return 0; }\n')
+    built = subprocess.run(["gcc", "-m32", "-static", "-o", binary, source], capture_output=True,
+                           text=True)
+    if built.returncode != 0:
+        pytest.fail(f"cannot build a 32-bit program (gcc-multilib, which scripts/bootstrap "
+                    f"installs on amd64): {built.stderr.strip()[:200]}")
+    out = os.path.join(workdir, "c32.wtrace")
+    result = subprocess.run(wtrec_cmd("record", "-q", "--force", "-o", out, "--", binary),
+                            input="x", capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "hello from 32-bit\n"
+    assert f"warning: {binary} is a 32-bit program" in result.stderr
+    assert events_of(read(out)) == []  # the documented limit, seen for real
+    waiting = subprocess.Popen([binary], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL)
+    recorder = Recorder("-p", str(waiting.pid), "-o", os.path.join(workdir, "p32.wtrace"))
+    waiting.communicate(b"x", timeout=30)
+    said = recorder.stop()
+    assert f"warning: process {waiting.pid} is a 32-bit program" in said
