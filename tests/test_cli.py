@@ -7,9 +7,9 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from conftest import build_capture, wtrec_cmd
 from typer.testing import CliRunner
 
-from conftest import build_capture, wtrec_cmd
 from wtrec import preflight
 from wtrec.cli import app
 from wtrec.format import encode_preamble

@@ -9,10 +9,10 @@ import sys
 import msgpack
 import pytest
 import zstandard
+from conftest import build_capture, make_header, sample_records
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from conftest import build_capture, make_header, sample_records
 from wtrec.errors import FormatError, NewerFormatError
 from wtrec.format import (
     FRAME_MAX_RECORDS,
@@ -21,7 +21,7 @@ from wtrec.format import (
     CaptureWriter,
     encode_preamble,
 )
-from wtrec.records import End, Header, Lost, IoEvent
+from wtrec.records import End, Header, IoEvent
 
 
 def read_all(data: bytes) -> tuple[list, CaptureReader]:

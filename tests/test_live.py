@@ -6,11 +6,11 @@ import shutil
 import subprocess
 
 import pytest
-
 from conftest import wtrec_cmd
 from live_helpers import Recorder, Server, expected_payload, run_client, start_writer
+
 from wtrec.format import CaptureReader
-from wtrec.records import End, Header, Lost, IoEvent
+from wtrec.records import End, Header, IoEvent, Lost
 
 LINES = [f"line {i:02d} of 23: the quick brown fox {'*' * i}\n".encode() for i in range(23)]
 

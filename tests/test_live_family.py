@@ -9,9 +9,9 @@ import sys
 import time
 
 import pytest
-
 from conftest import wtrec_cmd
 from live_helpers import Recorder, Server, Sink, free_port, run_client, run_recorded
+
 from wtrec.format import CaptureReader
 from wtrec.records import End, FdInfo, IoEvent, Lost
 

@@ -5,9 +5,9 @@ import os
 import time
 
 import pytest
+from conftest import GOLDEN, build_capture
 from typer.testing import CliRunner
 
-from conftest import GOLDEN, build_capture
 from wtrec.cli import app
 from wtrec.render import escape_bytes, hex_lines, quoted_lines
 

@@ -2,11 +2,10 @@
 
 import socket
 import struct
-from pathlib import Path
 
 import pytest
-
 from conftest import DATA
+
 from wtrec import compat, proc_fds
 from wtrec.fdtable import FdTable
 from wtrec.format import CaptureReader

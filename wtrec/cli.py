@@ -11,14 +11,21 @@ import socket
 import sys
 import time
 from contextlib import contextmanager
-from pathlib import Path
-from typing import Annotated, BinaryIO, Optional
+from typing import Annotated, BinaryIO
 
 import typer
 
 from wtrec import __version__
 from wtrec.errors import InputError, OutputError, UsageError, WtrecError
-from wtrec.records import FORMAT_MAJOR, FORMAT_MINOR, FdInfo, Filters, Header, IoEvent, Lost
+from wtrec.records import (
+    FORMAT_MAJOR,
+    FORMAT_MINOR,
+    FdInfo,
+    Filters,
+    Header,
+    IoEvent,
+    Lost,
+)
 from wtrec.select import Selection, select_records
 
 EXIT_INTERNAL = 70
@@ -161,16 +168,16 @@ def _parse_syscalls(text: str | None, read: bool) -> tuple[str, ...]:
 @app.command(context_settings={"allow_interspersed_args": False})
 def record(
     output: Annotated[str, typer.Option("-o", "--output", help="Capture file, or - for stdout.")],
-    command: Annotated[Optional[list[str]], typer.Argument(
+    command: Annotated[list[str] | None, typer.Argument(
         help="After --: a command to start and trace with all its descendants.")] = None,
-    comm: Annotated[Optional[list[str]], typer.Option(
+    comm: Annotated[list[str] | None, typer.Option(
         "-c", "--comm", help="Trace processes with this exact comm (15 chars max); repeatable.")] = None,
-    pid: Annotated[Optional[list[int]], typer.Option(
+    pid: Annotated[list[int] | None, typer.Option(
         "-p", "--pid", help="Trace this process id; repeatable.")] = None,
     follow: Annotated[bool, typer.Option(
         "--follow", help="Also trace the children -p processes create.")] = False,
     trace_all: Annotated[bool, typer.Option("--all", help="Trace every process.")] = False,
-    syscalls: Annotated[Optional[str], typer.Option(
+    syscalls: Annotated[str | None, typer.Option(
         "--syscalls", help="Comma-separated syscalls to capture (default: the write family).")] = None,
     read: Annotated[bool, typer.Option(
         "--read", help="Also capture what is received: read, readv, pread64, recvfrom, recvmsg.")] = False,
@@ -180,9 +187,9 @@ def record(
         "--perf-buffer", help="Use the per-CPU perf buffer instead of the ring buffer.")] = False,
     buffer_size: Annotated[str, typer.Option(
         "--buffer-size", help="Kernel buffer size, e.g. 32M (default) or 256K.")] = "32M",
-    duration: Annotated[Optional[float], typer.Option(
+    duration: Annotated[float | None, typer.Option(
         "--duration", help="Stop after this many seconds.", min=0)] = None,
-    count: Annotated[Optional[int], typer.Option(
+    count: Annotated[int | None, typer.Option(
         "--count", help="Stop after this many events.", min=1)] = None,
     quiet: Annotated[bool, typer.Option("-q", "--quiet", help="No live status line.")] = False,
     no_chown: Annotated[bool, typer.Option(
@@ -222,7 +229,7 @@ def record(
         if created and not no_chown:
             _hand_to_sudo_user(out, output)
         try:
-            stats, child_status = _record_into(out, output, config, duration, count, quiet, argv)
+            _stats, child_status = _record_into(out, output, config, duration, count, quiet, argv)
         except BaseException:
             if created and os.path.getsize(output) == 0:
                 os.unlink(output)
@@ -285,7 +292,7 @@ def _record_into(out, output_name, config, duration, count, quiet, argv):
         status = _status_printer(quiet)
         recording = Recording(probe, writer, StopRule(duration, count, child and child.process),
                               status)
-        stop = lambda *_: recording.stop()  # noqa: E731
+        stop = lambda *_: recording.stop()
         for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             signal.signal(signum, stop)
         buffer_name = "perf buffer" if config.use_perf else "ring buffer"
@@ -333,11 +340,11 @@ def show(
     file: Annotated[str, typer.Argument(help="Capture file, or - for stdin.")],
     hex_view: Annotated[bool, typer.Option("--hex", help="Hex dump of each payload.")] = False,
     json_view: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
-    limit: Annotated[Optional[int], typer.Option("--limit", help="Show at most N events.",
+    limit: Annotated[int | None, typer.Option("--limit", help="Show at most N events.",
                                                  min=0)] = None,
-    pid: Annotated[Optional[list[int]], typer.Option("--pid", help="Only this pid or tid.")] = None,
-    comm: Annotated[Optional[list[str]], typer.Option("--comm", help="Only this comm.")] = None,
-    fd: Annotated[Optional[list[int]], typer.Option("--fd", help="Only this fd.")] = None,
+    pid: Annotated[list[int] | None, typer.Option("--pid", help="Only this pid or tid.")] = None,
+    comm: Annotated[list[str] | None, typer.Option("--comm", help="Only this comm.")] = None,
+    fd: Annotated[list[int] | None, typer.Option("--fd", help="Only this fd.")] = None,
     color: Annotated[str, typer.Option(
         "--color", help="auto, always or never.")] = "auto",
 ):

@@ -16,12 +16,6 @@ from wtrec.sockaddr import AF_UNIX, format_inet, parse_sockaddr, socket_kind
 UNKNOWN = FdIdentity("unknown")
 
 
-def _path_kind(path: str) -> str:
-    if path.startswith("/dev/pts/") or path.startswith("/dev/tty") or path == "/dev/console":
-        return "tty"
-    return "file"
-
-
 class FdTable:
     """Current identity per (pid, fd), updated in event order."""
 
@@ -76,7 +70,8 @@ class FdTable:
                                                    remote=peer))
         elif op in ("open", "openat"):
             path = note.blob.split(b"\0", 1)[0].decode("utf-8", "backslashreplace")
-            self._set(pid, note.fd, FdIdentity(_path_kind(path), path=path))
+            self._set(pid, note.fd, FdIdentity("tty" if proc_fds.is_tty_path(path) else "file",
+                                               path=path))
         elif op in ("pipe", "pipe2"):
             self._set(pid, note.fd, FdIdentity("pipe"))
             self._set(pid, note.fd2, FdIdentity("pipe"))

@@ -34,9 +34,9 @@ from wtrec.records import (
     FdInfo,
     Filters,
     Header,
+    IoEvent,
     Lost,
     Record,
-    IoEvent,
 )
 
 PREAMBLE_MAGIC = 0x184D2A5E  # a zstd skippable-frame magic (0x184D2A5?)
@@ -341,7 +341,7 @@ def _decode_frame(content: bytes, offset: int, expect_header: bool) -> Iterator[
             obj = unpacker.unpack()
         except msgpack.OutOfData:
             break
-        except Exception as exc:  # msgpack's errors have no common base class
+        except Exception as exc:  # noqa: BLE001 - msgpack's errors have no common base class
             raise FormatError(f"bad msgpack record in frame ({exc})", offset) from None
         consumed = unpacker.tell()
         record = _decode_record(obj, offset)

@@ -12,7 +12,6 @@ import heapq
 from collections.abc import Iterable
 
 
-
 class ReorderBuffer:
     """A min-heap of timestamped items (anything with ts_ns) keyed by (ts_ns, arrival)."""
 

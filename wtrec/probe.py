@@ -149,7 +149,7 @@ class Probe:
         with _StderrCapture() as captured:
             try:
                 self._bpf = BPF(src_file=str(bpf_source_path()).encode(), cflags=config.cflags())
-            except Exception as exc:  # bcc raises bare Exception
+            except Exception as exc:  # noqa: BLE001 - bcc raises bare Exception
                 failure = exc
             else:
                 failure = None
@@ -173,7 +173,7 @@ class Probe:
                 for index, name in enumerate(SHARED_PROGRAMS):
                     programs[ctypes.c_int(index)] = ctypes.c_int(
                         self._bpf.load_func(name, BPF.TRACEPOINT).fd)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - bcc raises bare Exception
             raise ProbeError(f"cannot load the BPF program: "
                              f"{_first_error(captured.text + chr(10) + str(exc))}") from None
         self._open_buffer()

@@ -74,13 +74,17 @@ def resolve(pid: int, fd: int) -> FdIdentity | None:
     return classify_link(pid, target)
 
 
+def is_tty_path(path: str) -> bool:
+    return path.startswith(("/dev/pts/", "/dev/tty")) or path == "/dev/console"
+
+
 def classify_link(pid: int, target: str) -> FdIdentity:
     if target.startswith("socket:["):
         inode = target[len("socket:["):-1]
         return _find_inet(pid, inode) or _find_unix(pid, inode) or FdIdentity("socket")
     if target.startswith("pipe:["):
         return FdIdentity("pipe")
-    if target.startswith("/dev/pts/") or target.startswith("/dev/tty") or target == "/dev/console":
+    if is_tty_path(target):
         return FdIdentity("tty", path=target)
     if target.startswith("/"):
         return FdIdentity("file", path=target)

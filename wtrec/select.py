@@ -3,7 +3,7 @@
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
-from wtrec.records import Record, IoEvent
+from wtrec.records import IoEvent, Record
 
 
 @dataclass(frozen=True)
