@@ -133,7 +133,7 @@ def _describe_filters(filters: Filters) -> str:
     if filters.all:
         return "every process"
     parts = [f"comm {c}" for c in filters.comms] + [f"pid {p}" for p in filters.pids]
-    return ", ".join(parts)
+    return ", ".join(parts) + (" and their children" if filters.follow else "")
 
 
 def _parse_size(text: str) -> int:
