@@ -33,9 +33,7 @@ ENTRY_SLOTS = {
 # Traced whatever --syscalls says: they name the descriptors.
 FD_SYSCALLS = ("socket", "connect", "bind", "accept", "accept4", "openat", "open", "close",
                "pipe", "pipe2", "socketpair", "dup", "dup2", "dup3")
-MAX_COMM_FILTERS = 256
 PERF_WAKEUP_EVENTS = 64
-MAX_PID_FILTERS = 4096
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ preceded by an fd record whenever an event's (pid, fd) is new or changed.
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from wtrec.errors import ProbeError
 from wtrec.fdtable import FdTable
@@ -149,6 +149,4 @@ class Recording:
 
 
 def _with_seq(event: IoEvent, seq: int) -> IoEvent:
-    from dataclasses import replace
-
     return replace(event, seq=seq)
