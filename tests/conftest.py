@@ -52,7 +52,7 @@ def sample_records() -> list:
     ]
 
 
-def build_capture(records=None, header=None, end=True) -> bytes:
+def build_capture(records=None, header=None, end=True, index=True) -> bytes:
     """Bytes of a capture written by the real writer."""
     records = sample_records() if records is None else records
     out = io.BytesIO()
@@ -63,7 +63,8 @@ def build_capture(records=None, header=None, end=True) -> bytes:
     if end:
         writer.close(End(ts_ns=2_000_000_000, events=len(events),
                          bytes=sum(len(e.data) for e in events),
-                         lost=sum(r.count for r in records if isinstance(r, Lost))))
+                         lost=sum(r.count for r in records if isinstance(r, Lost))),
+                     index=index)
     else:
         writer.flush()
     return out.getvalue()

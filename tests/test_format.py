@@ -21,6 +21,7 @@ from wtrec.format import (
     CaptureWriter,
     encode_preamble,
 )
+from wtrec.format_index import read_index
 from wtrec.records import End, Header, IoEvent
 
 
@@ -73,12 +74,16 @@ def test_frames_close_after_a_second():
 def test_every_cut_yields_the_complete_prefix_and_a_warning():
     data = build_capture()
     full, _ = read_all(data)
+    index_at = read_index(io.BytesIO(data))[0].offset
     for cut in range(1, len(data)):
         records, reader = read_all(data[:cut])
         assert records == full[:len(records)], cut
-        assert reader.truncated, cut
-        assert reader.warning == (
-            f"capture ends early after {reader.events} events; was the recorder killed?")
+        if cut < index_at:
+            assert reader.truncated, cut
+            assert reader.warning == (
+                f"capture ends early after {reader.events} events; was the recorder killed?")
+        else:  # only the index is cut: every record is there
+            assert records == full and not reader.truncated, cut
 
 
 def test_the_empty_input_is_a_format_error():
@@ -87,7 +92,7 @@ def test_the_empty_input_is_a_format_error():
 
 
 def test_flipped_bytes_give_the_format_error_or_a_warning_never_wrong_data():
-    data = build_capture()
+    data = build_capture(index=False)
     full, _ = read_all(data)
     errors = 0
     for offset in range(len(data)):
@@ -104,8 +109,20 @@ def test_flipped_bytes_give_the_format_error_or_a_warning_never_wrong_data():
     assert errors > len(data) * 0.9
 
 
+def test_a_damaged_index_is_never_trusted_and_never_breaks_reading():
+    data = build_capture()
+    full, _ = read_all(data)
+    index_at = read_index(io.BytesIO(data))[0].offset
+    for offset in range(index_at, len(data)):
+        damaged = bytearray(data)
+        damaged[offset] ^= 0x55
+        index, why = read_index(io.BytesIO(bytes(damaged)))
+        assert index is None and why, offset
+        assert read_all(bytes(damaged))[0] == full, offset
+
+
 def test_format_error_names_the_frame_offset():
-    data = bytearray(build_capture())
+    data = bytearray(build_capture(index=False))
     second_frame = data.index(b"\x28\xb5\x2f\xfd", 20)
     data[-6] ^= 0xFF  # inside the last frame's checksum
     with pytest.raises(FormatError) as caught:
@@ -116,7 +133,7 @@ def test_format_error_names_the_frame_offset():
 
 def test_unknown_record_types_and_extra_fields_are_tolerated():
     event = [2, 5, 1, 1, 0, b"c", 3, 2, b"hi", "a field from the future", 42]
-    data = (encode_preamble() + frame([raw_header_list() + ["extra"]])
+    data = (encode_preamble() + frame([raw_header_list() + [[], "extra"]])
             + frame([[99, "new kind of record"], event, [4, 9, 1, 2, 0, "extra"]]))
     records, reader = read_all(data)
     assert [type(r) for r in records] == [Header, IoEvent, End]

@@ -84,7 +84,7 @@ def test_show_reads_stdin(capture):
 
 def test_show_of_a_cut_capture_prints_the_prefix_and_warns(capture, tmp_path):
     cut = tmp_path / "cut.wtrace"
-    cut.write_bytes(capture.read_bytes()[:-10])
+    cut.write_bytes(build_capture(index=False)[:-10])
     result = runner.invoke(app, ["show", str(cut)])
     assert result.exit_code == 0
     assert "capture ends early after" in result.stderr

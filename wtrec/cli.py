@@ -414,3 +414,7 @@ def main() -> None:
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
     sys.exit(code if isinstance(code, int) else 0)
+
+
+# The offline commands register themselves on `app`.
+from wtrec import cli_offline  # noqa: F401

@@ -20,6 +20,7 @@ import msgpack
 import zstandard
 
 from wtrec.errors import FormatError, NewerFormatError
+from wtrec.format_index import FrameEntry, encode_index_frame
 from wtrec.records import (
     FORMAT_MAJOR,
     FORMAT_MINOR,
@@ -29,6 +30,7 @@ from wtrec.records import (
     TYPE_LOST,
     TYPE_READ,
     TYPE_WRITE,
+    Derivation,
     End,
     FdIdentity,
     FdInfo,
@@ -38,6 +40,7 @@ from wtrec.records import (
     Lost,
     Record,
 )
+from wtrec.stats import CaptureStats
 
 PREAMBLE_MAGIC = 0x184D2A5E  # a zstd skippable-frame magic (0x184D2A5?)
 PREAMBLE_TAG = b"WTRACE"
@@ -55,6 +58,7 @@ MAX_FRAME_CONTENT = 64 << 20  # decompressed bytes in one zstd frame
 MAX_SKIPPABLE = 64 << 20  # bytes in one skippable frame
 MAX_BLOCK = 128 << 10  # zstd's Block_Maximum_Size
 MAX_RECORD_FIELDS = 4096  # msgpack array/map lengths
+MAX_PROVENANCE_DEPTH = 8  # a derived file's inputs' inputs' ... headers
 
 U32 = (1 << 32) - 1
 U64 = (1 << 64) - 1
@@ -89,8 +93,13 @@ def encode_record(record: Record) -> list:
         return [TYPE_HEADER, record.format_major, record.format_minor, record.tool_version,
                 record.host, record.kernel, record.start_ns, record.anchor_boot_ns,
                 record.anchor_real_ns, list(record.argv), filters, record.snaplen,
-                record.buffer]
+                record.buffer, [_encode_derivation(step) for step in record.provenance]]
     raise TypeError(f"not a record: {record!r}")
+
+
+def _encode_derivation(step: Derivation) -> list:
+    return [step.op, step.tool_version, step.time_ns, list(step.argv), dict(step.notes),
+            [encode_record(header) for header in step.inputs]]
 
 
 class CaptureWriter:
@@ -99,6 +108,7 @@ class CaptureWriter:
     Frames are closed after FRAME_MAX_RECORDS records, FRAME_MAX_BYTES of
     packed records, or FRAME_MAX_AGE_NS after the frame's first record
     (checked by `tick`), so a recorder killed with -9 loses at most that.
+    `close` appends the index (see wtrec.format_index) after the end record.
     """
 
     def __init__(self, out: BinaryIO, header: Header, level: int = 3,
@@ -110,9 +120,14 @@ class CaptureWriter:
             level=level, write_checksum=True, write_content_size=True)
         self._pending: list[bytes] = []
         self._pending_bytes = 0
+        self._pending_events = 0
+        self._pending_first_ns: int | None = None
+        self._pending_last_ns: int | None = None
         self._frame_started_ns = 0
         self.frames = 0
         self.bytes_written = 0
+        self.frame_entries: list[FrameEntry] = []
+        self.stats = CaptureStats()
         self._emit(encode_preamble())
         self.write(header)
         self.flush()
@@ -124,6 +139,15 @@ class CaptureWriter:
             self._frame_started_ns = self._clock()
         self._pending.append(packed)
         self._pending_bytes += len(packed)
+        if isinstance(record, IoEvent):
+            self._pending_events += 1
+            ts = record.ts_ns
+            if self._pending_first_ns is None or ts < self._pending_first_ns:
+                self._pending_first_ns = ts
+            if self._pending_last_ns is None or ts > self._pending_last_ns:
+                self._pending_last_ns = ts
+        if not isinstance(record, Header):
+            self.stats.add(record)
         if len(self._pending) >= FRAME_MAX_RECORDS or self._pending_bytes >= FRAME_MAX_BYTES:
             self.flush()
 
@@ -137,15 +161,25 @@ class CaptureWriter:
         if not self._pending:
             return
         frame = self._compressor.compress(b"".join(self._pending))
+        self.frame_entries.append(FrameEntry(
+            offset=self.bytes_written, size=len(frame), content_size=self._pending_bytes,
+            records=len(self._pending), events=self._pending_events,
+            first_ns=self._pending_first_ns, last_ns=self._pending_last_ns))
         self._pending.clear()
         self._pending_bytes = 0
+        self._pending_events = 0
+        self._pending_first_ns = self._pending_last_ns = None
         self.frames += 1
         self._emit(frame)
 
-    def close(self, end: End) -> None:
-        """Writes the end record and the last frame; the file stays open."""
+    def close(self, end: End, index: bool = True) -> None:
+        """Writes the end record, the last frame and the index; the file stays open."""
         self.write(end)
         self.flush()
+        if index:
+            frame = encode_index_frame(self.bytes_written, self.frame_entries, self.stats)
+            if frame is not None:
+                self._emit(frame)
 
     def _emit(self, chunk: bytes) -> None:
         self._out.write(chunk)
@@ -200,6 +234,8 @@ class CaptureReader:
         self.end: End | None = None
         self.events = 0
         self.frames = 0
+        self.compressed_bytes = 0  # of the data frames read so far...
+        self.content_bytes = 0  # ...and what they held
         self.truncated = False
         self.version: tuple[int, int] | None = None
 
@@ -224,6 +260,8 @@ class CaptureReader:
                     elif isinstance(record, End):
                         self.end = record
                     yield record
+                if self.end is not None:
+                    return  # only the index follows; nothing in it is a record
         except _Truncated:
             self.truncated = True
             return
@@ -272,55 +310,62 @@ class CaptureReader:
                 continue
             if magic != ZSTD_MAGIC:
                 raise FormatError(f"unknown frame magic 0x{magic:08x}", start)
-            yield self._read_zstd_frame(raw_magic, start), start
+            content = self._read_zstd_frame(raw_magic, start)
             self.frames += 1
+            self.compressed_bytes += src.offset - start
+            self.content_bytes += len(content)
+            yield content, start
 
     def _read_zstd_frame(self, raw_magic: bytes, start: int) -> bytes:
-        src = self._source
-        descriptor = src.read(1)
-        d = descriptor[0]
-        fcs_flag, single, reserved, has_checksum, dict_flag = (
-            d >> 6, (d >> 5) & 1, (d >> 3) & 1, (d >> 2) & 1, d & 3)
-        if reserved:
-            raise FormatError("zstd frame header has the reserved bit set", start + 4)
-        if dict_flag:
-            raise FormatError("zstd frame needs a dictionary", start + 4)
-        window = b"" if single else src.read(1)
-        fcs_size = {0: 1 if single else 0, 1: 2, 2: 4, 3: 8}[fcs_flag]
-        if fcs_size == 0:
-            raise FormatError("zstd frame does not declare its content size", start)
-        fcs_raw = src.read(fcs_size)
-        content_size = int.from_bytes(fcs_raw, "little") + (256 if fcs_size == 2 else 0)
-        if content_size > MAX_FRAME_CONTENT:
-            raise FormatError(
-                f"zstd frame declares {content_size} bytes, over the {MAX_FRAME_CONTENT} limit",
-                start)
-        parts = [raw_magic, descriptor, window, fcs_raw]
-        budget = 2 * content_size + 1024  # compressed blocks are never much larger
-        while True:
-            block_header = src.read(3)
-            value = int.from_bytes(block_header, "little")
-            last, block_type, block_size = value & 1, (value >> 1) & 3, value >> 3
-            if block_type == 3:
-                raise FormatError("zstd block of reserved type", src.offset - 3)
-            if block_size > MAX_BLOCK:
-                raise FormatError(f"zstd block of {block_size} bytes", src.offset - 3)
-            body = src.read(1 if block_type == 1 else block_size)
-            parts += [block_header, body]
-            budget -= len(body) + 3
-            if budget < 0:
-                raise FormatError("zstd frame larger than its content allows", start)
-            if last:
-                break
-        if has_checksum:
-            parts.append(src.read(4))
-        try:
-            content = zstandard.ZstdDecompressor().decompress(b"".join(parts))
-        except zstandard.ZstdError as exc:
-            raise FormatError(f"zstd frame does not decode ({exc})", start) from None
-        if len(content) != content_size:
-            raise FormatError("zstd frame content differs from its declared size", start)
-        return content
+        return read_zstd_frame(self._source, raw_magic, start)
+
+
+def read_zstd_frame(src: _Source, raw_magic: bytes, start: int) -> bytes:
+    """The content of the zstd frame whose magic was just read, sizes checked first."""
+    descriptor = src.read(1)
+    d = descriptor[0]
+    fcs_flag, single, reserved, has_checksum, dict_flag = (
+        d >> 6, (d >> 5) & 1, (d >> 3) & 1, (d >> 2) & 1, d & 3)
+    if reserved:
+        raise FormatError("zstd frame header has the reserved bit set", start + 4)
+    if dict_flag:
+        raise FormatError("zstd frame needs a dictionary", start + 4)
+    window = b"" if single else src.read(1)
+    fcs_size = {0: 1 if single else 0, 1: 2, 2: 4, 3: 8}[fcs_flag]
+    if fcs_size == 0:
+        raise FormatError("zstd frame does not declare its content size", start)
+    fcs_raw = src.read(fcs_size)
+    content_size = int.from_bytes(fcs_raw, "little") + (256 if fcs_size == 2 else 0)
+    if content_size > MAX_FRAME_CONTENT:
+        raise FormatError(
+            f"zstd frame declares {content_size} bytes, over the {MAX_FRAME_CONTENT} limit",
+            start)
+    parts = [raw_magic, descriptor, window, fcs_raw]
+    budget = 2 * content_size + 1024  # compressed blocks are never much larger
+    while True:
+        block_header = src.read(3)
+        value = int.from_bytes(block_header, "little")
+        last, block_type, block_size = value & 1, (value >> 1) & 3, value >> 3
+        if block_type == 3:
+            raise FormatError("zstd block of reserved type", src.offset - 3)
+        if block_size > MAX_BLOCK:
+            raise FormatError(f"zstd block of {block_size} bytes", src.offset - 3)
+        body = src.read(1 if block_type == 1 else block_size)
+        parts += [block_header, body]
+        budget -= len(body) + 3
+        if budget < 0:
+            raise FormatError("zstd frame larger than its content allows", start)
+        if last:
+            break
+    if has_checksum:
+        parts.append(src.read(4))
+    try:
+        content = zstandard.ZstdDecompressor().decompress(b"".join(parts))
+    except zstandard.ZstdError as exc:
+        raise FormatError(f"zstd frame does not decode ({exc})", start) from None
+    if len(content) != content_size:
+        raise FormatError("zstd frame content differs from its declared size", start)
+    return content
 
 
 def _reject_ext(code: int, data: bytes) -> None:
@@ -423,6 +468,35 @@ class _Fields:
             raise self._bad(index, what)
         return tuple(value)
 
+    def provenance(self, index: int, what: str, depth: int) -> tuple[Derivation, ...]:
+        """Derivation steps (absent before 1.2); their input headers nest, boundedly."""
+        if not self.has(index) or self._values[index] is None:
+            return ()
+        steps = self._get(index, what)
+        if type(steps) is not list or depth >= MAX_PROVENANCE_DEPTH:
+            raise self._bad(index, what)
+        return tuple(self._derivation(step, index, what, depth) for step in steps)
+
+    def _derivation(self, step: object, index: int, what: str, depth: int) -> Derivation:
+        if type(step) is not list or len(step) < 6:
+            raise self._bad(index, what)
+        f = _Fields([TYPE_HEADER, *step], self._offset)
+        notes = step[4]
+        if type(notes) is not dict or any(type(k) is not str or type(v) is not str
+                                          for k, v in notes.items()):
+            raise self._bad(index, what)
+        inputs = step[5]
+        if type(inputs) is not list:
+            raise self._bad(index, what)
+        headers = []
+        for item in inputs:
+            if type(item) is not list or not item or item[0] != TYPE_HEADER:
+                raise self._bad(index, what)
+            headers.append(_decode_header(_Fields(item, self._offset), depth + 1))
+        return Derivation(op=f.str(1, "step"), tool_version=f.str(2, "step tool version"),
+                          time_ns=f.int(3, "step time"), argv=f.str_list(4, "step argv"),
+                          notes=tuple(notes.items()), inputs=tuple(headers))
+
     def filters(self, index: int, what: str) -> Filters:
         value = self._get(index, what)
         if type(value) is not dict:
@@ -442,7 +516,7 @@ class _Fields:
                        tuple(command))
 
 
-def _decode_header(f: _Fields) -> Header:
+def _decode_header(f: _Fields, depth: int = 0) -> Header:
     return Header(
         format_major=f.int(1, "format major", high=255),
         format_minor=f.int(2, "format minor", high=255),
@@ -456,6 +530,7 @@ def _decode_header(f: _Fields) -> Header:
         filters=f.filters(10, "filters"),
         snaplen=f.int(11, "snaplen", high=U32),
         buffer=f.str(12, "buffer"),
+        provenance=f.provenance(13, "provenance", depth),
     )
 
 

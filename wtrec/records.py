@@ -8,7 +8,7 @@ their byte-level encoding. Times are integer nanoseconds on the boot clock
 from dataclasses import dataclass, field
 
 FORMAT_MAJOR = 1
-FORMAT_MINOR = 1
+FORMAT_MINOR = 2
 
 # Record type codes: the first element of every msgpack record array.
 TYPE_HEADER = 1
@@ -32,6 +32,23 @@ class Filters:
 
 
 @dataclass(frozen=True)
+class Derivation:
+    """One step that made this file from others (filter, redact, merge, recover).
+
+    `inputs` are the headers of the files it was made from, so a derived
+    capture still says where, when and how its data was recorded; `notes`
+    say how (the options, the redaction pattern names), never what was removed.
+    """
+
+    op: str
+    tool_version: str
+    time_ns: int  # wall clock when the step ran
+    argv: tuple[str, ...]
+    notes: tuple[tuple[str, str], ...] = ()
+    inputs: tuple["Header", ...] = ()
+
+
+@dataclass(frozen=True)
 class Header:
     """Always the first record: where, when and how the capture was made."""
 
@@ -47,6 +64,7 @@ class Header:
     filters: Filters
     snaplen: int
     buffer: str  # "ringbuf" or "perf"
+    provenance: tuple[Derivation, ...] = ()  # since 1.2: oldest step first
 
     def wall_ns(self, boot_ns: int) -> int:
         """Converts an event's boot-clock time to wall-clock nanoseconds."""

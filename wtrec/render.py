@@ -11,7 +11,7 @@ import json
 import time
 from collections.abc import Iterator
 
-from wtrec.records import FdIdentity, FdInfo, Header, IoEvent, Lost
+from wtrec.records import End, FdIdentity, FdInfo, Header, IoEvent, Lost
 
 _ESCAPES = {0x5C: "\\\\", 0x22: '\\"', 0x0A: "\\n", 0x0D: "\\r", 0x09: "\\t", 0x00: "\\0"}
 _BYTE_TEXT = [
@@ -26,6 +26,22 @@ WRAP = 76
 def escape_bytes(data: bytes) -> str:
     """Printable ASCII as is, everything else as \\n, \\t, \\xNN escapes."""
     return "".join(map(_BYTE_TEXT.__getitem__, data))
+
+
+_TERMINAL_TEXT = list(_BYTE_TEXT)
+_TERMINAL_TEXT[0x0A] = "\n"
+_TERMINAL_TEXT[0x09] = "\t"
+_TERMINAL_TEXT[0x5C] = "\\"
+_TERMINAL_TEXT[0x22] = '"'
+
+
+def terminal_text(data: bytes) -> str:
+    """Like escape_bytes, but newlines, tabs, quotes and backslashes stay as they are.
+
+    For running text (replay, responses): still nothing but printable ASCII,
+    newline and tab reaches the terminal.
+    """
+    return "".join(map(_TERMINAL_TEXT.__getitem__, data))
 
 
 def quoted_lines(data: bytes, width: int = WRAP) -> list[str]:
@@ -142,6 +158,23 @@ class TextRenderer:
         yield ""
 
 
+def header_dict(h: Header) -> dict:
+    """A header as plain JSON-ready data, provenance included."""
+    f = h.filters
+    return {
+        "format": f"{h.format_major}.{h.format_minor}", "tool_version": h.tool_version,
+        "host": h.host, "kernel": h.kernel, "start_ns": h.start_ns, "argv": list(h.argv),
+        "filters": {"comms": list(f.comms), "pids": list(f.pids), "all": f.all,
+                    "syscalls": list(f.syscalls), "follow": f.follow,
+                    "command": list(f.command)},
+        "snaplen": h.snaplen, "buffer": h.buffer,
+        "provenance": [{"op": d.op, "tool_version": d.tool_version, "time_ns": d.time_ns,
+                        "argv": list(d.argv), "notes": dict(d.notes),
+                        "inputs": [header_dict(i) for i in d.inputs]} for d in h.provenance],
+    }
+
+
+
 class JsonRenderer:
     """show --json: one JSON object per line, payload as base64 (+ text if UTF-8)."""
 
@@ -178,6 +211,14 @@ class JsonRenderer:
         except UnicodeDecodeError:
             pass
         yield json.dumps(obj, ensure_ascii=True)
+
+    def header_line(self, header: Header) -> Iterator[str]:
+        yield json.dumps({"type": "header", **header_dict(header)}, ensure_ascii=True)
+
+    def end_line(self, end: End) -> Iterator[str]:
+        yield json.dumps({"type": "end", "ts_ns": end.ts_ns, "wall_ns": self._time(end.ts_ns),
+                          "events": end.events, "bytes": end.bytes, "lost": end.lost},
+                         ensure_ascii=True)
 
     def lost(self, lost: Lost) -> Iterator[str]:
         yield json.dumps({"type": "lost", "ts_ns": lost.ts_ns, "wall_ns": self._time(lost.ts_ns),

@@ -1,0 +1,177 @@
+"""Reading what can be read from a damaged or cut capture, for `wtrec recover`.
+
+The strict reader stops at the first problem; this one notes it and moves
+on. A frame that fails its checks or its checksum is dropped whole (its
+bytes may decode to wrong records that still parse), and the next frame is
+found by its magic number. A frame cut by the end of the file is
+decompressed as far as it goes and its whole records kept: what is there is
+what was written. Every record handed on has passed the strict reader's checks.
+"""
+
+import mmap
+import struct
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import BinaryIO
+
+import zstandard
+
+from wtrec.errors import FormatError, InputError
+from wtrec.format import (
+    MAX_FRAME_CONTENT,
+    MAX_SKIPPABLE,
+    PREAMBLE_MAGIC,
+    SKIPPABLE_BASE,
+    SKIPPABLE_MASK,
+    ZSTD_MAGIC,
+    _decode_frame,
+    _Source,
+    _Truncated,
+    read_zstd_frame,
+)
+from wtrec.records import FORMAT_MAJOR, FORMAT_MINOR, End, Filters, Header, Record
+
+ZSTD_MAGIC_BYTES = struct.pack("<I", ZSTD_MAGIC)
+
+
+@dataclass
+class Salvage:
+    """Filled in as `records` is consumed: what was kept and what was not."""
+
+    header: Header
+    records: Iterator[Record] = field(default_factory=lambda: iter(()))
+    problems: list[str] = field(default_factory=list)
+    frames_ok: int = 0
+    frames_partial: int = 0
+    frames_lost: int = 0
+    lost_bytes: int = 0
+    end_ns: int | None = None
+
+
+def _unknown_header() -> Header:
+    now = time.time_ns()
+    return Header(FORMAT_MAJOR, FORMAT_MINOR, "unknown", "unknown", "unknown", now, 0, now,
+                  (), Filters(syscalls=()), 0, "unknown")
+
+
+def _partial_content(raw: bytes) -> bytes:
+    """As much of a damaged frame's content as decompresses, within the size bound."""
+    out = bytearray()
+    try:
+        reader = zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=False)
+        while len(out) < MAX_FRAME_CONTENT:
+            chunk = reader.read(1 << 16)
+            if not chunk:
+                break
+            out += chunk
+    except zstandard.ZstdError:
+        pass
+    return bytes(out[:MAX_FRAME_CONTENT])
+
+
+def _whole_records(content: bytes, offset: int, problems: list[str]) -> list[Record]:
+    records: list[Record] = []
+    try:
+        records.extend(_decode_frame(content, offset, False))
+    except FormatError as exc:
+        problems.append(f"frame at byte {offset}: kept {len(records)} records, then {exc.reason}")
+    return records
+
+
+def salvage(stream: BinaryIO) -> Salvage:
+    """Reads the header now; the rest as `result.records` is iterated."""
+    try:
+        data = mmap.mmap(stream.fileno(), 0, access=mmap.ACCESS_READ)
+    except (ValueError, OSError) as exc:
+        raise InputError(f"cannot map the input ({exc}); is it empty?") from None
+    result = Salvage(header=_unknown_header())
+    frames = _iter_frames(data, result)
+    first = next(frames, None)
+    pending: list[Record] = []
+    if first is not None:
+        records = first
+        if records and isinstance(records[0], Header):
+            result.header = records[0]
+            records = records[1:]
+        else:
+            result.problems.append("the header record is lost; an 'unknown' header stands in")
+        pending = records
+
+    def all_records() -> Iterator[Record]:
+        for batch in ([pending], frames):
+            for records in batch:
+                for record in records:
+                    if isinstance(record, Header):
+                        result.problems.append("a second header record was dropped")
+                        continue
+                    if isinstance(record, End):
+                        result.end_ns = record.ts_ns
+                        continue
+                    yield record
+        data.close()
+
+    result.records = all_records()
+    return result
+
+
+def _iter_frames(data: mmap.mmap, result: Salvage) -> Iterator[list[Record]]:
+    """Each readable frame's records; damage is noted in `result` and stepped over."""
+    size = len(data)
+    position = 0
+    if size >= 8 and struct.unpack_from("<I", data, 0)[0] == PREAMBLE_MAGIC:
+        position = 8 + struct.unpack_from("<I", data, 4)[0]
+    else:
+        result.problems.append("no wtrace preamble at byte 0; looking for frames")
+    while position + 4 <= size:
+        magic, = struct.unpack_from("<I", data, position)
+        if magic & SKIPPABLE_MASK == SKIPPABLE_BASE and position + 8 <= size:
+            length, = struct.unpack_from("<I", data, position + 4)
+            if length <= MAX_SKIPPABLE and position + 8 + length <= size:
+                position += 8 + length
+                continue
+        if magic == ZSTD_MAGIC:
+            records, next_position = _read_frame(data, position, result)
+            if records is not None:
+                yield records
+            if next_position is not None:
+                position = next_position
+                continue
+        found = data.find(ZSTD_MAGIC_BYTES, position + 1)
+        skipped_to = size if found < 0 else found
+        result.problems.append(f"bytes {position}..{skipped_to} are not a readable frame; skipped")
+        result.lost_bytes += skipped_to - position
+        position = skipped_to
+    if position < size:
+        result.lost_bytes += size - position
+
+
+def _read_frame(data: mmap.mmap, position: int, result: Salvage):
+    """(records or None, where the next frame starts or None if unknown)."""
+    data.seek(position + 4)
+    source = _Source(data)
+    try:
+        content = read_zstd_frame(source, ZSTD_MAGIC_BYTES, position)
+    except _Truncated:
+        records = _whole_records(_partial_content(bytes(data[position:])), position,
+                                 result.problems)
+        result.problems.append(f"the file is cut inside the frame at byte {position}; "
+                               f"kept {len(records)} whole records from it")
+        result.frames_partial += 1
+        result.lost_bytes += len(data) - position
+        return records, len(data)
+    except FormatError as exc:
+        # A damaged frame may decode to wrong bytes that still parse, and its
+        # checksum cannot say which: none of its records are kept.
+        result.frames_lost += 1
+        result.problems.append(f"frame at byte {position} is damaged ({exc.reason}); "
+                               "its records are dropped")
+        return None, None
+    end = position + 4 + source.offset
+    problems_before = len(result.problems)
+    records = _whole_records(content, position, result.problems)
+    if len(result.problems) > problems_before:
+        result.frames_partial += 1
+    else:
+        result.frames_ok += 1
+    return records, end

@@ -1,0 +1,163 @@
+"""`wtrec grep`: find a pattern in payload bytes, per event or across a stream.
+
+Per event, each payload is searched on its own. With `stream` the payloads
+of each (pid, fd, direction) are joined in file order, so a match split
+across two writes is found; only the last STREAM_WINDOW bytes of a stream
+are kept, so a match longer than that can be missed. A stream is cut where
+bytes are missing (a truncated capture) rather than joined across the gap.
+"""
+
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+from wtrec.records import FdIdentity, FdInfo, Header, IoEvent, Record
+from wtrec.render import BOLD, RED, RESET, escape_bytes, format_clock, hex_lines
+
+STREAM_WINDOW = 8 << 10  # how far back a match spanning writes may start
+LINE_CONTEXT_MAX = 120  # bytes each side when the context is the enclosing line
+
+
+@dataclass(frozen=True)
+class Match:
+    """A match at data[start:end]; `first`/`last` are the events it lies in."""
+
+    data: bytes
+    start: int
+    end: int
+    first: IoEvent
+    last: IoEvent
+    offset: int  # of data[start] in the event's payload, or in the stream
+    stream: bool
+
+
+def iter_event_matches(events: Iterable[IoEvent],
+                       pattern: re.Pattern) -> Iterator[tuple[list[Match], IoEvent]]:
+    """For each event, the list of its matches (empty when none) and the event."""
+    for event in events:
+        yield [Match(event.data, m.start(), m.end(), event, event, m.start(), False)
+               for m in pattern.finditer(event.data)], event
+
+
+class _StreamWindow:
+    def __init__(self):
+        self.buffer = b""
+        self.base = 0  # stream offset of buffer[0]
+        self.starts: list[tuple[int, IoEvent]] = []  # stream offset where each event begins
+        self.reported_end = 0  # stream offset
+
+    def event_at(self, offset: int) -> IoEvent:
+        found = self.starts[0][1]
+        for start, event in self.starts:
+            if start > offset:
+                break
+            found = event
+        return found
+
+
+def sent_bytes(event: IoEvent) -> bytes:
+    """What the peer got: nothing for a failed write, the written prefix for a short one."""
+    if event.ret is None:
+        return event.data
+    if event.ret < 0:
+        return b""
+    return event.data[:event.ret]
+
+
+def iter_stream_matches(events: Iterable[IoEvent], pattern: re.Pattern) -> Iterator[Match]:
+    """Matches over the joined payloads of each (pid, fd, direction)."""
+    windows: dict[tuple[int, int, str], _StreamWindow] = {}
+    for event in events:
+        key = (event.pid, event.fd, event.direction)
+        window = windows.get(key)
+        if window is None:
+            window = windows[key] = _StreamWindow()
+        data = sent_bytes(event)
+        if not data:
+            continue
+        old_end = window.base + len(window.buffer)
+        window.starts.append((old_end, event))
+        window.buffer += data
+        for m in pattern.finditer(window.buffer):
+            start, end = window.base + m.start(), window.base + m.end()
+            if end <= old_end or start < window.reported_end:
+                continue
+            window.reported_end = end
+            yield Match(window.buffer, m.start(), m.end(), window.event_at(start),
+                        window.event_at(max(start, end - 1)), start, True)
+        if event.truncated:  # bytes are missing: do not join across the gap
+            windows[key] = _StreamWindow()
+            continue
+        if len(window.buffer) > STREAM_WINDOW:
+            drop = len(window.buffer) - STREAM_WINDOW
+            window.buffer = window.buffer[drop:]
+            window.base += drop
+            while len(window.starts) > 1 and window.starts[1][0] <= window.base:
+                window.starts.pop(0)
+
+
+def events_with_names(records: Iterable[Record], names: dict) -> Iterator[IoEvent]:
+    """The events, learning fd identities into `names` as they go by."""
+    for record in records:
+        if isinstance(record, FdInfo):
+            names[(record.pid, record.fd)] = record.identity
+        elif isinstance(record, IoEvent):
+            yield record
+
+
+class MatchPrinter:
+    """Turns matches into escaped lines; colour marks the match on a terminal."""
+
+    def __init__(self, header: Header | None, names: dict[tuple[int, int], FdIdentity],
+                 prefix: str, context: int | None, hex_view: bool, color: bool):
+        self.header = header
+        self.names = names
+        self.prefix = prefix
+        self.context = context
+        self.hex_view = hex_view
+        self.color = color
+
+    def title(self, first: IoEvent, last: IoEvent, where: str) -> str:
+        seq = "" if first.seq is None else f"#{first.seq}"
+        if last is not first and last.seq is not None:
+            seq += f"..#{last.seq}"
+        ident = self.names.get((first.pid, first.fd))
+        what = f" ({escape_bytes(ident.describe().encode())})" if ident else ""
+        return (f"{self.prefix}{seq} {format_clock(self.header, first.ts_ns)} "
+                f"{escape_bytes(first.comm)} pid {first.pid} fd {first.fd}{what} "
+                f"{first.syscall} {where}")
+
+    def _window(self, match: Match) -> tuple[int, int]:
+        data = match.data
+        if self.context is not None:
+            return max(0, match.start - self.context), min(len(data), match.end + self.context)
+        line_start = data.rfind(b"\n", 0, match.start) + 1
+        line_end = data.find(b"\n", match.end)
+        line_end = len(data) if line_end < 0 else line_end
+        return (max(line_start, match.start - LINE_CONTEXT_MAX),
+                min(line_end, match.end + LINE_CONTEXT_MAX))
+
+    def match_lines(self, match: Match) -> Iterator[str]:
+        where = f"@{'stream ' if match.stream else ''}{match.offset}"
+        lo, hi = self._window(match)
+        data = match.data
+        if self.hex_view:
+            yield self.title(match.first, match.last, f"{where}, {match.end - match.start} bytes:")
+            for line in hex_lines(data[lo:hi]):
+                yield "  " + line
+            return
+        before, hit, after = data[lo:match.start], data[match.start:match.end], data[match.end:hi]
+        shown = escape_bytes(hit)
+        if self.color:
+            shown = f"{BOLD}{RED}{shown}{RESET}"
+        dots_l = "..." if lo > 0 else ""
+        dots_r = "..." if hi < len(data) else ""
+        yield (f"{self.title(match.first, match.last, where)}: "
+               f"{dots_l}\"{escape_bytes(before)}{shown}{escape_bytes(after)}\"{dots_r}")
+
+    def event_line(self, event: IoEvent) -> str:
+        """For -v: the event and the start of its payload."""
+        preview = event.data[:LINE_CONTEXT_MAX]
+        more = "..." if len(event.data) > len(preview) else ""
+        return (f"{self.title(event, event, f'{len(event.data)} bytes')}: "
+                f"\"{escape_bytes(preview)}\"{more}")

@@ -1,0 +1,72 @@
+"""Streams: the bytes one process sent (or received) on one file descriptor, in order.
+
+replay and `export --format raw` act on exactly one stream; when the
+user's selection leaves several, they are listed rather than guessed.
+"""
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+
+from wtrec.errors import UsageError
+from wtrec.records import FdIdentity, FdInfo, IoEvent, Record
+from wtrec.render import escape_bytes
+from wtrec.select import Selection
+from wtrec.stats import Counts
+
+
+@dataclass
+class StreamSummary:
+    pid: int
+    fd: int
+    comm: bytes
+    identity: FdIdentity | None
+    out: Counts = field(default_factory=Counts)
+    into: Counts = field(default_factory=Counts)
+
+    def describe(self) -> str:
+        what = escape_bytes(self.identity.describe().encode()) if self.identity else "unknown"
+        return (f"--pid {self.pid} --fd {self.fd}  {escape_bytes(self.comm)}  {what}  "
+                f"out {self.out.events} events {self.out.captured} bytes, "
+                f"in {self.into.events} events {self.into.captured} bytes")
+
+
+class AmbiguousStreamError(UsageError):
+    """The selection leaves more than one stream (or none)."""
+
+
+def list_streams(records: Iterable[Record], selection: Selection) -> list[StreamSummary]:
+    """Every (pid, fd) with selected events, in order of first appearance."""
+    names: dict[tuple[int, int], FdIdentity] = {}
+    streams: dict[tuple[int, int], StreamSummary] = {}
+    for record in records:
+        if isinstance(record, FdInfo):
+            names[(record.pid, record.fd)] = record.identity
+        elif isinstance(record, IoEvent) and selection.matches(record):
+            key = (record.pid, record.fd)
+            summary = streams.get(key)
+            if summary is None:
+                summary = streams[key] = StreamSummary(record.pid, record.fd, record.comm,
+                                                       names.get(key))
+            (summary.into if record.direction == "in" else summary.out).add(record)
+    return list(streams.values())
+
+
+def choose_stream(streams: list[StreamSummary], direction: str) -> StreamSummary:
+    """The one stream with events in `direction`, or an error listing the candidates."""
+    candidates = [s for s in streams if (s.into if direction == "in" else s.out).events]
+    if len(candidates) == 1:
+        return candidates[0]
+    if not candidates:
+        raise AmbiguousStreamError(f"no stream with {direction} events matches the selection")
+    listing = "\n".join("  " + s.describe() for s in candidates)
+    raise AmbiguousStreamError(f"{len(candidates)} streams match; choose one with --pid and "
+                               f"--fd:\n{listing}")
+
+
+def stream_events(records: Iterable[Record], stream: StreamSummary,
+                  direction: str) -> Iterator[IoEvent]:
+    """The events of one stream and direction, in file order."""
+    for record in records:
+        if (isinstance(record, IoEvent) and record.pid == stream.pid
+                and record.fd == stream.fd and record.direction == direction):
+            yield record
