@@ -8,6 +8,7 @@ Unicode tricks) ever reaches a terminal raw.
 import base64
 import errno
 import json
+import re
 import time
 from collections.abc import Iterator
 
@@ -23,9 +24,17 @@ BOLD, RED, DIM, RESET = "\x1b[1m", "\x1b[31m", "\x1b[2m", "\x1b[0m"
 WRAP = 76
 
 
+_NEEDS_ESCAPE = re.compile(rb'[^\x20\x21\x23-\x5b\x5d-\x7e]')
+
+
+def _escape_match(match: re.Match) -> bytes:
+    return _BYTE_TEXT[match[0][0]].encode()
+
+
 def escape_bytes(data: bytes) -> str:
     """Printable ASCII as is, everything else as \\n, \\t, \\xNN escapes."""
-    return "".join(map(_BYTE_TEXT.__getitem__, data))
+    # Runs of plain text are copied by the regex engine; only escapes cost a call.
+    return _NEEDS_ESCAPE.sub(_escape_match, data).decode("ascii")
 
 
 _TERMINAL_TEXT = list(_BYTE_TEXT)
@@ -44,23 +53,33 @@ def terminal_text(data: bytes) -> str:
     return "".join(map(_TERMINAL_TEXT.__getitem__, data))
 
 
+_LINES = re.compile(rb"[^\n]*\n|[^\n]+")  # each line keeps its newline; only \n breaks
+_ESCAPE_TOKEN = re.compile(r"\\x[0-9a-f]{2}|\\.|[^\\]")
+
+
+def _wrap(text: str, width: int) -> list[str]:
+    """Cuts escaped text into pieces of at most `width` without splitting an escape."""
+    if len(text) <= width:
+        return [text]
+    if "\\" not in text:
+        return [text[i:i + width] for i in range(0, len(text), width)]
+    pieces, current, length = [], [], 0
+    for token in _ESCAPE_TOKEN.findall(text):
+        if length + len(token) > width and current:
+            pieces.append("".join(current))
+            current, length = [], 0
+        current.append(token)
+        length += len(token)
+    pieces.append("".join(current))
+    return pieces
+
+
 def quoted_lines(data: bytes, width: int = WRAP) -> list[str]:
     """The escaped payload as quoted strings, broken after newlines and at `width`."""
-    lines, current = [], []
-    length = 0
-    for byte in data:
-        piece = _BYTE_TEXT[byte]
-        if length + len(piece) > width and current:
-            lines.append(current)
-            current, length = [], 0
-        current.append(piece)
-        length += len(piece)
-        if byte == 0x0A:
-            lines.append(current)
-            current, length = [], 0
-    if current or not lines:
-        lines.append(current)
-    return ['"' + "".join(parts) + '"' for parts in lines]
+    lines: list[str] = []
+    for line in _LINES.findall(data):
+        lines += _wrap(escape_bytes(line), width)
+    return ['"' + line + '"' for line in lines or [""]]
 
 
 def hex_lines(data: bytes) -> list[str]:
