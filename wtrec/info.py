@@ -144,7 +144,7 @@ def text_lines(info: CaptureInfo) -> Iterator[str]:
     yield (f"frames      {info.frames}, {human_bytes(info.compressed_bytes)} compressed from "
            f"{human_bytes(info.content_bytes)} ({ratio:.1f}x)")
     if s.end is not None:
-        yield "closed      cleanly (end record)"
+        yield f"closed      cleanly at {format_clock(h, s.end.ts_ns)} (end record)"
     else:
         yield f"closed      no: {info.warning or 'no end record'}"
     yield ""
