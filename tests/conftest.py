@@ -6,6 +6,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -102,6 +103,22 @@ def live():
         pytest.skip(problem)
     subprocess.run(["make", "-s", "-C", str(ROOT / "samples")], check=True)
     return ROOT / "samples"
+
+
+@pytest.fixture(scope="module")
+def samples(live):
+    """The built samples/ directory, for tests that run its programs under the live gate."""
+    return live
+
+
+@pytest.fixture
+def utc(monkeypatch):
+    """Times print in UTC, so golden files hold on any machine."""
+    monkeypatch.setenv("TZ", "UTC")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
 
 
 @pytest.fixture

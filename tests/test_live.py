@@ -15,14 +15,8 @@ from wtrec.records import End, Header, IoEvent, Lost
 LINES = [f"line {i:02d} of 23: the quick brown fox {'*' * i}\n".encode() for i in range(23)]
 
 
-@pytest.fixture(scope="module")
-def samples(live):
-    return live
-
-
-@pytest.fixture(autouse=True)
-def _needs_live(live):
-    """Every test here attaches real BPF programs: skip on a laptop, fail under CI."""
+# Every test here attaches real BPF programs: skip on a laptop, fail under CI.
+pytestmark = pytest.mark.usefixtures("live")
 
 
 @pytest.fixture

@@ -19,14 +19,8 @@ LINES = [f"line {i:02d} of 23\n".encode() for i in range(23)]
 PY = [sys.executable, "-S", "-B", "-c"]
 
 
-@pytest.fixture(scope="module")
-def samples(live):
-    return live
-
-
-@pytest.fixture(autouse=True)
-def _needs_live(live):
-    """Every test here attaches real BPF programs: skip on a laptop, fail under CI."""
+# Every test here attaches real BPF programs: skip on a laptop, fail under CI.
+pytestmark = pytest.mark.usefixtures("live")
 
 
 def read(path):

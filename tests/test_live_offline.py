@@ -14,14 +14,8 @@ from wtrec.records import IoEvent
 LINES = [f"round trip line {i:02d}: {'#' * i}\n".encode() for i in range(17)]
 
 
-@pytest.fixture(scope="module")
-def samples(live):
-    return live
-
-
-@pytest.fixture(autouse=True)
-def _needs_live(live):
-    """Every test here attaches real BPF programs: skip on a laptop, fail under CI."""
+# Every test here attaches real BPF programs: skip on a laptop, fail under CI.
+pytestmark = pytest.mark.usefixtures("live")
 
 
 def wtrec(*args: str, input: bytes | None = None) -> subprocess.CompletedProcess:

@@ -8,7 +8,6 @@ import shutil
 import socket
 import subprocess
 import threading
-import time
 
 import pytest
 from conftest import build_capture, make_header, sample_records, wtrec_cmd
@@ -31,13 +30,7 @@ HTTP = (b"POST /login HTTP/1.1\r\nHost: shop\r\nAuthorization: Bearer abcdefghij
         b"Cookie: sid=12345\r\n\r\npassword=hunter2&card=4111 1111 1111 1111\n")
 
 
-@pytest.fixture(autouse=True)
-def utc(monkeypatch):
-    monkeypatch.setenv("TZ", "UTC")
-    time.tzset()
-    yield
-    monkeypatch.undo()
-    time.tzset()
+pytestmark = pytest.mark.usefixtures("utc")  # golden times are UTC
 
 
 def event(i, data, pid=10, fd=3, direction="out", syscall="write", ret=None, count=None, ts=None):

@@ -2,7 +2,6 @@
 
 import json
 import os
-import time
 
 import pytest
 from conftest import GOLDEN, build_capture
@@ -14,13 +13,7 @@ from wtrec.render import escape_bytes, hex_lines, quoted_lines
 runner = CliRunner()
 
 
-@pytest.fixture(autouse=True)
-def utc(monkeypatch):
-    monkeypatch.setenv("TZ", "UTC")
-    time.tzset()
-    yield
-    monkeypatch.undo()
-    time.tzset()
+pytestmark = pytest.mark.usefixtures("utc")  # golden times are UTC
 
 
 @pytest.fixture
