@@ -16,7 +16,8 @@ from typing import Annotated, BinaryIO
 import typer
 
 from wtrec import __version__
-from wtrec.errors import InputError, OutputError, UsageError, WtrecError
+from wtrec.cli_outputs import open_input
+from wtrec.errors import OutputError, UsageError, WtrecError
 from wtrec.records import (
     FORMAT_MAJOR,
     FORMAT_MINOR,
@@ -65,15 +66,6 @@ def _reported_errors():
         _say(f"internal error (a bug, please report it): {type(exc).__name__}: {exc}; "
              "WTREC_DEBUG=1 shows the traceback")
         raise typer.Exit(EXIT_INTERNAL) from None
-
-
-def _open_input(path: str) -> BinaryIO:
-    if path == "-":
-        return sys.stdin.buffer
-    try:
-        return open(path, "rb")
-    except OSError as exc:
-        raise InputError(f"cannot read {path}: {exc.strerror}") from None
 
 
 # ---------------------------------------------------------------- record
@@ -357,7 +349,7 @@ def show(
             raise UsageError("--hex and --json exclude each other")
         if color not in ("auto", "always", "never"):
             raise UsageError(f"--color takes auto, always or never, not {color!r}")
-        stream = _open_input(file)
+        stream = open_input(file)
         reader = CaptureReader(stream)
         renderer = None
         selection = Selection(tuple(pid or ()), tuple(comm or ()), tuple(fd or ()))

@@ -6,6 +6,7 @@ are registered on the app of wtrec.cli, which owns printing and exit codes.
 
 import json
 import sys
+from dataclasses import replace
 from typing import Annotated
 
 import typer
@@ -26,15 +27,9 @@ ColorOpt = Annotated[str, typer.Option("--color", help="auto, always or never.")
 
 
 def _start(stream) -> tuple:
-    """A reader, its record iterator, and the header (read first)."""
-    from wtrec.format import CaptureReader
+    from wtrec.format import start_reading
 
-    reader = CaptureReader(stream)
-    records = iter(reader)
-    next(records, None)
-    if reader.header is None:
-        raise FormatError("the capture ends before its header record")
-    return reader, records, reader.header
+    return start_reading(stream)
 
 
 def _warn_truncated(reader, name: str) -> None:
@@ -297,10 +292,9 @@ def _replay_to_terminal(file, selection, speed, max_gap) -> None:
 
 def _replay_stream(file, selection, direction, to, timing, speed, max_gap, show_response,
                    wait, dry_run, force) -> None:
-    from wtrec.grep import sent_bytes
     from wtrec.render import escape_bytes
     from wtrec.replay import SocketSink, StreamSink
-    from wtrec.streams import stream_events
+    from wtrec.streams import sent_bytes, stream_events
 
     chosen, _header, reader, records = _one_stream(file, selection, direction)
     events = stream_events(records, chosen, direction)
@@ -341,9 +335,9 @@ def _replay_stream(file, selection, direction, to, timing, speed, max_gap, show_
 
 
 def _send(sink, events, timing, speed, max_gap, show_response, wait) -> tuple[int, int, int]:
-    from wtrec.grep import sent_bytes
     from wtrec.render import terminal_text
     from wtrec.replay import paced, timed
+    from wtrec.streams import sent_bytes
 
     writes = sent = short = 0
     items = paced(timed(events, speed, max_gap)) if timing else events
@@ -386,11 +380,10 @@ def export(
     """Convert a capture: JSON lines, a stream's raw bytes, or pcapng for Wireshark."""
     with _reported_errors():
         from wtrec import __version__
-        from wtrec.grep import sent_bytes
         from wtrec.pcapng import PcapngWriter
         from wtrec.render import JsonRenderer
         from wtrec.select import select_for_writing, select_records
-        from wtrec.streams import stream_events
+        from wtrec.streams import sent_bytes, stream_events
 
         if format_name not in ("jsonl", "raw", "pcapng"):
             raise UsageError(f"--format takes jsonl, raw or pcapng, not {format_name!r}")
@@ -505,7 +498,6 @@ def redact(
 ):
     """Write a copy with secrets replaced; the header says by which patterns."""
     with _reported_errors():
-        import dataclasses
 
         from wtrec.derive import derived_header, write_capture
         from wtrec.format import CaptureWriter
@@ -522,8 +514,7 @@ def redact(
                     if hits:
                         changed[0] += 1
                         changed[1] += len(hits)
-                        record = _resized(record, blank(record.data, hits, keep_length),
-                                          dataclasses.replace)
+                        record = _resized(record, blank(record.data, hits, keep_length))
                 yield record
 
         notes = [("patterns", ",".join(r.name for r in chosen)),
@@ -537,7 +528,7 @@ def redact(
         _say(f"{changed[1]} secrets replaced in {changed[0]} of {reader.events} events -> {output}")
 
 
-def _resized(event: IoEvent, data: bytes, replace) -> IoEvent:
+def _resized(event: IoEvent, data: bytes) -> IoEvent:
     """The event with new data; a complete event's sizes follow, so it stays complete."""
     delta = len(data) - len(event.data)
     if not delta or event.truncated:

@@ -187,6 +187,16 @@ class CaptureWriter:
         self.bytes_written += len(chunk)
 
 
+def start_reading(stream: BinaryIO) -> tuple[CaptureReader, Iterator[Record], Header]:
+    """A reader, its iterator past the header, and the header: how offline commands begin."""
+    reader = CaptureReader(stream)
+    records = iter(reader)
+    next(records, None)
+    if reader.header is None:
+        raise FormatError("the capture ends before its header record")
+    return reader, records, reader.header
+
+
 class _Truncated(Exception):
     """Internal: the input ended inside a frame."""
 

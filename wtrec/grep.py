@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from wtrec.records import FdIdentity, FdInfo, Header, IoEvent, Record
 from wtrec.render import BOLD, RED, RESET, escape_bytes, format_clock, hex_lines
+from wtrec.streams import sent_bytes
 
 STREAM_WINDOW = 8 << 10  # how far back a match spanning writes may start
 LINE_CONTEXT_MAX = 120  # bytes each side when the context is the enclosing line
@@ -53,15 +54,6 @@ class _StreamWindow:
                 break
             found = event
         return found
-
-
-def sent_bytes(event: IoEvent) -> bytes:
-    """What the peer got: nothing for a failed write, the written prefix for a short one."""
-    if event.ret is None:
-        return event.data
-    if event.ret < 0:
-        return b""
-    return event.data[:event.ret]
 
 
 def iter_stream_matches(events: Iterable[IoEvent], pattern: re.Pattern) -> Iterator[Match]:

@@ -11,8 +11,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
 
-from wtrec.errors import FormatError
-from wtrec.format import CaptureReader
+from wtrec.format import start_reading
 from wtrec.format_index import read_index
 from wtrec.records import Derivation, Header
 from wtrec.render import comm_text, escape_bytes, format_clock, header_dict
@@ -40,11 +39,7 @@ def inspect(name: str, stream: BinaryIO) -> CaptureInfo:
     index, note = read_index(stream) if seekable else (None, "input is a pipe")
     if seekable:
         stream.seek(0)
-    reader = CaptureReader(stream)
-    records = iter(reader)
-    next(records, None)
-    if reader.header is None:
-        raise FormatError("the capture ends before its header record")
+    reader, records, _ = start_reading(stream)
     if index is not None:
         compressed = sum(f.size for f in index.frames)
         content = sum(f.content_size for f in index.frames)

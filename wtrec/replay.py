@@ -6,10 +6,8 @@ a speed factor. A sink is only ever a destination the user named on the
 command line; nothing in the capture chooses where bytes go.
 """
 
-import os
 import select
 import socket
-import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import BinaryIO
@@ -142,7 +140,3 @@ def check_target(target: str) -> None:
     if target.startswith("unix:") and len(target) > 5:
         return
     raise UsageError(f"--to takes tcp://HOST:PORT, unix:PATH, file:PATH or -, not {target!r}")
-
-
-def stdout_is_terminal() -> bool:
-    return os.isatty(sys.stdout.fileno())

@@ -63,6 +63,15 @@ def choose_stream(streams: list[StreamSummary], direction: str) -> StreamSummary
                                f"--fd:\n{listing}")
 
 
+def sent_bytes(event: IoEvent) -> bytes:
+    """What the peer got: nothing for a failed write, the written prefix for a short one."""
+    if event.ret is None:
+        return event.data
+    if event.ret < 0:
+        return b""
+    return event.data[:event.ret]
+
+
 def stream_events(records: Iterable[Record], stream: StreamSummary,
                   direction: str) -> Iterator[IoEvent]:
     """The events of one stream and direction, in file order."""
