@@ -256,3 +256,29 @@ def test_valid_frames_with_random_msgpack_give_only_format_errors(records, with_
         read_all(data)
     except (FormatError, NewerFormatError):
         pass
+
+
+def test_a_generic_seekable_zstd_reader_seeks_in_a_capture(tmp_path):
+    """The seek table makes a capture a valid zstd seekable-format file."""
+    import pyzstd
+
+    events = [IoEvent(i, 1, 1, 0, b"c", 3, 400, b"%05d" % i * 80) for i in range(5000)]
+    path = tmp_path / "seek.wtrace"
+    path.write_bytes(build_capture(events))
+    content = subprocess.run(["zstd", "-dcq", str(path)], capture_output=True,
+                             check=True).stdout if shutil.which("zstd") else None
+    with open(path, "rb") as f:
+        index = read_index(f)[0]
+        expected = b""
+        for frame in index.frames:
+            f.seek(frame.offset)
+            expected += zstandard.ZstdDecompressor().decompress(f.read(frame.size))
+    assert content is None or content == expected
+    with pyzstd.SeekableZstdFile(str(path), "r") as seekable:
+        frames, _, size = seekable.seek_table_info
+        assert frames == len(index.frames) + 2 and size == len(expected)  # + preamble, index
+        middle = len(expected) // 2 + 13
+        seekable.seek(middle)
+        assert seekable.read(1000) == expected[middle:middle + 1000]
+        seekable.seek(0)
+        assert seekable.read() == expected

@@ -127,7 +127,8 @@ def test_an_index_that_lies_is_not_trusted(tmp_path):
 
     data = bytearray(build_capture())
     offset = read_index(io.BytesIO(bytes(data)))[0].offset
-    body = msgpack.unpackb(bytes(data[offset + 8:-FOOTER.size]), raw=False)
+    length = int.from_bytes(data[offset + 4:offset + 8], "little")
+    body = msgpack.unpackb(bytes(data[offset + 8:offset + 8 + length - FOOTER.size]), raw=False)
     for lie in ({"all": [10**12, 1, 1, 0, 0]}, {"frames": [[16, 1, 2, 3, 4, None, None]]},
                 {"processes": [[1, "not bytes", 0, 0, [0] * 5, [0] * 5]]}, {"version": 99},
                 {"frames": "x"}):

@@ -20,7 +20,7 @@ import msgpack
 import zstandard
 
 from wtrec.errors import FormatError, NewerFormatError
-from wtrec.format_index import FrameEntry, encode_index_frame
+from wtrec.format_index import FrameEntry, encode_index_frame, encode_seek_table
 from wtrec.records import (
     FORMAT_MAJOR,
     FORMAT_MINOR,
@@ -173,13 +173,21 @@ class CaptureWriter:
         self._emit(frame)
 
     def close(self, end: End, index: bool = True) -> None:
-        """Writes the end record, the last frame and the index; the file stays open."""
+        """Writes the end record, the last frame, the index and the zstd seek table.
+
+        The file stays open; `index=False` leaves out both trailing frames.
+        """
         self.write(end)
         self.flush()
-        if index:
-            frame = encode_index_frame(self.bytes_written, self.frame_entries, self.stats)
-            if frame is not None:
-                self._emit(frame)
+        if not index:
+            return
+        sizes = [(self.frame_entries[0].offset, 0)]  # the preamble
+        sizes += [(f.size, f.content_size) for f in self.frame_entries]
+        frame = encode_index_frame(self.bytes_written, self.frame_entries, self.stats)
+        if frame is not None:
+            self._emit(frame)
+            sizes.append((len(frame), 0))
+        self._emit(encode_seek_table(sizes))
 
     def _emit(self, chunk: bytes) -> None:
         self._out.write(chunk)

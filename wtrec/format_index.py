@@ -27,6 +27,14 @@ FOOTER = struct.Struct("<QI8s")  # the file's last 20 bytes: index frame offset,
 INDEX_VERSION = 1
 MAX_INDEX_PAYLOAD = 64 << 20
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+# The zstd seekable format's seek table (zstd contrib/seekable_format): a
+# skippable frame ending in a 9-byte footer, so generic seekable readers
+# can jump into a capture. Its skippable magic is the one our preamble uses;
+# readers tell them apart by position (first frame versus last).
+SEEK_TABLE_MAGIC = 0x184D2A5E
+SEEK_FOOTER = struct.Struct("<IBI")  # number of frames, descriptor, seekable magic
+SEEKABLE_MAGIC = 0x8F92EAB1
+MAX_SEEK_TABLE = 64 << 20
 
 
 @dataclass(frozen=True)
@@ -86,6 +94,40 @@ def encode_index_frame(offset: int, frames: list[FrameEntry], stats: CaptureStat
     return struct.pack("<II", INDEX_MAGIC, len(payload)) + payload
 
 
+def encode_seek_table(sizes: list[tuple[int, int]]) -> bytes:
+    """The seek table frame for frames of these (compressed, decompressed) sizes, in order.
+
+    Every frame of the file is listed, skippable ones (preamble, index) with
+    a decompressed size of 0, so the compressed sizes add up to the offset
+    of the seek table itself, as the seekable format requires.
+    """
+    entries = b"".join(struct.pack("<II", c, d) for c, d in sizes)
+    body = entries + SEEK_FOOTER.pack(len(sizes), 0, SEEKABLE_MAGIC)
+    return struct.pack("<II", SEEK_TABLE_MAGIC, len(body)) + body
+
+
+def _seek_table(stream: BinaryIO, size: int) -> tuple[int, list[tuple[int, int]]] | None:
+    """(offset, entries) of the seek table that ends the file, if it has one."""
+    if size < 8 + SEEK_FOOTER.size:
+        return None
+    stream.seek(size - SEEK_FOOTER.size)
+    count, descriptor, magic = SEEK_FOOTER.unpack(stream.read(SEEK_FOOTER.size))
+    if magic != SEEKABLE_MAGIC or descriptor & 0x7C:  # reserved bits must be 0
+        return None
+    entry = 12 if descriptor & 0x80 else 8
+    total = 8 + count * entry + SEEK_FOOTER.size
+    if total > min(size, MAX_SEEK_TABLE):
+        return None
+    start = size - total
+    stream.seek(start)
+    frame_magic, length = struct.unpack("<II", stream.read(8))
+    if frame_magic != SEEK_TABLE_MAGIC or length != total - 8:
+        return None
+    raw = stream.read(count * entry)
+    entries = [struct.unpack_from("<II", raw, i * entry) for i in range(count)]
+    return start, entries
+
+
 def frame_content_size(head: bytes) -> int | None:
     """The content size a zstd frame header (first 18 bytes or fewer) declares."""
     if len(head) < 6 or head[:4] != ZSTD_MAGIC:
@@ -103,26 +145,38 @@ def frame_content_size(head: bytes) -> int | None:
 def read_index(stream: BinaryIO) -> tuple[Index | None, str]:
     """The file's index if it has a sound one, else None and why not.
 
-    `stream` must be seekable; its position is left undefined.
+    The index is the file's last frame, or the one before the zstd seek
+    table. `stream` must be seekable; its position is left undefined.
     """
     try:
         size = stream.seek(0, os.SEEK_END)
     except (OSError, ValueError):
         return None, "input is not seekable"
-    if size < 16 + 8 + FOOTER.size:
+    seek_table = _seek_table(stream, size)
+    end = seek_table[0] if seek_table else size  # the index ends where the seek table starts
+    if end < 16 + 8 + FOOTER.size:
         return None, "no index"
-    stream.seek(size - FOOTER.size)
+    stream.seek(end - FOOTER.size)
     offset, crc, tag = FOOTER.unpack(stream.read(FOOTER.size))
     if tag != INDEX_TAG:
         return None, "no index (not closed by the recorder, or streamed)"
     try:
-        index = _read_checked(stream, size, offset, crc)
+        index = _read_checked(stream, end, offset, crc)
+        if seek_table is not None and seek_table[1] != _expected_seek_entries(index, end):
+            raise _Bad("the zstd seek table does not list the file's frames")
     except _Bad as exc:
         return None, f"index ignored: {exc}"
     return index, "indexed"
 
 
+def _expected_seek_entries(index: Index, end: int) -> list[tuple[int, int]]:
+    preamble = index.frames[0].offset if index.frames else index.offset
+    return ([(preamble, 0)] + [(f.size, f.content_size) for f in index.frames]
+            + [(end - index.offset, 0)])
+
+
 def _read_checked(stream: BinaryIO, size: int, offset: int, crc: int) -> Index:
+    """Reads and checks the index frame that ends at `size`."""
     if not 16 <= offset <= size - 8 - FOOTER.size:
         raise _Bad("its offset is outside the file")
     stream.seek(offset)
