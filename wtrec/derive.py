@@ -36,6 +36,7 @@ def write_capture(writer: CaptureWriter, records: Iterable[Record], end_ns: int 
             continue
         writer.write(record)
         last_ns = max(last_ns, getattr(record, "ts_ns", 0))
+    writer.flush()  # the totals count what has been written out
     stats = writer.stats
     end = End(ts_ns=end_ns if end_ns is not None else last_ns, events=stats.all.events,
               bytes=stats.all.captured, lost=stats.lost)

@@ -40,7 +40,7 @@ from wtrec.records import (
     Lost,
     Record,
 )
-from wtrec.stats import CaptureStats
+from wtrec.stats import CaptureStats, StatsAccumulator
 
 PREAMBLE_MAGIC = 0x184D2A5E  # a zstd skippable-frame magic (0x184D2A5?)
 PREAMBLE_TAG = b"WTRACE"
@@ -119,18 +119,21 @@ class CaptureWriter:
         self._compressor = zstandard.ZstdCompressor(
             level=level, write_checksum=True, write_content_size=True)
         self._pending: list[bytes] = []
+        self._pending_records: list[Record] = []
         self._pending_bytes = 0
-        self._pending_events = 0
-        self._pending_first_ns: int | None = None
-        self._pending_last_ns: int | None = None
         self._frame_started_ns = 0
         self.frames = 0
         self.bytes_written = 0
         self.frame_entries: list[FrameEntry] = []
-        self.stats = CaptureStats()
+        self._stats = StatsAccumulator()
         self._emit(encode_preamble())
         self.write(header)
         self.flush()
+
+    @property
+    def stats(self) -> CaptureStats:
+        """The totals of everything written so far (not the open frame)."""
+        return self._stats.snapshot()
 
     def write(self, record: Record) -> None:
         """Adds one record, closing the frame when it is full."""
@@ -138,16 +141,8 @@ class CaptureWriter:
         if not self._pending:
             self._frame_started_ns = self._clock()
         self._pending.append(packed)
+        self._pending_records.append(record)
         self._pending_bytes += len(packed)
-        if isinstance(record, IoEvent):
-            self._pending_events += 1
-            ts = record.ts_ns
-            if self._pending_first_ns is None or ts < self._pending_first_ns:
-                self._pending_first_ns = ts
-            if self._pending_last_ns is None or ts > self._pending_last_ns:
-                self._pending_last_ns = ts
-        if not isinstance(record, Header):
-            self.stats.add(record)
         if len(self._pending) >= FRAME_MAX_RECORDS or self._pending_bytes >= FRAME_MAX_BYTES:
             self.flush()
 
@@ -161,14 +156,14 @@ class CaptureWriter:
         if not self._pending:
             return
         frame = self._compressor.compress(b"".join(self._pending))
+        records = [r for r in self._pending_records if type(r) is not Header]
+        events, first_ns, last_ns = self._stats.add_batch(records)
         self.frame_entries.append(FrameEntry(
             offset=self.bytes_written, size=len(frame), content_size=self._pending_bytes,
-            records=len(self._pending), events=self._pending_events,
-            first_ns=self._pending_first_ns, last_ns=self._pending_last_ns))
+            records=len(self._pending), events=events, first_ns=first_ns, last_ns=last_ns))
         self._pending.clear()
+        self._pending_records.clear()
         self._pending_bytes = 0
-        self._pending_events = 0
-        self._pending_first_ns = self._pending_last_ns = None
         self.frames += 1
         self._emit(frame)
 

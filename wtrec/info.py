@@ -15,7 +15,7 @@ from wtrec.format import start_reading
 from wtrec.format_index import read_index
 from wtrec.records import Derivation, Header
 from wtrec.render import comm_text, escape_bytes, format_clock, header_dict
-from wtrec.stats import CaptureStats, Counts
+from wtrec.stats import CaptureStats, Counts, StatsAccumulator
 
 
 @dataclass
@@ -46,9 +46,9 @@ def inspect(name: str, stream: BinaryIO) -> CaptureInfo:
         return CaptureInfo(name, reader.header, reader.version, index.stats,
                            _size(stream, None), len(index.frames), compressed, content,
                            "index", note, None)
-    stats = CaptureStats()
-    for record in records:
-        stats.add(record)
+    accumulator = StatsAccumulator()
+    accumulator.add_batch(records)
+    stats = accumulator.snapshot()
     return CaptureInfo(name, reader.header, reader.version, stats,
                        _size(stream, None), reader.frames, reader.compressed_bytes,
                        reader.content_bytes, "scan", note, reader.warning)
