@@ -547,3 +547,24 @@ def test_a_derived_header_reads_back_with_its_provenance(conv, tmp_path):
     info = runner.invoke(app, ["info", str(out2)]).stdout
     assert info.count("derived     ") == 2
     assert sample_records()  # the shared fixture still builds
+
+
+def test_the_accumulator_adds_up_per_fd_identity_process_and_direction():
+    from wtrec.stats import StatsAccumulator
+
+    records = [FdInfo(BASE, 10, 3, FdIdentity("tcp", "1.1.1.1:1", "2.2.2.2:2")),
+               event(0, b"abc"), event(1, b"xy", direction="in", count=100),
+               FdInfo(BASE, 10, 3, FdIdentity("pipe")),  # closed and reused
+               event(2, b"defg", count=9), event(3, b"z", ret=-9)]
+    accumulator = StatsAccumulator()
+    assert accumulator.add_batch(records) == (4, BASE, BASE + 3_000_000)
+    stats = accumulator.snapshot()
+    assert (stats.all.events, stats.all.captured, stats.all.expected, stats.all.truncated,
+            stats.all.failed, stats.records) == (4, 10, 15, 1, 1, 6)
+    tcp, pipe = stats.fds.values()
+    assert (tcp.identity.kind, tcp.out.events, tcp.into.events, tcp.into.captured) == (
+        "tcp", 1, 1, 2)
+    assert (pipe.identity.kind, pipe.out.events, pipe.out.captured) == ("pipe", 2, 5)
+    proc = stats.processes[10]
+    assert (proc.out.events, proc.into.events, proc.first_ns, proc.last_ns) == (
+        3, 1, BASE, BASE + 3_000_000)

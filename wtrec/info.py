@@ -47,7 +47,8 @@ def inspect(name: str, stream: BinaryIO) -> CaptureInfo:
                            _size(stream, None), len(index.frames), compressed, content,
                            "index", note, None)
     accumulator = StatsAccumulator()
-    accumulator.add_batch(records)
+    for record in records:
+        accumulator.add(record)
     stats = accumulator.snapshot()
     return CaptureInfo(name, reader.header, reader.version, stats,
                        _size(stream, None), reader.frames, reader.compressed_bytes,

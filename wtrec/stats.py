@@ -69,9 +69,9 @@ class CaptureStats:
     end: End | None = None
 
 
-# A row of the accumulator: first_ns, last_ns, then out and in counts
-# (events, captured, expected, truncated, failed) at these offsets.
-_OUT, _IN = 2, 7
+# A row of the accumulator, per (pid, fd, identity) and direction: events,
+# captured, expected, truncated, failed, first_ns, last_ns, comm.
+_NEW_ROW = [0, 0, 0, 0, 0, 1 << 64, -1, b""]
 
 
 class StatsAccumulator:
@@ -87,78 +87,83 @@ class StatsAccumulator:
         self.records = 0
         self.lost = 0
         self.end: End | None = None
-        self._rows: dict[tuple[int, int, FdIdentity | None], list[int]] = {}
-        self._current: dict[tuple[int, int], list[int]] = {}  # (pid, fd) -> its row now
+        self._rows: dict[tuple[int, int, FdIdentity | None, bool], list] = {}
+        self._current: dict[tuple[int, int, bool], list] = {}  # (pid, fd, in?) -> its row now
         self._identity: dict[tuple[int, int], FdIdentity] = {}
-        self._comm: dict[int, bytes] = {}
 
     def add(self, record: Record) -> None:
         self.add_batch((record,))
 
     def add_batch(self, records) -> tuple[int, int | None, int | None]:
         """Adds records; returns the batch's event count and time range."""
-        events, first, last = 0, None, None
-        current, comm = self._current, self._comm
+        times = []
+        current = self._current
         for record in records:
-            if type(record) is IoEvent:
-                events += 1
+            kind = type(record)
+            if kind is IoEvent:
                 ts = record.ts_ns
-                if first is None or ts < first:
-                    first = ts
-                if last is None or ts > last:
-                    last = ts
-                where = (record.pid, record.fd)
-                row = current.get(where)
+                times.append(ts)
+                inbound = record.direction == "in"
+                row = current.get((record.pid, record.fd, inbound))
                 if row is None:
-                    row = self._row(where)
-                if ts < row[0]:  # noqa: PLR1730 - a comparison costs less than a call
-                    row[0] = ts
-                if ts > row[1]:  # noqa: PLR1730
-                    row[1] = ts
+                    row = self._row(record.pid, record.fd, inbound)
                 captured, ret = len(record.data), record.ret
-                if record.direction == "in":  # as IoEvent.expected, inlined
-                    expected, base = (ret if ret is not None and ret > 0 else 0), _IN
+                if inbound:  # as IoEvent.expected, inlined
+                    expected = ret if ret is not None and ret > 0 else 0
                 else:
-                    expected, base = record.count, _OUT
-                row[base] += 1
-                row[base + 1] += captured
-                row[base + 2] += expected
-                row[base + 3] += captured < expected
-                row[base + 4] += ret is not None and ret < 0
-                comm[record.pid] = record.comm
-            elif type(record) is FdInfo:
+                    expected = record.count
+                row[0] += 1
+                row[1] += captured
+                row[2] += expected
+                if captured < expected:
+                    row[3] += 1
+                if ret is not None and ret < 0:
+                    row[4] += 1
+                if ts < row[5]:  # noqa: PLR1730 - a comparison costs less than a call
+                    row[5] = ts
+                if ts > row[6]:  # noqa: PLR1730
+                    row[6] = ts
+                row[7] = record.comm
+            elif kind is FdInfo:
                 where = (record.pid, record.fd)
                 self._identity[where] = record.identity
-                current.pop(where, None)  # the next event finds or starts its row
-            elif type(record) is Lost:
+                current.pop((*where, False), None)  # the next event finds or starts its row
+                current.pop((*where, True), None)
+            elif kind is Lost:
                 self.lost += record.count
-            elif type(record) is End:
+            elif kind is End:
                 self.end = record
-            self.records += 1
-        return events, first, last
+        self.records += len(records)
+        if not times:
+            return 0, None, None
+        return len(times), min(times), max(times)
 
-    def _row(self, where: tuple[int, int]) -> list[int]:
-        key = (*where, self._identity.get(where))
+    def _row(self, pid: int, fd: int, inbound: bool) -> list:
+        key = (pid, fd, self._identity.get((pid, fd)), inbound)
         row = self._rows.get(key)
         if row is None:
-            row = self._rows[key] = [1 << 64, -1] + [0] * 10
-        self._current[where] = row
+            row = self._rows[key] = list(_NEW_ROW)
+        self._current[(pid, fd, inbound)] = row
         return row
 
     def snapshot(self) -> CaptureStats:
         stats = CaptureStats(lost=self.lost, records=self.records, end=self.end)
-        for (pid, fd, identity), row in self._rows.items():
-            out, into = Counts(*row[_OUT:_IN]), Counts(*row[_IN:_IN + 5])
-            stats.fds[(pid, fd, identity)] = FdTotals(pid, fd, identity, out, into)
+        latest: dict[int, int] = {}  # pid -> last_ns of the row its comm came from
+        for (pid, fd, identity, inbound), row in self._rows.items():
+            counts = Counts(*row[:5])
+            fd_row = stats.fds.get((pid, fd, identity))
+            if fd_row is None:
+                fd_row = stats.fds[(pid, fd, identity)] = FdTotals(pid, fd, identity)
+            (fd_row.into if inbound else fd_row.out).merge(counts)
             proc = stats.processes.get(pid)
             if proc is None:
-                proc = stats.processes[pid] = ProcessTotals(pid, self._comm[pid],
-                                                            first_ns=row[0], last_ns=row[1])
-            proc.first_ns, proc.last_ns = min(proc.first_ns, row[0]), max(proc.last_ns, row[1])
-            proc.out.merge(out)
-            proc.into.merge(into)
-            stats.all.merge(out)
-            stats.all.merge(into)
+                proc = stats.processes[pid] = ProcessTotals(pid, row[7], first_ns=row[5],
+                                                            last_ns=row[6])
+            if row[6] >= latest.get(pid, -1):
+                proc.comm, latest[pid] = row[7], row[6]
+            proc.first_ns, proc.last_ns = min(proc.first_ns, row[5]), max(proc.last_ns, row[6])
+            (proc.into if inbound else proc.out).merge(counts)
+            stats.all.merge(counts)
         if self._rows:
             stats.first_ns = min(p.first_ns for p in stats.processes.values())
             stats.last_ns = max(p.last_ns for p in stats.processes.values())
