@@ -24,8 +24,8 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 
-from wtrec.format import CaptureReader  # noqa: E402
-from wtrec.records import End, IoEvent  # noqa: E402
+from wtrec.format import CaptureReader
+from wtrec.records import End, IoEvent
 
 WTREC = [sys.executable, "-m", "wtrec"]
 

@@ -82,7 +82,7 @@ def _live_problem() -> str | None:
         import bcc  # noqa: F401
     except ImportError as exc:
         return f"bcc is not importable ({exc}); install python3-bpfcc"
-    from wtrec import preflight
+    from wtrec.capture import preflight
     from wtrec.errors import WtrecError
     try:
         preflight.check_recording_possible()

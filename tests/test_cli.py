@@ -10,7 +10,7 @@ import pytest
 from conftest import build_capture, wtrec_cmd
 from typer.testing import CliRunner
 
-from wtrec import preflight
+from wtrec.capture import preflight
 from wtrec.cli import app
 from wtrec.format import encode_preamble
 

@@ -14,15 +14,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from wtrec.errors import FormatError, NewerFormatError
-from wtrec.format import (
-    FRAME_MAX_RECORDS,
-    PREAMBLE_MAGIC,
-    CaptureReader,
-    CaptureWriter,
-    encode_preamble,
-)
-from wtrec.format_index import read_index
+from wtrec.format import CaptureReader, CaptureWriter, encode_preamble, read_index
 from wtrec.records import End, Header, IoEvent
+from wtrec.wtrace.framing import PREAMBLE_MAGIC
+from wtrec.wtrace.writer import FRAME_MAX_RECORDS
 
 
 def read_all(data: bytes) -> tuple[list, CaptureReader]:

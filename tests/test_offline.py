@@ -15,12 +15,11 @@ from test_show import check_golden
 from typer.testing import CliRunner
 
 from wtrec.cli import app
-from wtrec.format import CaptureReader
-from wtrec.format_index import read_index
-from wtrec.grep import iter_stream_matches
+from wtrec.format import CaptureReader, read_index
 from wtrec.records import FdIdentity, FdInfo, Header, IoEvent, Lost
 from wtrec.replay import adjust_speed, cap_relative_time, paced, timed, to_relative_time
-from wtrec.secrets import find, rules
+from wtrec.tools.grep import iter_stream_matches
+from wtrec.tools.redaction import find, rules
 
 runner = CliRunner()
 BASE = 1_000_000_000
@@ -123,7 +122,7 @@ def test_an_index_that_lies_is_not_trusted(tmp_path):
 
     import msgpack
 
-    from wtrec.format_index import FOOTER, INDEX_TAG
+    from wtrec.wtrace.index import FOOTER, INDEX_TAG
 
     data = bytearray(build_capture())
     offset = read_index(io.BytesIO(bytes(data)))[0].offset
@@ -550,7 +549,7 @@ def test_a_derived_header_reads_back_with_its_provenance(conv, tmp_path):
 
 
 def test_the_accumulator_adds_up_per_fd_identity_process_and_direction():
-    from wtrec.stats import StatsAccumulator
+    from wtrec.wtrace.stats import StatsAccumulator
 
     records = [FdInfo(BASE, 10, 3, FdIdentity("tcp", "1.1.1.1:1", "2.2.2.2:2")),
                event(0, b"abc"), event(1, b"xy", direction="in", count=100),

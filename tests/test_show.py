@@ -8,7 +8,7 @@ from conftest import GOLDEN, build_capture
 from typer.testing import CliRunner
 
 from wtrec.cli import app
-from wtrec.render import escape_bytes, hex_lines, quoted_lines
+from wtrec.tools.render import escape_bytes, hex_lines, quoted_lines
 
 runner = CliRunner()
 
@@ -45,7 +45,7 @@ def test_golden(capture, name, args):
 def test_no_control_byte_reaches_the_terminal(capture):
     for args in ([], ["--hex"], ["--json"]):
         out = runner.invoke(app, ["show", str(capture), *args]).stdout
-        assert not any(ord(c) < 0x20 and c != "\n" or 0x7F <= ord(c) for c in out), args
+        assert not any(ord(c) < 0x20 and c != "\n" or ord(c) >= 0x7F for c in out), args
 
 
 def test_color_only_when_asked_or_on_a_terminal(capture):

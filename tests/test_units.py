@@ -6,10 +6,9 @@ import struct
 import pytest
 from conftest import DATA
 
-from wtrec import compat, proc_fds
-from wtrec.fdtable import FdTable
-from wtrec.format import CaptureReader
-from wtrec.kernel_event import (
+from wtrec.capture import compat32, proc_fds
+from wtrec.capture.fd_table import FdTable
+from wtrec.capture.kernel_records import (
     FLAG_CHUNKED,
     FLAG_INCOMPLETE,
     BadKernelEvent,
@@ -19,9 +18,10 @@ from wtrec.kernel_event import (
     encode_event,
     encode_fd_note,
 )
-from wtrec.ordering import ReorderBuffer
+from wtrec.capture.ordering import ReorderBuffer
+from wtrec.capture.sockaddr import parse_sockaddr, socket_kind
+from wtrec.format import CaptureReader
 from wtrec.records import FdIdentity, IoEvent
-from wtrec.sockaddr import parse_sockaddr, socket_kind
 
 
 def event(**changes) -> IoEvent:
@@ -144,8 +144,8 @@ def test_proc_resolves_a_live_socket_and_pipe():
     try:
         identity = proc_fds.resolve(os.getpid(), client.fileno())
         assert identity.kind == "tcp"
-        assert identity.remote == "127.0.0.1:%d" % listener.getsockname()[1]
-        assert identity.local == "127.0.0.1:%d" % client.getsockname()[1]
+        assert identity.remote == f"127.0.0.1:{listener.getsockname()[1]}"
+        assert identity.local == f"127.0.0.1:{client.getsockname()[1]}"
         read_end, write_end = os.pipe()
         assert proc_fds.resolve(os.getpid(), write_end) == FdIdentity("pipe")
         os.close(read_end)
@@ -161,8 +161,8 @@ def test_32bit_elf_detection(tmp_path):
     elf32.write_bytes(b"\x7fELF\x01\x01\x01" + bytes(64))
     elf64 = tmp_path / "a64"
     elf64.write_bytes(b"\x7fELF\x02\x01\x01" + bytes(64))
-    assert compat.is_32bit_elf(elf32) and not compat.is_32bit_elf(elf64)
-    assert not compat.is_32bit_elf(tmp_path / "missing")
+    assert compat32.is_32bit_elf(elf32) and not compat32.is_32bit_elf(elf64)
+    assert not compat32.is_32bit_elf(tmp_path / "missing")
     proc = tmp_path / "proc"
     (proc / "41").mkdir(parents=True)
     (proc / "41" / "exe").symlink_to(elf32)
@@ -170,8 +170,8 @@ def test_32bit_elf_detection(tmp_path):
     (proc / "42").mkdir()
     (proc / "42" / "exe").symlink_to(elf64)
     (proc / "42" / "comm").write_text("new-app\n")
-    assert compat.pids_with_comm(("old-app",), proc) == [41]
-    assert compat.compat_processes([41, 42], proc) == [41]
+    assert compat32.pids_with_comm(("old-app",), proc) == [41]
+    assert compat32.compat_processes([41, 42], proc) == [41]
 
 
 def test_reorder_buffer_releases_in_time_order_after_the_hold():

@@ -1,21 +1,33 @@
 """A recording session: moves events from a probe into a writer until told to stop.
 
-It knows where bytes come from (anything with the Probe interface) and is
-handed a CaptureWriter; it knows nothing of files, bcc or the terminal.
+`record_session` sets one up (probe, held command, header, signals) on an
+output stream it is handed; `Recording` knows where bytes come from
+(anything with the Probe interface) and is handed a CaptureWriter. Neither
+knows of paths, bcc or the terminal: messages go to a `notify` callable.
 Kernel records are decoded, put in time order, given a sequence number and
 preceded by an fd record whenever an event's (pid, fd) is new or changed.
 """
 
+import platform
+import signal
+import socket
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from typing import BinaryIO
 
-from wtrec.errors import ProbeError
-from wtrec.fdtable import FdTable
-from wtrec.format import CaptureWriter
-from wtrec.kernel_event import BadKernelEvent, FdNote, KernelDecoder
-from wtrec.ordering import ReorderBuffer
-from wtrec.records import End, FdInfo, IoEvent, Lost
+from wtrec import __version__
+from wtrec.capture import compat32
+from wtrec.capture.fd_table import FdTable
+from wtrec.capture.kernel_records import BadKernelEvent, FdNote, KernelDecoder
+from wtrec.capture.launch import HeldCommand
+from wtrec.capture.ordering import ReorderBuffer
+from wtrec.capture.probe import Probe, ProbeConfig
+from wtrec.errors import OutputError, ProbeError
+from wtrec.format import FORMAT_MAJOR, FORMAT_MINOR, CaptureWriter
+from wtrec.records import End, FdInfo, Filters, Header, IoEvent, Lost
 
 POLL_MS = 100
 STATUS_EVERY_NS = 500_000_000
@@ -47,13 +59,13 @@ class StopRule:
 
     duration_s: float | None = None
     max_events: int | None = None
-    child: object | None = None  # a subprocess.Popen: stop once it has exited
+    child: subprocess.Popen | None = None  # stop once it has exited
 
 
 class Recording:
     """Drives one probe into one writer; `stop()` may be called from a signal handler."""
 
-    def __init__(self, probe, writer: CaptureWriter, rule: StopRule,
+    def __init__(self, probe: Probe, writer: CaptureWriter, rule: StopRule,
                  status: Callable[[Stats], None] | None = None,
                  fds: FdTable | None = None):
         self._probe = probe
@@ -150,3 +162,93 @@ class Recording:
 
 def _with_seq(event: IoEvent, seq: int) -> IoEvent:
     return replace(event, seq=seq)
+
+
+Notify = Callable[[str], None]
+
+
+def recording_header(config: ProbeConfig, command: tuple[str, ...]) -> Header:
+    """The header of a new capture: this host, now, and what is traced how."""
+    anchor_real, anchor_boot = time.time_ns(), boot_ns()
+    return Header(
+        format_major=FORMAT_MAJOR, format_minor=FORMAT_MINOR, tool_version=__version__,
+        host=socket.gethostname(), kernel=platform.release(), start_ns=anchor_real,
+        anchor_boot_ns=anchor_boot, anchor_real_ns=anchor_real, argv=tuple(sys.argv),
+        filters=Filters(config.comms, config.pids, config.trace_all, config.syscalls,
+                        config.follow, command),
+        snaplen=config.snaplen, buffer="perf" if config.use_perf else "ringbuf")
+
+
+def describe_filters(filters: Filters) -> str:
+    if filters.all:
+        return "every process"
+    parts = [f"comm {c}" for c in filters.comms] + [f"pid {p}" for p in filters.pids]
+    return ", ".join(parts) + (" and their children" if filters.follow else "")
+
+
+def summary_line(stats: Stats, output_name: str) -> str:
+    text = f"{stats.events} events, {stats.bytes} bytes, {stats.lost} lost"
+    if stats.incomplete:
+        text += f", {stats.incomplete} with data missing"
+    return f"{text} -> {output_name}"
+
+
+def _warn_32bit(config: ProbeConfig, child: HeldCommand | None, notify: Notify) -> None:
+    pids = list(config.pids) + (compat32.pids_with_comm(config.comms) if config.comms else [])
+    for found in compat32.compat_processes(pids):
+        notify(f"warning: process {found} is a 32-bit program; the kernel's syscall "
+               "tracepoints do not see 32-bit syscalls, so it will not be captured")
+    if child is not None and child.binary and compat32.is_32bit_elf(child.binary):
+        notify(f"warning: {child.argv[0]} is a 32-bit program; the kernel's syscall "
+               "tracepoints do not see 32-bit syscalls, so it will not be captured")
+
+
+def record_session(out: BinaryIO, *, output_name: str, config: ProbeConfig,
+                   command: tuple[str, ...] = (), duration_s: float | None = None,
+                   max_events: int | None = None, notify: Notify,
+                   status: Callable[[Stats], None] | None = None) -> tuple[Stats, int]:
+    """Records into `out` until a stop rule, a signal or the command's exit.
+
+    Returns the totals and the command's exit status (0 without a command).
+    """
+    child = HeldCommand(list(command)) if command else None
+    try:
+        probe = Probe(config)
+    except BaseException:
+        if child:
+            child.abandon()
+        raise
+    try:
+        _warn_32bit(config, child, notify)
+        header = recording_header(config, command)
+        try:
+            writer = CaptureWriter(out, header)
+        except OSError as exc:
+            raise OutputError(f"cannot write {output_name}: {exc.strerror}") from None
+        recording = Recording(probe, writer, StopRule(duration_s, max_events,
+                                                      child.process if child else None),
+                              status)
+
+        def stop(_signum: int, _frame: object) -> None:
+            recording.stop()
+
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(signum, stop)
+        buffer_name = "perf buffer" if config.use_perf else "ring buffer"
+        what = (f"{' '.join(command)} (pid {child.pid}) and its children" if child
+                else describe_filters(header.filters))
+        notify(f"recording {', '.join(config.syscalls)} of {what} into {output_name} "
+               f"({buffer_name}, snaplen {config.snaplen}); Ctrl-C stops")
+        if child:
+            probe.add_pid(child.pid)
+            child.release()
+        try:
+            stats = recording.run()
+        except OSError as exc:
+            raise OutputError(f"cannot write {output_name}: {exc.strerror}") from None
+        notify(summary_line(stats, output_name))
+        return stats, (child.exit_status() if child else 0)
+    finally:
+        # Detaching tens of tracepoints takes the kernel seconds; the capture
+        # is complete and summarised before that.
+        probe.close()

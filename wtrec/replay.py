@@ -10,7 +10,7 @@ import select
 import socket
 import time
 from collections.abc import Callable, Iterable, Iterator
-from typing import BinaryIO
+from typing import BinaryIO, Protocol
 
 from wtrec.errors import OutputError, UsageError
 from wtrec.records import IoEvent
@@ -53,6 +53,18 @@ def paced(items: Iterable[Timed], sleep: Callable[[float], None] = time.sleep,
         if wait > 0:
             sleep(wait / 1e9)
         yield event
+
+
+class Sink(Protocol):
+    """Where replayed bytes go; `responses` yields what comes back, if anything can."""
+
+    def send(self, data: bytes) -> None: ...
+
+    def responses(self, wait_s: float) -> Iterator[bytes]: ...
+
+    def finish(self) -> None: ...
+
+    def close(self) -> None: ...
 
 
 class SocketSink:

@@ -6,12 +6,14 @@ user's selection leaves several, they are listed rather than guessed.
 
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import BinaryIO
 
 from wtrec.errors import UsageError
-from wtrec.records import FdIdentity, FdInfo, IoEvent, Record
-from wtrec.render import escape_bytes
-from wtrec.select import Selection
-from wtrec.stats import Counts
+from wtrec.format import CaptureReader, Counts, start_reading
+from wtrec.records import FdIdentity, IoEvent, Record
+from wtrec.tools.fd_names import FdNames
+from wtrec.tools.render import escape_bytes
+from wtrec.tools.selection import Selection
 
 
 @dataclass
@@ -36,18 +38,17 @@ class AmbiguousStreamError(UsageError):
 
 def list_streams(records: Iterable[Record], selection: Selection) -> list[StreamSummary]:
     """Every (pid, fd) with selected events, in order of first appearance."""
-    names: dict[tuple[int, int], FdIdentity] = {}
+    names = FdNames()
     streams: dict[tuple[int, int], StreamSummary] = {}
-    for record in records:
-        if isinstance(record, FdInfo):
-            names[(record.pid, record.fd)] = record.identity
-        elif isinstance(record, IoEvent) and selection.matches(record):
-            key = (record.pid, record.fd)
-            summary = streams.get(key)
-            if summary is None:
-                summary = streams[key] = StreamSummary(record.pid, record.fd, record.comm,
-                                                       names.get(key))
-            (summary.into if record.direction == "in" else summary.out).add(record)
+    for event in names.events(records):
+        if not selection.matches(event):
+            continue
+        key = (event.pid, event.fd)
+        summary = streams.get(key)
+        if summary is None:
+            summary = streams[key] = StreamSummary(event.pid, event.fd, event.comm,
+                                                   names.get(event.pid, event.fd))
+        (summary.into if event.direction == "in" else summary.out).add(event)
     return list(streams.values())
 
 
@@ -61,6 +62,20 @@ def choose_stream(streams: list[StreamSummary], direction: str) -> StreamSummary
     listing = "\n".join("  " + s.describe() for s in candidates)
     raise AmbiguousStreamError(f"{len(candidates)} streams match; choose one with --pid and "
                                f"--fd:\n{listing}")
+
+
+def one_stream(stream: BinaryIO, selection: Selection,
+               direction: str) -> tuple[StreamSummary, CaptureReader, Iterator[Record]]:
+    """The one stream the selection leaves, and the capture read again from its start.
+
+    Two passes: the first lists the streams, the second hands out records;
+    `stream` must be seekable.
+    """
+    _reader, records, _header = start_reading(stream)
+    chosen = choose_stream(list_streams(records, selection), direction)
+    stream.seek(0)
+    reader, records, _header = start_reading(stream)
+    return chosen, reader, records
 
 
 def sent_bytes(event: IoEvent) -> bytes:

@@ -10,9 +10,10 @@ import errno
 import json
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
-from wtrec.records import End, FdIdentity, FdInfo, Header, IoEvent, Lost
+from wtrec.records import End, FdInfo, Header, IoEvent, Lost, Record
+from wtrec.tools.fd_names import FdNames
 
 _ESCAPES = {0x5C: "\\\\", 0x22: '\\"', 0x0A: "\\n", 0x0D: "\\r", 0x09: "\\t", 0x00: "\\0"}
 _BYTE_TEXT = [
@@ -20,7 +21,7 @@ _BYTE_TEXT = [
 ]
 _GUTTER = "".join(chr(b) if 0x20 <= b < 0x7F else "." for b in range(256))
 
-BOLD, RED, DIM, RESET = "\x1b[1m", "\x1b[31m", "\x1b[2m", "\x1b[0m"
+BOLD, RED, RESET = "\x1b[1m", "\x1b[31m", "\x1b[0m"
 WRAP = 76
 
 
@@ -63,7 +64,9 @@ def _wrap(text: str, width: int) -> list[str]:
         return [text]
     if "\\" not in text:
         return [text[i:i + width] for i in range(0, len(text), width)]
-    pieces, current, length = [], [], 0
+    pieces: list[str] = []
+    current: list[str] = []
+    length = 0
     for token in _ESCAPE_TOKEN.findall(text):
         if length + len(token) > width and current:
             pieces.append("".join(current))
@@ -118,19 +121,6 @@ def describe_result(event: IoEvent) -> str:
     return f"{text}, {verb} {event.ret}"
 
 
-class _FdNames:
-    """The latest fd record per (pid, fd), as the records stream by."""
-
-    def __init__(self):
-        self._names: dict[tuple[int, int], FdIdentity] = {}
-
-    def learn(self, info: FdInfo) -> None:
-        self._names[(info.pid, info.fd)] = info.identity
-
-    def get(self, pid: int, fd: int) -> FdIdentity | None:
-        return self._names.get((pid, fd))
-
-
 class TextRenderer:
     """show's default and --hex views: a block per event."""
 
@@ -139,7 +129,7 @@ class TextRenderer:
         self.header = header
         self.hex_view = hex_view
         self.color = color
-        self.fds = _FdNames()
+        self.fds = FdNames()
 
     def _paint(self, code: str, text: str) -> str:
         return f"{code}{text}{RESET}" if self.color else text
@@ -199,7 +189,7 @@ class JsonRenderer:
 
     def __init__(self, header: Header | None = None):
         self.header = header
-        self.fds = _FdNames()
+        self.fds = FdNames()
 
     def _time(self, ts_ns: int) -> int:
         return self.header.wall_ns(ts_ns) if self.header else ts_ns
@@ -230,6 +220,19 @@ class JsonRenderer:
         except UnicodeDecodeError:
             pass
         yield json.dumps(obj, ensure_ascii=True)
+
+    def all_lines(self, header: Header, records: Iterable[Record]) -> Iterator[str]:
+        """export --format jsonl: the header, then every record, the end record included."""
+        yield from self.header_line(header)
+        for record in records:
+            if isinstance(record, IoEvent):
+                yield from self.event(record)
+            elif isinstance(record, FdInfo):
+                yield from self.fd_info(record)
+            elif isinstance(record, Lost):
+                yield from self.lost(record)
+            elif isinstance(record, End):
+                yield from self.end_line(record)
 
     def header_line(self, header: Header) -> Iterator[str]:
         yield json.dumps({"type": "header", **header_dict(header)}, ensure_ascii=True)

@@ -19,21 +19,24 @@ from typing import BinaryIO
 import msgpack
 
 from wtrec.records import End, FdIdentity
-from wtrec.stats import CaptureStats, Counts, FdTotals, ProcessTotals
+from wtrec.wtrace.framing import (
+    INDEX_MAGIC,
+    SEEK_TABLE_MAGIC,
+    SEEKABLE_MAGIC,
+    ZSTD_MAGIC_BYTES,
+    parse_frame_header,
+)
+from wtrec.wtrace.stats import CaptureStats, Counts, FdTotals, ProcessTotals
 
-INDEX_MAGIC = 0x184D2A5D  # a zstd skippable-frame magic; the preamble uses ...5E
 INDEX_TAG = b"WTINDEX1"
 FOOTER = struct.Struct("<QI8s")  # the file's last 20 bytes: index frame offset, CRC-32 of the body, tag
 INDEX_VERSION = 1
 MAX_INDEX_PAYLOAD = 64 << 20
-ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 # The zstd seekable format's seek table (zstd contrib/seekable_format): a
 # skippable frame ending in a 9-byte footer, so generic seekable readers
 # can jump into a capture. Its skippable magic is the one our preamble uses;
 # readers tell them apart by position (first frame versus last).
-SEEK_TABLE_MAGIC = 0x184D2A5E
 SEEK_FOOTER = struct.Struct("<IBI")  # number of frames, descriptor, seekable magic
-SEEKABLE_MAGIC = 0x8F92EAB1
 MAX_SEEK_TABLE = 64 << 20
 
 
@@ -130,16 +133,10 @@ def _seek_table(stream: BinaryIO, size: int) -> tuple[int, list[tuple[int, int]]
 
 def frame_content_size(head: bytes) -> int | None:
     """The content size a zstd frame header (first 18 bytes or fewer) declares."""
-    if len(head) < 6 or head[:4] != ZSTD_MAGIC:
+    if head[:4] != ZSTD_MAGIC_BYTES:
         return None
-    d = head[4]
-    fcs_flag, single = d >> 6, (d >> 5) & 1
-    size = {0: 1 if single else 0, 1: 2, 2: 4, 3: 8}[fcs_flag]
-    start = 5 + (0 if single else 1)
-    if size == 0 or len(head) < start + size:
-        return None
-    value = int.from_bytes(head[start:start + size], "little")
-    return value + 256 if size == 2 else value
+    frame = parse_frame_header(head)
+    return None if frame is None else frame.content_size
 
 
 def read_index(stream: BinaryIO) -> tuple[Index | None, str]:
@@ -191,7 +188,7 @@ def _read_checked(stream: BinaryIO, size: int, offset: int, crc: int) -> Index:
                                max_bin_len=len(payload), max_str_len=len(payload),
                                max_array_len=len(payload), max_map_len=len(payload),
                                max_ext_len=0)
-    except Exception as exc:  # noqa: BLE001 - msgpack's errors have no common base class
+    except Exception as exc:
         raise _Bad(f"it does not decode ({exc})") from None
     index = Index(offset, _frames(body), _stats(body))
     _check_against_file(stream, index)
@@ -204,12 +201,14 @@ def _field(body: object, key: str) -> object:
     return body[key]
 
 
-def _int(value: object, nullable: bool = False) -> int | None:
-    if value is None and nullable:
-        return None
+def _int(value: object) -> int:
     if type(value) is not int or value < 0 or value >= 1 << 64:
         raise _Bad("a number in it is out of range")
     return value
+
+
+def _int_or_none(value: object) -> int | None:
+    return None if value is None else _int(value)
 
 
 def _list(value: object, length: int | None = None) -> list:
@@ -222,7 +221,7 @@ def _frames(body: object) -> list[FrameEntry]:
     if _field(body, "version") != INDEX_VERSION:
         raise _Bad("it is of an unknown version")
     return [FrameEntry(_int(e[0]), _int(e[1]), _int(e[2]), _int(e[3]), _int(e[4]),
-                       _int(e[5], True), _int(e[6], True))
+                       _int_or_none(e[5]), _int_or_none(e[6]))
             for e in (_list(v, 7) for v in _list(_field(body, "frames")))]
 
 
@@ -243,20 +242,20 @@ def _identity(value: object) -> FdIdentity | None:
 def _stats(body: object) -> CaptureStats:
     stats = CaptureStats(all=_counts(_field(body, "all")), lost=_int(_field(body, "lost")),
                          records=_int(_field(body, "records")),
-                         first_ns=_int(_field(body, "first_ns"), True),
-                         last_ns=_int(_field(body, "last_ns"), True))
+                         first_ns=_int_or_none(_field(body, "first_ns")),
+                         last_ns=_int_or_none(_field(body, "last_ns")))
     for row in _list(_field(body, "processes")):
         pid, comm, first_ns, last_ns, out, into = _list(row, 6)
         if type(comm) is not bytes:
             raise _Bad("a comm in it is not bytes")
-        stats.processes[_int(pid)] = ProcessTotals(pid, comm, _counts(out), _counts(into),
+        stats.processes[_int(pid)] = ProcessTotals(_int(pid), comm, _counts(out), _counts(into),
                                                    _int(first_ns), _int(last_ns))
     for row in _list(_field(body, "fds")):
         pid, fd, identity, out, into = _list(row, 5)
         if type(fd) is not int or not -(1 << 31) <= fd < 1 << 31:
             raise _Bad("an fd in it is out of range")
         ident = _identity(identity)
-        stats.fds[(_int(pid), fd, ident)] = FdTotals(pid, fd, ident, _counts(out), _counts(into))
+        stats.fds[(_int(pid), fd, ident)] = FdTotals(_int(pid), fd, ident, _counts(out), _counts(into))
     end = _field(body, "end")
     if end is not None:
         stats.end = End(*(_int(v) for v in _list(end, 4)))

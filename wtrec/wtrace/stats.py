@@ -119,9 +119,9 @@ class StatsAccumulator:
                     row[3] += 1
                 if ret is not None and ret < 0:
                     row[4] += 1
-                if ts < row[5]:  # noqa: PLR1730 - a comparison costs less than a call
+                if ts < row[5]:
                     row[5] = ts
-                if ts > row[6]:  # noqa: PLR1730
+                if ts > row[6]:
                     row[6] = ts
                 row[7] = record.comm
             elif kind is FdInfo:

@@ -11,9 +11,10 @@ import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
-from wtrec.records import FdIdentity, FdInfo, Header, IoEvent, Record
-from wtrec.render import BOLD, RED, RESET, escape_bytes, format_clock, hex_lines
-from wtrec.streams import sent_bytes
+from wtrec.records import Header, IoEvent
+from wtrec.tools.fd_names import FdNames
+from wtrec.tools.render import BOLD, RED, RESET, escape_bytes, format_clock, hex_lines
+from wtrec.tools.streams import sent_bytes
 
 STREAM_WINDOW = 8 << 10  # how far back a match spanning writes may start
 LINE_CONTEXT_MAX = 120  # bytes each side when the context is the enclosing line
@@ -88,19 +89,10 @@ def iter_stream_matches(events: Iterable[IoEvent], pattern: re.Pattern) -> Itera
                 window.starts.pop(0)
 
 
-def events_with_names(records: Iterable[Record], names: dict) -> Iterator[IoEvent]:
-    """The events, learning fd identities into `names` as they go by."""
-    for record in records:
-        if isinstance(record, FdInfo):
-            names[(record.pid, record.fd)] = record.identity
-        elif isinstance(record, IoEvent):
-            yield record
-
-
 class MatchPrinter:
     """Turns matches into escaped lines; colour marks the match on a terminal."""
 
-    def __init__(self, header: Header | None, names: dict[tuple[int, int], FdIdentity],
+    def __init__(self, header: Header | None, names: FdNames,
                  prefix: str, context: int | None, hex_view: bool, color: bool):
         self.header = header
         self.names = names
@@ -113,7 +105,7 @@ class MatchPrinter:
         seq = "" if first.seq is None else f"#{first.seq}"
         if last is not first and last.seq is not None:
             seq += f"..#{last.seq}"
-        ident = self.names.get((first.pid, first.fd))
+        ident = self.names.get(first.pid, first.fd)
         what = f" ({escape_bytes(ident.describe().encode())})" if ident else ""
         return (f"{self.prefix}{seq} {format_clock(self.header, first.ts_ns)} "
                 f"{escape_bytes(first.comm)} pid {first.pid} fd {first.fd}{what} "

@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
+from wtrec.capture.kernel_records import WRITE_FAMILY
 from wtrec.errors import BccMissingError, KernelHeadersMissingError, ProbeError
-from wtrec.kernel_event import WRITE_FAMILY
 
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 MAX_SNAPLEN_RINGBUF = 1 << 20
@@ -112,7 +112,7 @@ class _StderrCapture:
 
 
 def _tracepoint_exists(tracepoint: str) -> bool:
-    from wtrec.preflight import syscall_events_dir
+    from wtrec.capture.preflight import syscall_events_dir
 
     events = syscall_events_dir()
     category, name = tracepoint.split(":")
@@ -144,10 +144,11 @@ class Probe:
         self.config = config
         self.raw_events: deque[bytes] = deque()
         self.perf_lost = 0
+        failure: Exception | None
         with _StderrCapture() as captured:
             try:
                 self._bpf = BPF(src_file=str(bpf_source_path()).encode(), cflags=config.cflags())
-            except Exception as exc:  # noqa: BLE001 - bcc raises bare Exception
+            except Exception as exc:
                 failure = exc
             else:
                 failure = None
@@ -171,7 +172,7 @@ class Probe:
                 for index, name in enumerate(SHARED_PROGRAMS):
                     programs[ctypes.c_int(index)] = ctypes.c_int(
                         self._bpf.load_func(name, BPF.TRACEPOINT).fd)
-        except Exception as exc:  # noqa: BLE001 - bcc raises bare Exception
+        except Exception as exc:
             raise ProbeError(f"cannot load the BPF program: "
                              f"{_first_error(captured.text + chr(10) + str(exc))}") from None
         self._open_buffer()

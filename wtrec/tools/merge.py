@@ -10,10 +10,11 @@ import dataclasses
 import heapq
 from collections.abc import Iterable, Iterator
 
-from wtrec.records import End, Header, IoEvent, Record
+from wtrec.records import End, FdInfo, Header, IoEvent, Lost, Record
 
 
-def _retimed(records: Iterable[Record], source: Header, target: Header) -> Iterator[Record]:
+def _retimed(records: Iterable[Record], source: Header,
+             target: Header) -> Iterator[IoEvent | FdInfo | Lost]:
     shift = (source.anchor_real_ns - source.anchor_boot_ns) - (
         target.anchor_real_ns - target.anchor_boot_ns)
     for record in records:

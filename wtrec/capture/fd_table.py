@@ -8,10 +8,10 @@ reused after close gets its new identity.
 
 from collections.abc import Callable
 
-from wtrec import proc_fds
-from wtrec.kernel_event import FdNote
+from wtrec.capture import proc_fds
+from wtrec.capture.kernel_records import FdNote
+from wtrec.capture.sockaddr import AF_UNIX, format_inet, parse_sockaddr, socket_kind
 from wtrec.records import FdIdentity
-from wtrec.sockaddr import AF_UNIX, format_inet, parse_sockaddr, socket_kind
 
 UNKNOWN = FdIdentity("unknown")
 

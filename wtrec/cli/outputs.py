@@ -1,4 +1,4 @@
-"""Where offline commands put their results: a file made atomically, or stdout.
+"""Where offline commands read and put their results: inputs, atomic result files, stdout.
 
 A result file appears whole or not at all: it is written beside its final
 name and renamed into place on success, so a failed command leaves
@@ -7,16 +7,20 @@ with --force. Inputs are never overwritten by their own outputs.
 """
 
 import os
+import shutil
 import sys
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import BinaryIO
 
+from wtrec.cli.exits import say
 from wtrec.errors import InputError, OutputError, UsageError
+from wtrec.format import CaptureReader
 
 
 def open_input(path: str) -> BinaryIO:
+    """The named file, or stdin for '-'; a missing file or a directory is an InputError."""
     if path == "-":
         return sys.stdin.buffer
     try:
@@ -26,6 +30,23 @@ def open_input(path: str) -> BinaryIO:
     if os.path.isdir(path):
         raise InputError(f"cannot read {path}: it is a directory")
     return stream
+
+
+def rewindable_input(path: str) -> BinaryIO:
+    """The input, seekable: stdin (or a pipe) is spooled to a temporary file first."""
+    stream = open_input(path)
+    if path != "-" and stream.seekable():
+        return stream
+    spool = tempfile.TemporaryFile()  # noqa: SIM115 - handed to the caller
+    shutil.copyfileobj(stream, spool, 1 << 20)
+    spool.seek(0)
+    return spool
+
+
+def warn_truncated(reader: CaptureReader, name: str) -> None:
+    """Says on stderr when an input ended early (after its records were used)."""
+    if reader.warning:
+        say(f"{name}: {reader.warning}")
 
 
 def _same_file(a: str, b: str) -> bool:

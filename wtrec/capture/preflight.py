@@ -38,7 +38,10 @@ def check_privileges() -> None:
     if os.geteuid() == 0:
         return
     caps = effective_caps()
-    has = lambda bit: bool(caps >> bit & 1)
+
+    def has(bit: int) -> bool:
+        return bool(caps >> bit & 1)
+
     if has(CAP_SYS_ADMIN) or (has(CAP_BPF) and has(CAP_PERFMON)):
         return
     raise NotPrivilegedError(

@@ -18,21 +18,19 @@ from typing import BinaryIO
 import zstandard
 
 from wtrec.errors import FormatError, InputError
-from wtrec.format import (
+from wtrec.records import FORMAT_MAJOR, FORMAT_MINOR, End, Filters, Header, Record
+from wtrec.wtrace.codec import decode_records
+from wtrec.wtrace.framing import (
     MAX_FRAME_CONTENT,
     MAX_SKIPPABLE,
     PREAMBLE_MAGIC,
-    SKIPPABLE_BASE,
-    SKIPPABLE_MASK,
     ZSTD_MAGIC,
-    _decode_frame,
-    _Source,
-    _Truncated,
+    ZSTD_MAGIC_BYTES,
+    ByteSource,
+    Truncated,
+    is_skippable,
     read_zstd_frame,
 )
-from wtrec.records import FORMAT_MAJOR, FORMAT_MINOR, End, Filters, Header, Record
-
-ZSTD_MAGIC_BYTES = struct.pack("<I", ZSTD_MAGIC)
 
 
 @dataclass
@@ -73,7 +71,7 @@ def _partial_content(raw: bytes) -> bytes:
 def _whole_records(content: bytes, offset: int, problems: list[str]) -> list[Record]:
     records: list[Record] = []
     try:
-        records.extend(_decode_frame(content, offset, False))
+        records.extend(decode_records(content, offset, False))
     except FormatError as exc:
         problems.append(f"frame at byte {offset}: kept {len(records)} records, then {exc.reason}")
     return records
@@ -125,7 +123,7 @@ def _iter_frames(data: mmap.mmap, result: Salvage) -> Iterator[list[Record]]:
         result.problems.append("no wtrace preamble at byte 0; looking for frames")
     while position + 4 <= size:
         magic, = struct.unpack_from("<I", data, position)
-        if magic & SKIPPABLE_MASK == SKIPPABLE_BASE and position + 8 <= size:
+        if is_skippable(magic) and position + 8 <= size:
             length, = struct.unpack_from("<I", data, position + 4)
             if length <= MAX_SKIPPABLE and position + 8 + length <= size:
                 position += 8 + length
@@ -149,10 +147,10 @@ def _iter_frames(data: mmap.mmap, result: Salvage) -> Iterator[list[Record]]:
 def _read_frame(data: mmap.mmap, position: int, result: Salvage):
     """(records or None, where the next frame starts or None if unknown)."""
     data.seek(position + 4)
-    source = _Source(data)
+    source = ByteSource(data)
     try:
         content = read_zstd_frame(source, ZSTD_MAGIC_BYTES, position)
-    except _Truncated:
+    except Truncated:
         records = _whole_records(_partial_content(bytes(data[position:])), position,
                                  result.problems)
         result.problems.append(f"the file is cut inside the frame at byte {position}; "

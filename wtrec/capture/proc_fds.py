@@ -7,8 +7,8 @@ Only works while the process is alive, so the recorder asks early.
 import os
 from pathlib import Path
 
+from wtrec.capture.sockaddr import AF_INET, AF_INET6
 from wtrec.records import FdIdentity
-from wtrec.sockaddr import AF_INET, AF_INET6
 
 PROC = Path("/proc")
 
@@ -27,7 +27,7 @@ def _hex_inet(text: str) -> tuple[int, bytes, int] | None:
 
 
 def _inet_text(field: str) -> str | None:
-    from wtrec.sockaddr import format_inet
+    from wtrec.capture.sockaddr import format_inet
 
     parsed = _hex_inet(field)
     return format_inet(*parsed) if parsed else None

@@ -20,8 +20,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import BinaryIO
 
-from wtrec.records import FdIdentity, FdInfo, Header, IoEvent, Record
-from wtrec.render import escape_bytes
+from wtrec.records import FdIdentity, Header, IoEvent, Record
+from wtrec.tools.fd_names import FdNames
+from wtrec.tools.render import escape_bytes
 
 LINKTYPE_RAW = 101
 SEGMENT_MAX = 65000
@@ -131,17 +132,14 @@ class PcapngWriter:
     def __init__(self, out: BinaryIO, header: Header, application: str):
         self.out = out
         self.header = header
-        self.names: dict[tuple[int, int], FdIdentity] = {}
+        self.names = FdNames()
         self.conversations: dict[tuple[int, int, FdIdentity | None], _Conversation] = {}
         self.packets = 0
         out.write(section_header(application) + interface_description())
 
     def write_all(self, records: Iterable[Record]) -> None:
-        for record in records:
-            if isinstance(record, FdInfo):
-                self.names[(record.pid, record.fd)] = record.identity
-            elif isinstance(record, IoEvent):
-                self.event(record)
+        for event in self.names.events(records):
+            self.event(event)
 
     def _packet(self, conv: _Conversation, wall_ns: int, outbound: bool, flags: int,
                 payload: bytes, moved: int, comment: str) -> None:
@@ -178,7 +176,7 @@ class PcapngWriter:
     def event(self, event: IoEvent) -> None:
         if event.ret is not None and event.ret < 0:
             return  # failed: nothing crossed the connection
-        identity = self.names.get((event.pid, event.fd))
+        identity = self.names.get(event.pid, event.fd)
         key = (event.pid, event.fd, identity)
         conv = self.conversations.get(key)
         if conv is None:

@@ -11,11 +11,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
 
-from wtrec.format import start_reading
-from wtrec.format_index import read_index
+from wtrec.format import CaptureStats, Counts, StatsAccumulator, read_index, start_reading
 from wtrec.records import Derivation, Header
-from wtrec.render import comm_text, escape_bytes, format_clock, header_dict
-from wtrec.stats import CaptureStats, Counts, StatsAccumulator
+from wtrec.tools.render import comm_text, escape_bytes, format_clock, header_dict
 
 
 @dataclass
@@ -39,18 +37,19 @@ def inspect(name: str, stream: BinaryIO) -> CaptureInfo:
     index, note = read_index(stream) if seekable else (None, "input is a pipe")
     if seekable:
         stream.seek(0)
-    reader, records, _ = start_reading(stream)
+    reader, records, header = start_reading(stream)
+    version = reader.version or (header.format_major, header.format_minor)
     if index is not None:
         compressed = sum(f.size for f in index.frames)
         content = sum(f.content_size for f in index.frames)
-        return CaptureInfo(name, reader.header, reader.version, index.stats,
+        return CaptureInfo(name, header, version, index.stats,
                            _size(stream, None), len(index.frames), compressed, content,
                            "index", note, None)
     accumulator = StatsAccumulator()
     for record in records:
         accumulator.add(record)
     stats = accumulator.snapshot()
-    return CaptureInfo(name, reader.header, reader.version, stats,
+    return CaptureInfo(name, header, version, stats,
                        _size(stream, None), reader.frames, reader.compressed_bytes,
                        reader.content_bytes, "scan", note, reader.warning)
 

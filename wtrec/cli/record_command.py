@@ -1,0 +1,184 @@
+"""`wtrec record`: the options of a recording, its output file, its status line."""
+
+import os
+import sys
+from typing import Annotated, BinaryIO
+
+import typer
+
+from wtrec.capture import preflight
+from wtrec.capture.kernel_records import READ_FAMILY, WRITE_FAMILY
+from wtrec.capture.probe import (
+    MAX_SNAPLEN_PERF,
+    MAX_SNAPLEN_RINGBUF,
+    ProbeConfig,
+    bpf_program_text,
+)
+from wtrec.cli.exits import reported_errors, say
+from wtrec.errors import OutputError, UsageError
+from wtrec.record import Stats, boot_ns, record_session
+
+
+def parse_snaplen(text: str, use_perf: bool) -> int:
+    limit = MAX_SNAPLEN_PERF if use_perf else MAX_SNAPLEN_RINGBUF
+    if text == "max":
+        return limit
+    try:
+        value = int(text, 0)
+    except ValueError:
+        raise UsageError(f"--snaplen takes a number of bytes or 'max', not {text!r}") from None
+    if not 1 <= value <= limit:
+        mode = "the perf buffer" if use_perf else "the ring buffer"
+        raise UsageError(f"--snaplen must be between 1 and {limit} with {mode}, not {value}")
+    return value
+
+
+def parse_size(text: str) -> int:
+    """'64M', '256k', '1048576' -> bytes."""
+    units = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+    number, unit = (text[:-1], units[text[-1].lower()]) if text[-1:].lower() in units else (text, 1)
+    try:
+        value = int(number) * unit
+    except ValueError:
+        raise UsageError(f"--buffer-size takes bytes with an optional K, M or G, not {text!r}") from None
+    if not 4096 <= value <= 1 << 30:
+        raise UsageError(f"--buffer-size must be between 4K and 1G, not {text}")
+    return value
+
+
+def parse_syscalls(text: str | None, read: bool) -> tuple[str, ...]:
+    if text is None:
+        chosen = list(WRITE_FAMILY)
+    else:
+        chosen = [name.strip() for name in text.split(",") if name.strip()]
+        unknown = [name for name in chosen if name not in WRITE_FAMILY + READ_FAMILY]
+        if unknown or not chosen:
+            raise UsageError(f"--syscalls: unknown {', '.join(unknown) or 'empty list'}; choose "
+                             f"from {', '.join(WRITE_FAMILY + READ_FAMILY)}")
+    if read:
+        chosen += [name for name in READ_FAMILY if name not in chosen]
+    return tuple(dict.fromkeys(chosen))
+
+
+def create_output(path: str, force: bool) -> tuple[BinaryIO, bool]:
+    """Opens the capture file 0600; refuses to overwrite unless forced."""
+    if path == "-":
+        if sys.stdout.isatty():
+            raise OutputError("refusing to write a binary capture to a terminal; "
+                              "redirect stdout or give -o FILE")
+        return sys.stdout.buffer, False
+    flags = os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if force else os.O_EXCL)
+    try:
+        fd = os.open(path, flags, 0o600)
+    except FileExistsError:
+        raise OutputError(f"{path} exists; give --force to overwrite it") from None
+    except OSError as exc:
+        raise OutputError(f"cannot create {path}: {exc.strerror}") from None
+    os.fchmod(fd, 0o600)
+    return os.fdopen(fd, "wb"), True
+
+
+def hand_to_sudo_user(out: BinaryIO, path: str) -> None:
+    """Under sudo, the invoking user should read the capture without root."""
+    uid, gid = os.environ.get("SUDO_UID", ""), os.environ.get("SUDO_GID", "")
+    if os.geteuid() != 0 or not uid.isdigit():
+        return
+    os.fchown(out.fileno(), int(uid), int(gid) if gid.isdigit() else -1)
+    say(f"{path} is owned by uid {uid}, the sudo user; --no-chown keeps it root's")
+
+
+class StatusLine:
+    """The live status line on a terminal; messages clear it before they print."""
+
+    def __init__(self, enabled: bool):
+        self.enabled = enabled
+        self._drawn = False
+
+    def show(self, stats: Stats) -> None:
+        rate = stats.rate(boot_ns())
+        sys.stderr.write(f"\r\x1b[Kwtrec: {stats.events} events, {stats.bytes} bytes, "
+                         f"{stats.lost} lost, {rate:.0f} events/s")
+        sys.stderr.flush()
+        self._drawn = True
+
+    def say(self, message: str) -> None:
+        if self._drawn:
+            sys.stderr.write("\r\x1b[K")
+            self._drawn = False
+        say(message)
+
+
+def record(
+    output: Annotated[str, typer.Option("-o", "--output", help="Capture file, or - for stdout.")],
+    command: Annotated[list[str] | None, typer.Argument(
+        help="After --: a command to start and trace with all its descendants.")] = None,
+    comm: Annotated[list[str] | None, typer.Option(
+        "-c", "--comm", help="Trace processes with this exact comm (15 chars max); repeatable.")] = None,
+    pid: Annotated[list[int] | None, typer.Option(
+        "-p", "--pid", help="Trace this process id; repeatable.")] = None,
+    follow: Annotated[bool, typer.Option(
+        "--follow", help="Also trace the children -p processes create.")] = False,
+    trace_all: Annotated[bool, typer.Option("--all", help="Trace every process.")] = False,
+    syscalls: Annotated[str | None, typer.Option(
+        "--syscalls", help="Comma-separated syscalls to capture (default: the write family).")] = None,
+    read: Annotated[bool, typer.Option(
+        "--read", help="Also capture what is received: read, readv, pread64, recvfrom, recvmsg.")] = False,
+    snaplen: Annotated[str, typer.Option(
+        "-s", "--snaplen", help="Bytes captured per call, up to 1048576, or 'max'.")] = "4096",
+    perf_buffer: Annotated[bool, typer.Option(
+        "--perf-buffer", help="Use the per-CPU perf buffer instead of the ring buffer.")] = False,
+    buffer_size: Annotated[str, typer.Option(
+        "--buffer-size", help="Kernel buffer size, e.g. 32M (default) or 256K.")] = "32M",
+    duration: Annotated[float | None, typer.Option(
+        "--duration", help="Stop after this many seconds.", min=0)] = None,
+    count: Annotated[int | None, typer.Option(
+        "--count", help="Stop after this many events.", min=1)] = None,
+    quiet: Annotated[bool, typer.Option("-q", "--quiet", help="No live status line.")] = False,
+    no_chown: Annotated[bool, typer.Option(
+        "--no-chown", help="Keep the file root's under sudo.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing file.")] = False,
+    print_bpf: Annotated[bool, typer.Option(
+        "--print-bpf", help="Print the BPF program as it would be loaded, then exit.")] = False,
+) -> None:
+    """Trace the write family (and with --read the read family) of chosen processes (root)."""
+    with reported_errors():
+        comms = tuple(comm or ())
+        pids = tuple(pid or ())
+        argv = tuple(command or ())
+        for name in comms:
+            if not name or len(name.encode()) > 15:
+                raise UsageError(f"--comm {name!r}: the kernel keeps 1 to 15 bytes of a comm")
+        if not (comms or pids or trace_all or argv):
+            raise UsageError("say what to trace: -c COMM, -p PID, --all, or -- COMMAND")
+        if follow and not pids:
+            raise UsageError("--follow follows the children of -p PID processes")
+        use_perf = perf_buffer or not preflight.kernel_has_ringbuf()
+        config = ProbeConfig(snaplen=parse_snaplen(snaplen, use_perf), use_perf=use_perf,
+                             trace_all=trace_all, comms=comms, pids=pids,
+                             follow=follow or bool(argv), syscalls=parse_syscalls(syscalls, read),
+                             buffer_bytes=parse_size(buffer_size))
+        if print_bpf:
+            print(bpf_program_text(config))
+            return
+        if output == "-" and sys.stdout.isatty():
+            raise OutputError("refusing to write a binary capture to a terminal; "
+                              "redirect stdout or give -o FILE")
+        preflight.check_recording_possible()
+        out, created = create_output(output, force)
+        if created and not no_chown:
+            hand_to_sudo_user(out, output)
+        status = StatusLine(not quiet and sys.stderr.isatty())
+        try:
+            _stats, child_status = record_session(
+                out, output_name=output, config=config, command=argv, duration_s=duration,
+                max_events=count, notify=status.say,
+                status=status.show if status.enabled else None)
+        except BaseException:
+            if created and os.path.getsize(output) == 0:
+                os.unlink(output)
+            raise
+        finally:
+            if out is not sys.stdout.buffer:
+                out.close()
+        if child_status:
+            raise typer.Exit(child_status)

@@ -1,0 +1,1 @@
+"""The .wtrace format's internals; import the public names from wtrec.format."""

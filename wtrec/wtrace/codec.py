@@ -1,0 +1,312 @@
+"""Records to msgpack arrays and back: the only place that knows each record's fields.
+
+Decoding treats its input as hostile: msgpack sizes are bounded, every
+field is type- and range-checked, and a record of an unknown type is
+skipped (it comes from a newer minor version). The only exception that
+leaves is FormatError. docs/FORMAT.md lists every field.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import msgpack
+
+from wtrec.errors import FormatError
+from wtrec.records import (
+    TYPE_END,
+    TYPE_FD,
+    TYPE_HEADER,
+    TYPE_LOST,
+    TYPE_READ,
+    TYPE_WRITE,
+    Derivation,
+    End,
+    FdIdentity,
+    FdInfo,
+    Filters,
+    Header,
+    IoEvent,
+    Lost,
+    Record,
+)
+from wtrec.wtrace.framing import MAX_FRAME_CONTENT
+
+MAX_RECORD_FIELDS = 4096  # msgpack array/map lengths
+MAX_PROVENANCE_DEPTH = 8  # a derived file's inputs' inputs' ... headers
+
+U32 = (1 << 32) - 1
+U64 = (1 << 64) - 1
+I32_MIN, I32_MAX = -(1 << 31), (1 << 31) - 1
+
+
+def encode_record(record: Record) -> list:
+    """The msgpack-ready array for one record (see docs/FORMAT.md)."""
+    if isinstance(record, IoEvent):
+        kind = TYPE_READ if record.direction == "in" else TYPE_WRITE
+        return [kind, record.ts_ns, record.pid, record.tid, record.uid,
+                record.comm, record.fd, record.count, record.data, record.syscall,
+                record.ret, record.seq]
+    if isinstance(record, FdInfo):
+        ident = record.identity
+        return [TYPE_FD, record.ts_ns, record.pid, record.fd, ident.kind, ident.local,
+                ident.remote, ident.path]
+    if isinstance(record, Lost):
+        return [TYPE_LOST, record.ts_ns, record.count, record.source]
+    if isinstance(record, End):
+        return [TYPE_END, record.ts_ns, record.events, record.bytes, record.lost]
+    if isinstance(record, Header):
+        f = record.filters
+        filters = {"comms": list(f.comms), "pids": list(f.pids), "all": f.all,
+                   "syscalls": list(f.syscalls), "follow": f.follow, "command": list(f.command)}
+        return [TYPE_HEADER, record.format_major, record.format_minor, record.tool_version,
+                record.host, record.kernel, record.start_ns, record.anchor_boot_ns,
+                record.anchor_real_ns, list(record.argv), filters, record.snaplen,
+                record.buffer, [_encode_derivation(step) for step in record.provenance]]
+    raise TypeError(f"not a record: {record!r}")
+
+
+def _encode_derivation(step: Derivation) -> list:
+    return [step.op, step.tool_version, step.time_ns, list(step.argv), dict(step.notes),
+            [encode_record(header) for header in step.inputs]]
+
+
+def _reject_ext(code: int, data: bytes) -> None:
+    raise ValueError(f"msgpack extension type {code} is not used by wtrace")
+
+
+def decode_records(content: bytes, offset: int, expect_header: bool) -> Iterator[Record]:
+    """Decodes one frame's records; a record cut at the frame's end is corruption.
+
+    `offset` (of the frame in the file) only goes into error messages.
+    """
+    limit = min(len(content), MAX_FRAME_CONTENT) or 1
+    unpacker = msgpack.Unpacker(
+        raw=False, use_list=True, strict_map_key=True, ext_hook=_reject_ext,
+        max_buffer_size=limit, max_bin_len=limit, max_str_len=limit,
+        max_array_len=MAX_RECORD_FIELDS, max_map_len=MAX_RECORD_FIELDS, max_ext_len=0)
+    unpacker.feed(content)
+    consumed = 0  # tell() also counts a partly read record, so track whole ones
+    while True:
+        try:
+            obj = unpacker.unpack()
+        except msgpack.OutOfData:
+            break
+        except Exception as exc:
+            raise FormatError(f"bad msgpack record in frame ({exc})", offset) from None
+        consumed = unpacker.tell()
+        record = _decode_record(obj, offset)
+        if expect_header and not isinstance(record, Header):
+            raise FormatError("the first record is not a header", offset)
+        expect_header = False
+        if record is not None:
+            yield record
+    if consumed != len(content):
+        raise FormatError("frame ends inside a msgpack record", offset)
+
+
+def _fast_io(obj: list) -> IoEvent | None:
+    """The common case of an event record, checked in one expression; None: ask _decode_io.
+
+    Same checks as _decode_io, without building its error messages; any
+    doubt falls back to it, so the rules and the errors stay in one place.
+    """
+    if len(obj) < 12:
+        return None
+    kind, ts, pid, tid, uid, comm, fd, count, data, syscall, ret, seq = obj[:12]
+    if (type(ts) is int and type(pid) is int and type(tid) is int and type(uid) is int
+            and type(fd) is int and type(count) is int and type(comm) is bytes
+            and type(data) is bytes and type(syscall) is str and syscall
+            and type(ret) is int and type(seq) is int
+            and 0 <= ts <= U64 and 0 <= pid <= U32 and 0 <= tid <= U32 and 0 <= uid <= U32
+            and I32_MIN <= fd <= I32_MAX and 0 <= count <= U64 and 0 <= seq <= U64
+            and -(1 << 63) <= ret < (1 << 63)):
+        return IoEvent(ts, pid, tid, uid, comm, fd, count, data, syscall, ret, seq,
+                       "in" if kind == TYPE_READ else "out")
+    return None
+
+
+def _decode_record(obj: object, offset: int) -> Record | None:
+    """Type-checks one msgpack array; None for a record type we don't know."""
+    if not isinstance(obj, list) or not obj:
+        raise FormatError("a record is not a non-empty array", offset)
+    kind = obj[0]
+    if type(kind) is not int:
+        raise FormatError("a record's type is not an integer", offset)
+    if kind in (TYPE_WRITE, TYPE_READ):
+        event = _fast_io(obj)
+        if event is not None:
+            return event
+    decoder = _DECODERS.get(kind)
+    if decoder is None:
+        return None  # from a newer minor version: skip it
+    return decoder(_Fields(obj, offset))
+
+
+class _Fields:
+    """Positional, type-checked access to a record's fields."""
+
+    def __init__(self, values: list, offset: int):
+        self._values = values
+        self._offset = offset
+        self._name = {TYPE_HEADER: "header", TYPE_WRITE: "write", TYPE_READ: "read",
+                      TYPE_LOST: "lost", TYPE_END: "end", TYPE_FD: "fd"}.get(values[0], "record")
+
+    def _get(self, index: int, what: str):
+        if index >= len(self._values):
+            raise FormatError(f"{self._name} record lacks field {index} ({what})", self._offset)
+        return self._values[index]
+
+    def _bad(self, index: int, what: str) -> FormatError:
+        return FormatError(f"{self._name} record field {index} ({what}) has a bad value",
+                           self._offset)
+
+    def integer(self, index: int, what: str, low: int = 0, high: int = U64) -> int:
+        value = self._get(index, what)
+        if type(value) is not int or not low <= value <= high:
+            raise self._bad(index, what)
+        return value
+
+    def blob(self, index: int, what: str) -> bytes:
+        value = self._get(index, what)
+        if type(value) is not bytes:
+            raise self._bad(index, what)
+        return value
+
+    def has(self, index: int) -> bool:
+        return index < len(self._values)
+
+    def optional_int(self, index: int, what: str, low: int, high: int) -> int | None:
+        """An int, or None when the field is nil or absent (older minor version)."""
+        if not self.has(index) or self._values[index] is None:
+            return None
+        return self.integer(index, what, low, high)
+
+    def optional_str(self, index: int, what: str) -> str | None:
+        if not self.has(index) or self._values[index] is None:
+            return None
+        return self.text(index, what)
+
+    def text(self, index: int, what: str) -> str:
+        value = self._get(index, what)
+        if type(value) is not str:
+            raise self._bad(index, what)
+        return value
+
+    def text_list(self, index: int, what: str) -> tuple[str, ...]:
+        value = self._get(index, what)
+        if type(value) is not list or any(type(v) is not str for v in value):
+            raise self._bad(index, what)
+        return tuple(value)
+
+    def provenance(self, index: int, what: str, depth: int) -> tuple[Derivation, ...]:
+        """Derivation steps (absent before 1.2); their input headers nest, boundedly."""
+        if not self.has(index) or self._values[index] is None:
+            return ()
+        steps = self._get(index, what)
+        if type(steps) is not list or depth >= MAX_PROVENANCE_DEPTH:
+            raise self._bad(index, what)
+        return tuple(self._derivation(step, index, what, depth) for step in steps)
+
+    def _derivation(self, step: object, index: int, what: str, depth: int) -> Derivation:
+        if type(step) is not list or len(step) < 6:
+            raise self._bad(index, what)
+        f = _Fields([TYPE_HEADER, *step], self._offset)
+        notes = step[4]
+        if type(notes) is not dict or any(type(k) is not str or type(v) is not str
+                                          for k, v in notes.items()):
+            raise self._bad(index, what)
+        inputs = step[5]
+        if type(inputs) is not list:
+            raise self._bad(index, what)
+        headers = []
+        for item in inputs:
+            if type(item) is not list or not item or item[0] != TYPE_HEADER:
+                raise self._bad(index, what)
+            headers.append(_decode_header(_Fields(item, self._offset), depth + 1))
+        return Derivation(op=f.text(1, "step"), tool_version=f.text(2, "step tool version"),
+                          time_ns=f.integer(3, "step time"), argv=f.text_list(4, "step argv"),
+                          notes=tuple(notes.items()), inputs=tuple(headers))
+
+    def filters(self, index: int, what: str) -> Filters:
+        value = self._get(index, what)
+        if type(value) is not dict:
+            raise self._bad(index, what)
+        comms = value.get("comms", [])
+        pids = value.get("pids", [])
+        everything = value.get("all", False)
+        syscalls = value.get("syscalls", ["write"])
+        follow = value.get("follow", False)
+        command = value.get("command", [])
+        strings = (comms, syscalls, command)
+        if (any(type(v) is not list or any(type(c) is not str for c in v) for v in strings)
+                or type(pids) is not list or any(type(p) is not int for p in pids)
+                or type(everything) is not bool or type(follow) is not bool):
+            raise self._bad(index, what)
+        return Filters(tuple(comms), tuple(pids), everything, tuple(syscalls), follow,
+                       tuple(command))
+
+
+def _decode_header(f: _Fields, depth: int = 0) -> Header:
+    return Header(
+        format_major=f.integer(1, "format major", high=255),
+        format_minor=f.integer(2, "format minor", high=255),
+        tool_version=f.text(3, "tool version"),
+        host=f.text(4, "host"),
+        kernel=f.text(5, "kernel"),
+        start_ns=f.integer(6, "start time"),
+        anchor_boot_ns=f.integer(7, "boot-clock anchor"),
+        anchor_real_ns=f.integer(8, "wall-clock anchor"),
+        argv=f.text_list(9, "argv"),
+        filters=f.filters(10, "filters"),
+        snaplen=f.integer(11, "snaplen", high=U32),
+        buffer=f.text(12, "buffer"),
+        provenance=f.provenance(13, "provenance", depth),
+    )
+
+
+def _decode_io(f: _Fields, direction: str) -> IoEvent:
+    return IoEvent(
+        ts_ns=f.integer(1, "time"),
+        pid=f.integer(2, "pid", high=U32),
+        tid=f.integer(3, "tid", high=U32),
+        uid=f.integer(4, "uid", high=U32),
+        comm=f.blob(5, "comm"),
+        fd=f.integer(6, "fd", low=I32_MIN, high=I32_MAX),
+        count=f.integer(7, "count"),
+        data=f.blob(8, "data"),
+        syscall=f.optional_str(9, "syscall") or ("write" if direction == "out" else "read"),
+        ret=f.optional_int(10, "return value", low=-(1 << 63), high=(1 << 63) - 1),
+        seq=f.optional_int(11, "sequence number", low=0, high=U64),
+        direction=direction,
+    )
+
+
+def _decode_fd(f: _Fields) -> FdInfo:
+    return FdInfo(
+        ts_ns=f.integer(1, "time"),
+        pid=f.integer(2, "pid", high=U32),
+        fd=f.integer(3, "fd", low=I32_MIN, high=I32_MAX),
+        identity=FdIdentity(kind=f.text(4, "kind"), local=f.optional_str(5, "local address"),
+                            remote=f.optional_str(6, "remote address"),
+                            path=f.optional_str(7, "path")),
+    )
+
+
+def _decode_lost(f: _Fields) -> Lost:
+    return Lost(ts_ns=f.integer(1, "time"), count=f.integer(2, "count"), source=f.text(3, "source"))
+
+
+def _decode_end(f: _Fields) -> End:
+    return End(ts_ns=f.integer(1, "time"), events=f.integer(2, "events"), bytes=f.integer(3, "bytes"),
+               lost=f.integer(4, "lost"))
+
+
+_DECODERS: dict[int, Callable[[_Fields], Record]] = {
+    TYPE_HEADER: _decode_header,
+    TYPE_WRITE: lambda f: _decode_io(f, "out"),
+    TYPE_READ: lambda f: _decode_io(f, "in"),
+    TYPE_FD: _decode_fd,
+    TYPE_LOST: _decode_lost,
+    TYPE_END: _decode_end,
+}
