@@ -223,9 +223,12 @@ def recover(
         kept = sum(1 for record in survey.records if isinstance(record, IoEvent))
         for problem in survey.problems:
             say(problem)
+        if survey.problem_count > len(survey.problems):
+            say(f"... and {survey.problem_count - len(survey.problems)} more problems "
+                "(only the first are listed)")
         if kept == 0 and survey.header.host == "unknown":
             raise FormatError("nothing in it could be recovered")
-        notes = [("problems", str(len(survey.problems))),
+        notes = [("problems", str(survey.problem_count)),
                  ("unreadable-bytes", str(survey.lost_bytes)),
                  ("frames", (f"{survey.frames_ok} whole, {survey.frames_partial} cut, "
                              f"{survey.frames_lost} dropped"))]

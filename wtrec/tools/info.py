@@ -13,7 +13,7 @@ from typing import BinaryIO
 
 from wtrec.format import CaptureStats, Counts, StatsAccumulator, read_index, start_reading
 from wtrec.records import Derivation, Header
-from wtrec.tools.render import comm_text, escape_bytes, format_clock, header_dict
+from wtrec.tools.render import comm_text, escape_text, format_clock, header_dict
 
 
 @dataclass
@@ -82,8 +82,7 @@ def _date(wall_ns: int) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(seconds))
 
 
-def _safe(text: str) -> str:
-    return escape_bytes(text.encode("utf-8", "surrogateescape"))
+_safe = escape_text
 
 
 def _traced(header: Header) -> str:
