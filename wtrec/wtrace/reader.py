@@ -11,7 +11,7 @@ from __future__ import annotations
 import queue
 import struct
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from typing import BinaryIO
 
 from wtrec.errors import FormatError
@@ -48,6 +48,7 @@ class CaptureReader:
     def __init__(self, stream: BinaryIO, *, keep: Callable[[bytes], object] | None = None,
                  frame_may_keep: Callable[[bytes], object] | None = None):
         self._source = ByteSource(stream)
+        self._seekable = _seekable(stream)
         self._keep = keep
         self._frame_may_keep = frame_may_keep
         self.header: Header | None = None
@@ -66,9 +67,10 @@ class CaptureReader:
         return f"capture ends early after {self.events} events; was the recorder killed?"
 
     def __iter__(self) -> Iterator[Record]:
+        frames = self._iter_frames()
         try:
             self.version = read_preamble(self._source)
-            for content, offset in self._iter_frames():
+            for content, offset in frames:
                 keep = self._keep
                 if self._frame_may_keep is not None and not self._frame_may_keep(content):
                     keep = no_events
@@ -88,10 +90,12 @@ class CaptureReader:
         except Truncated:
             self.truncated = True
             return
+        finally:
+            frames.close()  # stops reading ahead, so the caller may rewind the stream
         if self.end is None:
             self.truncated = True
 
-    def _iter_frames(self) -> Iterator[tuple[bytes, int]]:
+    def _iter_frames(self) -> Generator[tuple[bytes, int], None, None]:
         """Yields (decompressed content, offset) per zstd frame; skips skippables.
 
         The next frame is read and decompressed in another thread while the
@@ -102,7 +106,7 @@ class CaptureReader:
         """
         buffer = bytearray()
         decompressor = new_decompressor()
-        ahead = _ReadAhead(lambda: self._next_frame(buffer, decompressor))
+        ahead = _ReadAhead(lambda: self._next_frame(buffer, decompressor), self._seekable)
         try:
             ahead.request()
             while True:
@@ -142,14 +146,23 @@ class CaptureReader:
             return content, start, src.offset - start
 
 
+def _seekable(stream: BinaryIO) -> bool:
+    try:
+        return stream.seekable()
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
 class _ReadAhead:
     """Runs `produce` in a daemon thread, one call per request, results in order.
 
     A daemon thread, so a reader left blocked on a pipe never holds up the
-    end of the program (`show --limit` on a live stream).
+    end of the program (`show --limit` on a live stream). On a seekable
+    stream `close` waits for a read in progress, so the caller may rewind.
     """
 
-    def __init__(self, produce: Callable[[], tuple[bytes, int, int] | None]):
+    def __init__(self, produce: Callable[[], tuple[bytes, int, int] | None], wait: bool):
+        self._wait = wait
         self._requests: queue.SimpleQueue[bool] = queue.SimpleQueue()
         self._results: queue.SimpleQueue[tuple[object, BaseException | None]] = (
             queue.SimpleQueue())
@@ -176,6 +189,8 @@ class _ReadAhead:
 
     def close(self) -> None:
         self._requests.put(False)
+        if self._wait:
+            self._thread.join()
 
 
 def start_reading(stream: BinaryIO) -> tuple[CaptureReader, Iterator[Record], Header]:
