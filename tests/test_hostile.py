@@ -290,7 +290,8 @@ def test_totals_of_two_events_of_count_2_64_minus_1_do_not_overflow(tmp_path, co
     assert result.exit_code == 0, result.output
     shown = runner.invoke(app, ["info", "--json", str(out)])
     assert shown.exit_code == 0, shown.output
-    assert '"events": {"events": %d' % (4 if command == ["merge"] else 2) in shown.stdout
+    events = 4 if command == ["merge"] else 2
+    assert f'"events": {{"events": {events},' in shown.stdout
 
 
 def test_replay_waits_out_a_gap_of_2_63_ns_in_pieces():
