@@ -23,7 +23,7 @@ from wtrec.cli.options import (
     as_tuple,
     use_color,
 )
-from wtrec.cli.outputs import open_input, warn_truncated
+from wtrec.cli.outputs import is_seekable, open_input, warn_truncated
 from wtrec.errors import UsageError
 from wtrec.format import CaptureReader, start, start_reading
 from wtrec.records import FdInfo, IoEvent, Lost
@@ -61,10 +61,12 @@ def show(
     with reported_errors():
         if hex_view and json_view:
             raise UsageError("--hex and --json exclude each other")
-        reader = CaptureReader(open_input(file))
+        stream = open_input(file)
+        reader = CaptureReader(stream)
         renderer: JsonRenderer | TextRenderer | None = None
         selection = Selection(as_tuple(pid), as_tuple(comm), as_tuple(fd))
         write = sys.stdout.write
+        live = not is_seekable(stream)  # a pipe may be a recording still going on
         for record in select_records(reader, selection, limit):
             if renderer is None:
                 renderer = (JsonRenderer(reader.header) if json_view else
@@ -80,6 +82,8 @@ def show(
             # A batch of lines at a time: a huge payload never becomes one string.
             while batch := list(islice(lines, 1024)):
                 write("\n".join(batch) + "\n")
+            if live:  # shown now, not when the next frame arrives
+                sys.stdout.flush()
         sys.stdout.flush()
         if reader.warning and (limit is None or reader.events < limit):
             say(reader.warning)
