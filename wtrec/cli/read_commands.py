@@ -80,8 +80,10 @@ def show(
             else:
                 continue
             # A batch of lines at a time: a huge payload never becomes one string.
-            while batch := list(islice(lines, 1024)):
+            batch = list(islice(lines, 1024))
+            while batch:
                 write("\n".join(batch) + "\n")
+                batch = list(islice(lines, 1024)) if len(batch) == 1024 else []
             if live:  # shown now, not when the next frame arrives
                 sys.stdout.flush()
         sys.stdout.flush()

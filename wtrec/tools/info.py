@@ -9,6 +9,7 @@ import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from itertools import islice
 from typing import BinaryIO
 
 from wtrec.format import CaptureStats, Counts, StatsAccumulator, read_index, start_reading
@@ -46,8 +47,8 @@ def inspect(name: str, stream: BinaryIO) -> CaptureInfo:
                            _size(stream, None), len(index.frames), compressed, content,
                            "index", note, None)
     accumulator = StatsAccumulator()
-    for record in records:
-        accumulator.add(record)
+    while batch := list(islice(records, 4096)):
+        accumulator.add_batch(batch)
     stats = accumulator.snapshot()
     return CaptureInfo(name, header, version, stats,
                        _size(stream, None), reader.frames, reader.compressed_bytes,

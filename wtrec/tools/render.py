@@ -7,6 +7,7 @@ Unicode tricks) ever reaches a terminal raw.
 
 import base64
 import errno
+import functools
 import json
 import re
 import time
@@ -40,6 +41,13 @@ def escape_bytes(data: bytes) -> str:
 
 def escape_text(text: str) -> str:
     """escape_bytes for a text field from a capture (syscall, addresses, header strings)."""
+    if len(text) <= 256:  # the short ones (syscall names, addresses) repeat: remembered
+        return _escape_short_text(text)
+    return escape_bytes(text.encode("utf-8", "surrogateescape"))
+
+
+@functools.lru_cache(maxsize=4096)
+def _escape_short_text(text: str) -> str:
     return escape_bytes(text.encode("utf-8", "surrogateescape"))
 
 
@@ -127,7 +135,13 @@ def format_clock(header: Header | None, ts_ns: int) -> str:
     """Local wall-clock time of an event, to the nanosecond."""
     wall = header.wall_ns(ts_ns) if header else ts_ns
     seconds, nanos = divmod(wall, 1_000_000_000)
-    return time.strftime("%H:%M:%S", time.localtime(seconds)) + f".{nanos:09d}"
+    return _clock_seconds(seconds) + f".{nanos:09d}"
+
+
+@functools.lru_cache(maxsize=64)
+def _clock_seconds(seconds: int) -> str:
+    """HH:MM:SS of a second (events come many to a second: asked for again and again)."""
+    return time.strftime("%H:%M:%S", time.localtime(seconds))
 
 
 def comm_text(comm: bytes) -> str:
