@@ -23,7 +23,7 @@ from wtrec.format import CaptureWriter
 from wtrec.records import End, FdIdentity, FdInfo, IoEvent, Lost
 from wtrec.tools.grep import frame_prefilter, literal_of
 from wtrec.tools.selection import compile_pattern
-from wtrec.wtrace.codec import decode_frame, encode_record
+from wtrec.wtrace.codec import MAX_FRAME_OBJECTS, decode_frame, encode_record
 
 runner = CliRunner()
 BASE = 1_000_000_000
@@ -141,3 +141,17 @@ def test_show_on_a_pipe_shows_each_event_as_its_frame_arrives(tmp_path):
         child.stdin.close()
         child.wait(timeout=60)
     assert child.returncode == 0
+
+
+def test_the_object_bound_holds_on_both_sides_of_where_counting_starts():
+    """Frames up to 2^18 bytes cannot hold more objects; bigger ones are counted."""
+    nils = b"\xdc\x10\x00" + b"\xc0" * 4096  # an array of 4096 nils: 4097 objects
+
+    def record(arrays: int) -> bytes:  # [99, [nils, nils, ...]]: an unknown type
+        return b"\x92\x63\xdc" + arrays.to_bytes(2, "big") + nils * arrays
+
+    assert len(record(63)) < MAX_FRAME_OBJECTS
+    assert decode_frame(record(63), 0, False) == ([], 0)
+    assert len(record(64)) > MAX_FRAME_OBJECTS
+    with pytest.raises(FormatError, match="msgpack objects"):
+        decode_frame(record(64), 0, False)

@@ -148,10 +148,12 @@ def decode_into(out: list[Record], content: bytes, offset: int, expect_header: b
                 keep: Callable[[bytes], object] | None, chunk_records: int = CHUNK_RECORDS) -> int:
     """decode_frame's work: appends to `out` as it goes, so a caller keeps what preceded an error."""
     limit = min(len(content), MAX_FRAME_CONTENT) or 1
-    count_list, count_map = _object_budget()
+    # Every msgpack object takes at least a byte, so a frame of at most
+    # MAX_FRAME_OBJECTS bytes is within the bound without counting.
+    hooks = {} if len(content) <= MAX_FRAME_OBJECTS else dict(zip(
+        ("list_hook", "object_hook"), _object_budget(), strict=True))
     unpacker = msgpack.Unpacker(
-        raw=False, use_list=True, strict_map_key=True, ext_hook=_reject_ext,
-        list_hook=count_list, object_hook=count_map,
+        raw=False, use_list=True, strict_map_key=True, ext_hook=_reject_ext, **hooks,
         max_buffer_size=MAX_FRAME_CONTENT + 1, max_bin_len=limit, max_str_len=limit,
         max_array_len=MAX_RECORD_FIELDS, max_map_len=MAX_RECORD_FIELDS, max_ext_len=0)
     unpacker.feed(content)
