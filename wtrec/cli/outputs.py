@@ -53,6 +53,35 @@ def rewindable_input(path: str) -> BinaryIO:
     return spool
 
 
+class TextOut:
+    """Text for stdout, handed on in writes of about 64 KiB.
+
+    stdout may be unbuffered (PYTHONUNBUFFERED), and then every small write
+    is a system call; `flush` hands on what is gathered and flushes.
+    """
+
+    def __init__(self, limit: int = 1 << 16):
+        self._parts: list[str] = []
+        self._size = 0
+        self._limit = limit
+
+    def write(self, text: str) -> None:
+        self._parts.append(text)
+        self._size += len(text)
+        if self._size >= self._limit:
+            self._hand_on()
+
+    def _hand_on(self) -> None:
+        if self._parts:
+            sys.stdout.write("".join(self._parts))
+            self._parts.clear()
+            self._size = 0
+
+    def flush(self) -> None:
+        self._hand_on()
+        sys.stdout.flush()
+
+
 def warn_truncated(reader: CaptureReader, name: str) -> None:
     """Says on stderr when an input ended early (after its records were used)."""
     if reader.warning:

@@ -23,7 +23,7 @@ from wtrec.cli.options import (
     as_tuple,
     use_color,
 )
-from wtrec.cli.outputs import is_seekable, open_input, warn_truncated
+from wtrec.cli.outputs import TextOut, is_seekable, open_input, warn_truncated
 from wtrec.errors import UsageError
 from wtrec.format import CaptureReader, start, start_reading
 from wtrec.records import FdInfo, IoEvent, Lost
@@ -65,7 +65,8 @@ def show(
         reader = CaptureReader(stream)
         renderer: JsonRenderer | TextRenderer | None = None
         selection = Selection(as_tuple(pid), as_tuple(comm), as_tuple(fd))
-        write = sys.stdout.write
+        out = TextOut()
+        write = out.write
         live = not is_seekable(stream)  # a pipe may be a recording still going on
         for record in select_records(reader, selection, limit):
             if renderer is None:
@@ -85,8 +86,8 @@ def show(
                 write("\n".join(batch) + "\n")
                 batch = list(islice(lines, 1024)) if len(batch) == 1024 else []
             if live:  # shown now, not when the next frame arrives
-                sys.stdout.flush()
-        sys.stdout.flush()
+                out.flush()
+        out.flush()
         if reader.warning and (limit is None or reader.events < limit):
             say(reader.warning)
 
@@ -145,7 +146,8 @@ def grep(
 def _grep_files(files: list[str], regex, *, selection: Selection, count: bool,
                 list_files: bool, invert: bool, context: int | None, hex_view: bool,
                 stream: bool, color: bool) -> bool:
-    write = sys.stdout.write
+    out = TextOut()
+    write = out.write
     found_any = False
     for name in files:
         if stream or invert:
@@ -185,8 +187,8 @@ def _grep_files(files: list[str], regex, *, selection: Selection, count: bool,
             write(f"{name}:{hits}\n" if len(files) > 1 else f"{hits}\n")
         elif list_files and hits:
             write(f"{name}\n")
+        out.flush()
         warn_truncated(reader, name)
-    sys.stdout.flush()
     return found_any
 
 

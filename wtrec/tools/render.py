@@ -111,9 +111,21 @@ def iter_quoted_lines(data: bytes, width: int = WRAP) -> Iterator[str]:
                 yield '"' + piece + '"'
 
 
+SMALL_PAYLOAD = 64 << 10  # rendered in one go; bigger ones piece by piece
+
+
 def quoted_lines(data: bytes, width: int = WRAP) -> list[str]:
-    """iter_quoted_lines as a list."""
-    return list(iter_quoted_lines(data, width))
+    """iter_quoted_lines as a list (built in one go for a payload of up to 64 KiB)."""
+    if len(data) > SMALL_PAYLOAD:
+        return list(iter_quoted_lines(data, width))
+    lines: list[str] = []
+    for line in _LINES.findall(data):
+        text = escape_bytes(line)
+        if len(text) <= width:
+            lines.append('"' + text + '"')
+        else:
+            lines.extend(['"' + piece + '"' for piece in _wrap(text, width)])
+    return lines or ['""']
 
 
 def iter_hex_lines(data: bytes) -> Iterator[str]:
@@ -195,9 +207,14 @@ class TextRenderer:
             detail += f"  captured {captured}"
         yield self._paint(BOLD, title)
         yield detail
-        body = iter_hex_lines(event.data) if self.hex_view else iter_quoted_lines(event.data)
-        for line in body:
-            yield "  " + line
+        if len(event.data) <= SMALL_PAYLOAD:  # the body as one string: one step, not one a line
+            lines = hex_lines(event.data) if self.hex_view else quoted_lines(event.data)
+            if lines:
+                yield "  " + "\n  ".join(lines)
+        else:
+            body = iter_hex_lines(event.data) if self.hex_view else iter_quoted_lines(event.data)
+            for line in body:
+                yield "  " + line
         yield ""
 
     def lost(self, lost: Lost) -> Iterator[str]:
