@@ -50,7 +50,8 @@ def many_frames(path) -> list[IoEvent]:
 
 PATTERNS = [
     ("needle", []), ("^GET", []), ("GET$", []), (r"\bword\b", []), ("x(?=y)", []),
-    ("(?i)needle", []), ("needle", ["-i"]), ("a.b^c", ["-F"]), ("a.b", []), ("write", []),
+    ("(?i)needle", []), ("needle", ["-i"]), ("NeEdLe", ["-i", "-F"]), ("a.b^C", ["-i", "-F"]),
+    ("a.b^c", ["-F"]), ("a.b", []), ("write", []),
     (r"\x9c", []), ("", []), ("absent", []), ("w.rd|tail", []), (r"(GET) \1", []),
 ]
 
@@ -77,7 +78,7 @@ def test_frame_prefilter_is_kept_for_patterns_that_look_around():
         assert frame_prefilter(compile_pattern(pattern, fixed)) is not None, pattern
     assert literal_of(compile_pattern("a.b^c", fixed=True)) == b"a.b^c"
     assert literal_of(compile_pattern("a.b")) is None
-    assert literal_of(compile_pattern("ab", ignore_case=True)) is None
+    assert literal_of(compile_pattern("aB", ignore_case=True)) == b"aB"
     assert literal_of(compile_pattern(r"a\d")) is None
 
 

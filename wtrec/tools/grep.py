@@ -65,9 +65,12 @@ _METACHARACTERS = frozenset(b".^$*+?{}[]|()\\")
 
 
 def literal_of(pattern: re.Pattern) -> bytes | None:
-    """The bytes a pattern stands for when it is a plain string (as -F makes), else None."""
+    """The bytes a pattern stands for when it is a plain string (as -F makes), else None.
+
+    With -i (re.IGNORECASE) the pattern matches those bytes in any ASCII case.
+    """
     source = pattern.pattern
-    if isinstance(source, str) or pattern.flags & re.IGNORECASE:
+    if isinstance(source, str):
         return None
     out = bytearray()
     escaped = False
@@ -91,6 +94,9 @@ def payload_test(pattern: re.Pattern) -> Callable[[bytes], object]:
     literal = literal_of(pattern)
     if literal is None:
         return pattern.search
+    if pattern.flags & re.IGNORECASE:  # a bytes pattern folds ASCII case only, as lower() does
+        folded = literal.lower()
+        return lambda data: folded in data.lower()
     return lambda data: literal in data
 
 
