@@ -5,6 +5,11 @@ of each (pid, fd, direction) are joined in file order, so a match split
 across two writes is found; only the last STREAM_WINDOW bytes of a stream
 are kept, so a match longer than that can be missed. A stream is cut where
 bytes are missing (a truncated capture) rather than joined across the gap.
+
+Per-event search is fast on big captures because the reader builds only
+the events whose payload matches (`payload_test`), after a test of each
+decompressed frame's bytes at once (`frame_prefilter`) where that test is
+exact; every event is still checked by the reader.
 """
 
 import re

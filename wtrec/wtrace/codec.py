@@ -8,7 +8,7 @@ leaves is FormatError. docs/FORMAT.md lists every field.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from itertools import islice
 
 import msgpack
@@ -110,15 +110,6 @@ def _object_budget() -> tuple[Callable[[list], list], Callable[[dict], dict]]:
         return value
 
     return count_list, count_map
-
-
-def decode_records(content: bytes, offset: int, expect_header: bool) -> Iterator[Record]:
-    """Decodes one frame's records; a record cut at the frame's end is corruption.
-
-    `offset` (of the frame in the file) only goes into error messages.
-    """
-    records, _events = decode_frame(content, offset, expect_header)
-    return iter(records)
 
 
 def decode_frame(content: bytes, offset: int, expect_header: bool,
