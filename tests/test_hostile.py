@@ -370,3 +370,17 @@ def test_end_record_of_a_derived_capture_saturates_its_totals(tmp_path):
     assert runner.invoke(app, ["filter", str(path), "-o", str(out)]).exit_code == 0
     shown = runner.invoke(app, ["info", "--json", str(out)])
     assert f'"lost": {2 * U64}' in shown.stdout or f'"lost": {U64}' in shown.stdout
+
+
+@pytest.mark.parametrize("command", [["export", "F", "--format", "jsonl", "-o", "-"],
+                                     ["filter", "F", "-o", "-"], ["show", "F"]])
+def test_a_reader_that_goes_away_is_not_an_error(tmp_path, command):
+    """| head: a broken pipe ends the command quietly (exit 0), unlike a full device."""
+    source = tmp_path / "c.wtrace"
+    source.write_bytes(build_capture([event(i, b"x" * 1000) for i in range(3000)]))
+    child = subprocess.Popen(wtrec_cmd(*(str(source) if a == "F" else a for a in command)),
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    child.stdout.read(10)
+    child.stdout.close()
+    _out, err = child.communicate(timeout=120)
+    assert child.returncode == 0, err

@@ -191,6 +191,8 @@ def _write_errors(name: str) -> Iterator[None]:
     """An OSError while writing `name` becomes an OutputError."""
     try:
         yield
+    except BrokenPipeError:
+        raise  # the reader went away (| head): not an error, see reported_errors
     except OSError as exc:
         if name == "stdout":
             _drop_stdout()
