@@ -14,6 +14,8 @@ import subprocess
 import msgpack
 import pytest
 from conftest import make_header, wtrec_cmd
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from test_hostile import crafted, event
 from typer.testing import CliRunner
 
@@ -156,3 +158,42 @@ def test_the_object_bound_holds_on_both_sides_of_where_counting_starts():
     assert len(record(64)) > MAX_FRAME_OBJECTS
     with pytest.raises(FormatError, match="msgpack objects"):
         decode_frame(record(64), 0, False)
+
+
+field_values = st.one_of(
+    st.integers(-(2**63), 2**64 - 1), st.sampled_from([0, 1, 2, 5, 2**31, 2**32, -1]),
+    st.binary(max_size=8), st.text(max_size=8), st.none(), st.booleans(), st.floats())
+
+
+@st.composite
+def event_rows(draw):
+    """Event-shaped rows, mostly valid, with a few fields swapped for anything."""
+    row = list(GOOD)
+    row[0] = draw(st.sampled_from([2, 5, 2, 5, 4, 6, 99, True, 2.0]))
+    for index in draw(st.lists(st.integers(1, 11), max_size=2)):
+        row[index] = draw(field_values)
+    return row[:draw(st.sampled_from([12, 12, 12, 10, 13]))]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(event_rows(), max_size=30), st.sampled_from([None, "none", "t"]))
+def test_the_column_path_agrees_with_record_by_record_decoding(rows, keep_name):
+    keep = {None: None, "none": lambda data: False, "t": lambda data: b"t" in data}[keep_name]
+    expected: list = []
+    events, error = 0, None
+    for row in rows:  # each record alone takes the record-by-record path
+        try:
+            records, counted = decode_frame(msgpack.packb(row, use_bin_type=True), 0, False)
+        except FormatError as exc:
+            error = exc.reason
+            break
+        events += counted
+        expected += [r for r in records if keep is None or not isinstance(r, IoEvent)
+                     or keep(r.data)]
+    content = b"".join(msgpack.packb(row, use_bin_type=True) for row in rows)
+    if error is not None:
+        with pytest.raises(FormatError) as raised:
+            decode_frame(content, 0, False, keep)
+        assert raised.value.reason == error
+    else:
+        assert decode_frame(content, 0, False, keep) == (expected, events)
