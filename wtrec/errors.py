@@ -87,3 +87,15 @@ class NewerFormatError(WtrecError):
         )
         self.major = major
         self.minor = minor
+
+
+class MissingExtraError(WtrecError, ImportError):
+    """An optional library (pyarrow, pandas) is needed and not installed."""
+
+    exit_code = 12
+
+    def __init__(self, module: str, extra: str):
+        WtrecError.__init__(self, f"this needs {module}, which is not installed: "
+                                  f"pip install 'wtrec[{extra}]'")
+        self.module = module
+        self.extra = extra
