@@ -12,7 +12,13 @@ from typing import Annotated
 import typer
 
 from wtrec import __version__
-from wtrec.cli import read_commands, record_command, replay_command, write_commands
+from wtrec.cli import (
+    doctor_command,
+    read_commands,
+    record_command,
+    replay_command,
+    write_commands,
+)
 from wtrec.cli.exits import EXIT_INTERRUPTED, say
 
 app = typer.Typer(
@@ -33,6 +39,7 @@ app.command()(read_commands.scan)
 app.command()(write_commands.redact)
 app.command()(write_commands.merge)
 app.command()(write_commands.recover)
+app.command()(doctor_command.doctor)
 
 
 def _version_callback(value: bool) -> None:
