@@ -45,8 +45,10 @@ class Event:
     `ts_ns` is the boot-clock time the kernel stamped, `wall_ns` the same
     instant on the wall clock (UTC nanoseconds). `count` is what the process
     asked for, `ret` what the syscall returned (None before format 1.1),
-    `data` what was captured of it. `identity` is what the descriptor was
-    (tcp, unix, file…) when the capture knew, else None.
+    `data` what was captured of it. `comm` is text as `show --json` gives
+    it (bytes that are not UTF-8 as \\xNN; nothing else escaped: this is
+    data, not terminal output). `identity` is what the descriptor was (tcp,
+    unix, file…) when the capture knew, else None.
     """
 
     ts_ns: int

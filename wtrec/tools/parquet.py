@@ -177,7 +177,8 @@ def events_frame(events: Iterable[Event], header: Header | None = None) -> panda
     return events_table(events, header).to_pandas()
 
 
-def write_parquet(out: BinaryIO, events: Iterable[Event], header: Header | None = None) -> int:
+def write_parquet(out: BinaryIO, events: Iterable[Event], header: Header | None = None, *,
+                  rows_per_group: int = ROW_GROUP_ROWS, bytes_per_group: int = ROW_GROUP_BYTES) -> int:
     """Streams the events into a Parquet file on `out`, a row group per batch; returns the rows.
 
     `out` stays open: the caller owns it. Only one row group is in memory at once.
@@ -191,8 +192,8 @@ def write_parquet(out: BinaryIO, events: Iterable[Event], header: Header | None 
                   "fd_path", "host"]
     with parquet.ParquetWriter(out, arrow_schema, compression="zstd",
                                use_dictionary=dictionary) as writer:
-        for batch in iter_batches(events):
+        for batch in iter_batches(events, rows=rows_per_group, max_bytes=bytes_per_group):
             writer.write_batch(batch.replace_schema_metadata(arrow_schema.metadata),
-                               row_group_size=ROW_GROUP_ROWS)
+                               row_group_size=rows_per_group)
             rows += batch.num_rows
     return rows
