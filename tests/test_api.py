@@ -103,9 +103,9 @@ def test_direction_and_syscall_filters(sample_path):
     assert [e.seq for e in cap.events(direction="out")] == [0, 1, 2]
     assert [e.seq for e in cap.events(syscall=["writev", "recvfrom"])] == [1, 3]
     with pytest.raises(UsageError, match="direction"):
-        list(cap.events(direction="sideways"))
+        cap.events(direction="sideways")
     with pytest.raises(UsageError, match="pid takes int"):
-        list(cap.events(pid="4242"))
+        cap.events(pid="4242")
 
 
 def test_records_yield_every_record_type(sample_path):
@@ -173,8 +173,10 @@ def test_errors_are_wtrecs_own(tmp_path):
     with pytest.raises(InputError, match="directory"):
         wtrec.open(tmp_path)
     (tmp_path / "junk").write_bytes(b"GET / HTTP/1.1\r\n" * 10)
+    before = set(os.listdir("/proc/self/fd"))
     with pytest.raises(FormatError):
         wtrec.open(tmp_path / "junk")
+    assert set(os.listdir("/proc/self/fd")) - before == set()  # closed, not left to the GC
     (tmp_path / "empty").write_bytes(b"")
     with pytest.raises(FormatError):
         wtrec.open(tmp_path / "empty")

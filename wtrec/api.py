@@ -150,6 +150,9 @@ class Capture:
         selection = Selection(pids=_values(pid, int, "pid"), comms=_values(comm, str, "comm"),
                               fds=_values(fd, int, "fd"),
                               syscalls=_values(syscall, str, "syscall"))
+        return self._iter_events(selection, direction)  # bad filters fail here, not later
+
+    def _iter_events(self, selection: Selection, direction: str | None) -> Iterator[Event]:
         for source, header in zip(self._sources, self.headers, strict=True):
             names = FdNames()  # each file of a series says what its descriptors are
             for event in names.events(self._read(source)):
@@ -200,10 +203,13 @@ class Capture:
         stream = self._stream(source)
         reader = CaptureReader(stream)
         records = iter(reader)
-        first = next(records, None)
-        if reader.header is None or first is None:
+        try:
+            first = next(records, None)
+            if reader.header is None or first is None:
+                raise FormatError("the capture ends before its header record")
+        except BaseException:
             self._done(source, stream)
-            raise FormatError("the capture ends before its header record")
+            raise
         if isinstance(source, (str, os.PathLike)):
             self._done(source, stream)
         else:
