@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 # (snaplen up to 64 KiB and more) to tens of MiB, not gigabytes.
 ROW_GROUP_ROWS = 122_880
 ROW_GROUP_BYTES = 64 << 20
+BATCH_ROWS = 8_192  # events held as Python objects at once while building columns
 
 SCHEMA_VERSION = "1"
 METADATA_KEY = b"wtrec.header"  # the capture's header as JSON (for a series, the first's)
@@ -100,56 +101,63 @@ def _identity_columns(identity: FdIdentity | None) -> tuple:
     return identity.kind, local_addr, local_port, remote_addr, remote_port, identity.path
 
 
-def iter_batches(events: Iterable[Event], *, rows: int = ROW_GROUP_ROWS,
-                 max_bytes: int = ROW_GROUP_BYTES) -> Iterator[pyarrow.RecordBatch]:
-    """Record batches of at most `rows` rows or about `max_bytes` of payload each."""
+def iter_row_groups(events: Iterable[Event], *, rows: int = ROW_GROUP_ROWS,
+                    max_bytes: int = ROW_GROUP_BYTES) -> Iterator[list[pyarrow.RecordBatch]]:
+    """The events as row groups: lists of record batches, `rows` rows or ~`max_bytes` each.
+
+    Python objects are held for one batch of at most BATCH_ROWS events; a
+    row group waits as Arrow arrays, which are compact.
+    """
     arrow_schema = schema()
-    columns: list[list] = [[] for _ in _COLUMNS]
-    (time_ns, time, boot_ns, seq, pid, tid, uid, comm, fd, syscall, direction, count, ret,
-     truncated, fd_kind, local_addr, local_port, remote_addr, remote_port, fd_path, host,
-     capture_start, data) = columns
-    size = 0
+    group: list = []
+    group_rows = group_bytes = 0
+    chunk: list[Event] = []
     for event in events:
-        time_ns.append(event.wall_ns)
-        time.append(event.wall_ns)
-        boot_ns.append(event.ts_ns)
-        seq.append(event.seq)
-        pid.append(event.pid)
-        tid.append(event.tid)
-        uid.append(event.uid)
-        comm.append(event.comm)
-        fd.append(event.fd)
-        syscall.append(event.syscall)
-        direction.append(event.direction)
-        count.append(event.count)
-        ret.append(event.ret)
-        truncated.append(event.truncated)
-        kind, laddr, lport, raddr, rport, path = _identity_columns(event.identity)
-        fd_kind.append(kind)
-        local_addr.append(laddr)
-        local_port.append(lport)
-        remote_addr.append(raddr)
-        remote_port.append(rport)
-        fd_path.append(path)
-        host.append(event.host)
-        capture_start.append(event.capture_start_ns)
-        data.append(event.data)
-        size += len(event.data)
-        if len(data) >= rows or size >= max_bytes:
-            yield _batch(arrow_schema, columns)
-            columns = [[] for _ in _COLUMNS]
-            (time_ns, time, boot_ns, seq, pid, tid, uid, comm, fd, syscall, direction, count,
-             ret, truncated, fd_kind, local_addr, local_port, remote_addr, remote_port, fd_path,
-             host, capture_start, data) = columns
-            size = 0
-    if data:
-        yield _batch(arrow_schema, columns)
+        chunk.append(event)
+        group_bytes += len(event.data)
+        if (len(chunk) >= BATCH_ROWS or group_rows + len(chunk) >= rows
+                or group_bytes >= max_bytes):
+            group.append(_batch(arrow_schema, chunk))
+            group_rows += len(chunk)
+            chunk = []
+            if group_rows >= rows or group_bytes >= max_bytes:
+                yield group
+                group, group_rows, group_bytes = [], 0, 0
+    if chunk:
+        group.append(_batch(arrow_schema, chunk))
+    if group:
+        yield group
 
 
-def _batch(arrow_schema: Any, columns: list[list]) -> Any:
+def _batch(arrow_schema: Any, events: list[Event]) -> Any:
+    """One record batch; each column is built in one pass over the events."""
     pa = _pyarrow()
-    arrays = [pa.array(values, type=f.type) for values, f in zip(columns, arrow_schema,
-                                                                  strict=True)]
+    identities: dict[FdIdentity | None, tuple] = {}  # few descriptors, many events
+    split = [identities.get(e.identity) or identities.setdefault(
+        e.identity, _identity_columns(e.identity)) for e in events]
+    columns = {
+        "time_ns": [e.wall_ns for e in events],
+        "boot_ns": [e.ts_ns for e in events],
+        "seq": [e.seq for e in events],
+        "pid": [e.pid for e in events],
+        "tid": [e.tid for e in events],
+        "uid": [e.uid for e in events],
+        "comm": [e.comm for e in events],
+        "fd": [e.fd for e in events],
+        "syscall": [e.syscall for e in events],
+        "direction": [e.direction for e in events],
+        "count": [e.count for e in events],
+        "ret": [e.ret for e in events],
+        "truncated": [e.truncated for e in events],
+        "host": [e.host for e in events],
+        "capture_start": [e.capture_start_ns for e in events],
+        "data": [e.data for e in events],
+    }
+    columns["time"] = columns["time_ns"]
+    for n, name in enumerate(("fd_kind", "local_addr", "local_port", "remote_addr",
+                              "remote_port", "fd_path")):
+        columns[name] = [row[n] for row in split]
+    arrays = [pa.array(columns[f.name], type=f.type) for f in arrow_schema]
     return pa.RecordBatch.from_arrays(arrays, schema=arrow_schema)
 
 
@@ -164,7 +172,8 @@ def events_table(events: Iterable[Event], header: Header | None = None) -> pyarr
     """All the events as one Table (in memory)."""
     pa = _pyarrow()
     arrow_schema = schema().with_metadata(_metadata(header))
-    batches = [b.replace_schema_metadata(arrow_schema.metadata) for b in iter_batches(events)]
+    batches = [batch.replace_schema_metadata(arrow_schema.metadata)
+               for group in iter_row_groups(events) for batch in group]
     return pa.Table.from_batches(batches, schema=arrow_schema)
 
 
@@ -183,7 +192,7 @@ def write_parquet(out: BinaryIO, events: Iterable[Event], header: Header | None 
 
     `out` stays open: the caller owns it. Only one row group is in memory at once.
     """
-    _pyarrow()
+    pa = _pyarrow()
     parquet = importlib.import_module("pyarrow.parquet")
     arrow_schema = schema().with_metadata(_metadata(header))
     rows = 0
@@ -192,8 +201,9 @@ def write_parquet(out: BinaryIO, events: Iterable[Event], header: Header | None 
                   "fd_path", "host"]
     with parquet.ParquetWriter(out, arrow_schema, compression="zstd",
                                use_dictionary=dictionary) as writer:
-        for batch in iter_batches(events, rows=rows_per_group, max_bytes=bytes_per_group):
-            writer.write_batch(batch.replace_schema_metadata(arrow_schema.metadata),
+        for group in iter_row_groups(events, rows=rows_per_group, max_bytes=bytes_per_group):
+            table = pa.Table.from_batches(group, schema=schema())
+            writer.write_table(table.replace_schema_metadata(arrow_schema.metadata),
                                row_group_size=rows_per_group)
-            rows += batch.num_rows
+            rows += table.num_rows
     return rows
