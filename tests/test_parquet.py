@@ -1,14 +1,16 @@
 """`wtrec export --format parquet`: read back by DuckDB and pyarrow, against `wtrec info`."""
 
+import io
 import json
 import re
+import subprocess
 import sys
 from collections import defaultdict
 
 import duckdb
 import pyarrow.parquet as pq
 import pytest
-from conftest import DATA, ROOT, build_capture, make_header
+from conftest import DATA, ROOT, build_capture, make_header, wtrec_cmd
 from typer.testing import CliRunner
 
 import wtrec
@@ -202,3 +204,11 @@ def test_hostile_input_leaves_no_parquet_file(tmp_path):
                                  str(tmp_path / "bad.parquet"), str(capture)])
     assert result.exit_code == 10, result.output
     assert not (tmp_path / "bad.parquet").exists()
+
+
+def test_export_reads_stdin_and_writes_stdout(tmp_path):
+    capture = build_capture()
+    done = subprocess.run(wtrec_cmd("export", "--format", "parquet", "-o", "-", "-"),
+                          input=capture, capture_output=True, timeout=120, check=True)
+    table = pq.read_table(io.BytesIO(done.stdout))
+    assert table.column("seq").to_pylist() == [0, 1, 2, 3]
