@@ -12,13 +12,7 @@ from typing import Annotated
 import typer
 
 from wtrec import __version__
-from wtrec.cli import (
-    doctor_command,
-    read_commands,
-    record_command,
-    replay_command,
-    write_commands,
-)
+from wtrec.cli import doctor_command, read_commands, record_command, replay_command, write_commands
 from wtrec.cli.exits import EXIT_INTERRUPTED, say
 
 app = typer.Typer(
