@@ -16,7 +16,7 @@ _LABELS = {"ok": "ok  ", WARN: "warn", FAIL: "FAIL"}
 def doctor(
     json_view: Annotated[bool, typer.Option("--json", help="One JSON object.")] = False,
 ) -> None:
-    """Check that `wtrec record` can work here; print the command that fixes each problem."""
+    """Check that `wtrec record` can work here, each problem with its fix. Exit 0 if it can, 1 if not."""
     with reported_errors():
         checks = run_checks()
         works = record_would_work(checks)

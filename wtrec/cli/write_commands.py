@@ -103,7 +103,7 @@ def export(
     direction: DirectionOpt = Direction.out,
     force: ForceOpt = False,
 ) -> None:
-    """Convert a capture: JSON lines, a stream's raw bytes, or pcapng for Wireshark."""
+    """Convert a capture: JSON lines, a stream's raw bytes, pcapng for Wireshark, or Parquet."""
     with reported_errors():
         selection = Selection(as_tuple(pid), as_tuple(comm), as_tuple(fd))
         if format_name is ExportFormat.raw:
