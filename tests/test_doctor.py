@@ -290,3 +290,15 @@ def test_doctor_names_the_link_when_the_headers_link_is_hidden(live):
         assert code == 0 and failures(report) == {}
     finally:
         shutil.rmtree(empty)
+
+
+@pytest.mark.live
+def test_record_refused_without_privilege_points_at_doctor(live, tmp_path):
+    # record's own set-up errors say where the whole check is: run as nobody.
+    os.chmod(tmp_path, 0o777)
+    out = tmp_path / "nobody.wtrace"
+    result = subprocess.run(["runuser", "-u", "nobody", "--", *wtrec_cmd(), "record", "-c", "x",
+                             "-o", str(out)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 3, result.stderr
+    assert result.stderr.count("\n") == 1 and "`wtrec doctor`" in result.stderr
+    assert not out.exists()

@@ -1,6 +1,6 @@
 """The typer application: every command registered, the version flag, `main`.
 
-Commands live one group per module (record_command, read_commands,
+Commands live one group per module (record_command, read_commands, doctor_command,
 write_commands, replay_command); this module only puts them together.
 """
 
