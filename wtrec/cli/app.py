@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 
 from wtrec import __version__
-from wtrec.cli import read_commands, record_command, replay_command, write_commands
+from wtrec.cli import conversation_commands, read_commands, record_command, replay_command, write_commands
 from wtrec.cli.exits import EXIT_INTERRUPTED, say
 
 app = typer.Typer(
@@ -33,6 +33,9 @@ app.command()(read_commands.scan)
 app.command()(write_commands.redact)
 app.command()(write_commands.merge)
 app.command()(write_commands.recover)
+app.command()(conversation_commands.streams)
+app.command()(conversation_commands.follow)
+app.command()(conversation_commands.messages)
 
 
 def _version_callback(value: bool) -> None:
