@@ -10,23 +10,22 @@ from wtrec.tools.protocols import http1, http2, postgres, redis
 
 UNKNOWN = "unknown"
 FIRST_BYTES = 64  # what the guess looks at per direction
-# HTTP/2 first: its preface would also pass for an HTTP/1 "PRI" request line elsewhere
-_CHECKS = ((http2.PROTO, http2.looks_like), (http1.PROTO, http1.looks_like),
-           (redis.PROTO, redis.looks_like), (postgres.PROTO, postgres.looks_like))
+# (name, a sign of the protocol, what the other direction may then look like);
+# HTTP/2 first: its preface would also pass for an HTTP/1 "PRI" request line
+_CHECKS = ((http2.PROTO, http2.looks_like, http2.could_answer),
+           (http1.PROTO, http1.looks_like, http1.could_answer),
+           (redis.PROTO, redis.looks_like, redis.could_answer),
+           (postgres.PROTO, postgres.looks_like, postgres.could_answer))
 
 
 def guess(first_bytes: tuple[bytes, bytes]) -> str:
-    """The protocol both directions' first bytes agree on, or UNKNOWN."""
-    found = set()
-    for first in first_bytes:
-        if not first:
-            continue
-        for name, looks_like in _CHECKS:
-            if looks_like(first):
-                found.add(name)
+    """The one protocol that one direction shows a sign of and the other does not contradict."""
+    found = []
+    for name, looks_like, could_answer in _CHECKS:
+        for this, other in (first_bytes, first_bytes[::-1]):
+            if this and looks_like(this) and (not other or looks_like(other) or could_answer(other)):
+                found.append(name)
                 break
-    if len(found) == 1:
-        return found.pop()
-    if found == {http1.PROTO, http2.PROTO} and any(f.startswith(http2.PREFACE[:16]) for f in first_bytes):
+    if http2.PROTO in found:  # the preface is unmistakable; a SETTINGS frame is not an HTTP/1 line
         return http2.PROTO
-    return UNKNOWN
+    return found[0] if len(found) == 1 else UNKNOWN

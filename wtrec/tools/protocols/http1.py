@@ -16,9 +16,10 @@ from wtrec.tools.protocols.base import FLOWS, MAX_HELD, Message, Note, Output, d
 PROTO = "http"
 METHODS = (b"GET|HEAD|POST|PUT|DELETE|OPTIONS|PATCH|CONNECT|TRACE|PROPFIND|PROPPATCH|MKCOL|"
            b"COPY|MOVE|LOCK|UNLOCK|REPORT|SEARCH|PURGE")
-_REQUEST_LINE = re.compile(rb"(" + METHODS + rb") ([!-~]+) (HTTP/1\.[019])\r?\Z")
+# a target is anything but whitespace: a bad byte in it is shown (escaped), not a resync
+_REQUEST_LINE = re.compile(rb"(" + METHODS + rb") (\S+) (HTTP/1\.[019])\r?\Z")
 _STATUS_LINE = re.compile(rb"(HTTP/1\.[019]) ([0-9]{3})(?: ([^\r\n]*))?\r?\Z")
-_MESSAGE_START = re.compile(rb"(?:" + METHODS + rb") [!-~]+ HTTP/1\.[019]\r?\n|HTTP/1\.[019] [0-9]{3}[ \r\n]")
+_MESSAGE_START = re.compile(rb"(?:" + METHODS + rb") \S+ HTTP/1\.[019]\r?\n|HTTP/1\.[019] [0-9]{3}[ \r\n]")
 _LOOKS_LIKE = re.compile(rb"(?:" + METHODS + rb") [/*a-zA-Z]|HTTP/1\.[019] [0-9]")
 _HEAD_END = re.compile(rb"\r?\n\r?\n")
 _CHUNK_SIZE = re.compile(rb"([0-9a-fA-F]{1,15})(?:;[^\r\n]*)?\r?\Z")
@@ -28,6 +29,9 @@ _KEEP_FOR_RESYNC = 64  # a start line cut between two events is still found
 def looks_like(first: bytes) -> bool:
     """Whether a flow's first bytes start an HTTP/1.x request or response."""
     return bool(_LOOKS_LIKE.match(first))
+
+
+could_answer = looks_like  # a response is as plain a sign as a request
 
 
 @dataclass

@@ -41,6 +41,9 @@ def looks_like(first: bytes) -> bool:
         and (first[0] << 16 | first[1] << 8 | first[2]) % 6 == 0
 
 
+could_answer = looks_like  # a server's first frame is its SETTINGS
+
+
 class _Flow:
     def __init__(self) -> None:
         self.buf = bytearray()

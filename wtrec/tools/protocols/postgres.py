@@ -45,6 +45,11 @@ def looks_like(first: bytes) -> bool:
     return 8 <= length <= 10_000 and code in (PROTOCOL_3, SSL_REQUEST, GSSENC_REQUEST, CANCEL_REQUEST)
 
 
+def could_answer(first: bytes) -> bool:
+    """A server's first bytes: Authentication, an error, or the one-byte SSL answer."""
+    return first[:1] in (b"R", b"E", b"N", b"S", b"v")
+
+
 class _Body:
     """A cursor over one message body; running off its end raises IndexError."""
 

@@ -28,6 +28,11 @@ def looks_like(first: bytes) -> bool:
     return bool(_LOOKS_LIKE.match(first))
 
 
+def could_answer(first: bytes) -> bool:
+    """Whether a flow's first bytes could be a RESP reply (not a sign on their own)."""
+    return bool(first) and first[0] in _TYPES
+
+
 class _NeedMore(Exception):
     """The buffer ends inside the value."""
 
