@@ -440,3 +440,11 @@ def test_the_human_line_is_escaped_and_coloured_only_when_asked(capture, utc):
         "22:13:20.002 cu\\x1brl 100 fd 3 <- 200 OK (2.0 ms, 0 B)"]
     coloured = invoke("messages", "--color", "always", path).stdout
     assert "\x1b[32m-> GET" in coloured and "\x1b[36m<- 200" in coloured
+
+
+def test_a_descriptor_the_recorder_could_not_name_is_listed_a_file_only_with_all(capture):
+    records = [FdInfo(BASE, 100, 4, FdIdentity("unknown")), FdInfo(BASE, 100, 5, FdIdentity("file", path="/x")),
+               io(10, 100, 4, b"maybe a socket", "out"), io(20, 100, 5, b"a file", "out")]
+    path = capture(records)
+    assert [s["fd"] for s in map(json.loads, invoke("streams", "--json", path).stdout.splitlines())] == [4]
+    assert len(invoke("streams", "--json", "--all", path).stdout.splitlines()) == 2

@@ -21,7 +21,8 @@ from wtrec.records import FdIdentity, FdInfo, IoEvent, Lost, Record
 from wtrec.tools.fd_names import FdNames
 from wtrec.tools.protocols import FIRST_BYTES, UNKNOWN, Message, Note, guess, new_decoder
 
-SOCKET_KINDS = ("tcp", "udp", "unix", "socket")
+# "unknown": the recorder could not name it, and a socket whose accept() it missed looks so
+CONNECTION_KINDS = ("tcp", "udp", "unix", "socket", "unknown")
 SideKey = tuple[int, int, FdIdentity | None]
 
 
@@ -88,8 +89,8 @@ def payload(event: IoEvent) -> tuple[bytes, int]:
 
 
 def is_connection(identity: FdIdentity | None) -> bool:
-    """Sockets, and descriptors the capture never named (they may be sockets)."""
-    return identity is None or identity.kind in SOCKET_KINDS
+    """Sockets, and descriptors the capture could not name (they may be sockets)."""
+    return identity is None or identity.kind in CONNECTION_KINDS
 
 
 def list_conversations(records: Iterable[Record], *, every_fd: bool = False) -> list[Conversation]:
