@@ -443,8 +443,10 @@ def test_the_human_line_is_escaped_and_coloured_only_when_asked(capture, utc):
 
 
 def test_a_descriptor_the_recorder_could_not_name_is_listed_a_file_only_with_all(capture):
-    records = [FdInfo(BASE, 100, 4, FdIdentity("unknown")), FdInfo(BASE, 100, 5, FdIdentity("file", path="/x")),
+    records = [FdInfo(BASE, 100, 4, FdIdentity("unknown")),
+               FdInfo(BASE, 100, 5, FdIdentity("file", path="/x")),
                io(10, 100, 4, b"maybe a socket", "out"), io(20, 100, 5, b"a file", "out")]
     path = capture(records)
-    assert [s["fd"] for s in map(json.loads, invoke("streams", "--json", path).stdout.splitlines())] == [4]
+    listed = [json.loads(line) for line in invoke("streams", "--json", path).stdout.splitlines()]
+    assert [side["fd"] for conversation in listed for side in conversation["sides"]] == [4]
     assert len(invoke("streams", "--json", "--all", path).stdout.splitlines()) == 2
