@@ -450,3 +450,21 @@ def test_a_descriptor_the_recorder_could_not_name_is_listed_a_file_only_with_all
     listed = [json.loads(line) for line in invoke("streams", "--json", path).stdout.splitlines()]
     assert [side["fd"] for conversation in listed for side in conversation["sides"]] == [4]
     assert len(invoke("streams", "--json", "--all", path).stdout.splitlines()) == 2
+
+
+def test_a_capture_cut_short_gives_messages_or_a_clean_error(tmp_path):
+    data = build_capture(both_ends(lost=True))
+    path = tmp_path / "cut.wtrace"
+    for cut in [*range(0, len(data), 13), len(data) - 1]:  # every region: preamble, frame, index
+        path.write_bytes(data[:cut])
+        for command in ("messages", "streams", "follow"):
+            result = invoke(command, str(path), *(["1"] if command == "follow" else []))
+            assert result.exit_code in (0, 2, 10), (cut, command, result.output)
+            assert "internal error" not in result.output and "Traceback" not in result.output
+
+
+def test_a_message_open_when_the_capture_ends_is_incomplete(capture, utc):
+    records = [FdInfo(BASE, 100, 3, CLIENT), io(10, 100, 3, REQUEST, "out"),
+               io(20, 100, 3, RESPONSE[:-2], "in")]
+    path = capture(records)
+    assert invoke("messages", path).stdout.splitlines()[-1].endswith("<- 200 OK (10.0 us, 3 B) [incomplete]")
