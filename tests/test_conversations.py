@@ -142,6 +142,12 @@ def test_http_fields_latency_pipelining_chunked_and_head():
     assert got[0]["headers"] == [["Host", "shop"]]
 
 
+def test_a_message_is_timed_by_its_first_byte_and_its_response_by_the_request():
+    got = decode("http", [(0, b"GET /slow HTTP/1.1\r\n", 100), (0, b"Host: a\r\n\r\n", 250),
+                          (1, b"HTTP/1.1 200 OK\r\nContent-", 900), (1, b"Length: 0\r\n\r\n", 950)])
+    assert [(o[2], json.loads(o[3]).get("latency_ns")) for o in got] == [(100, None), (900, 800)]
+
+
 def test_http_interim_response_leaves_the_request_waiting_for_its_final_one():
     got = messages_of(decode("http", [(0, b"PUT /x HTTP/1.1\r\nContent-Length: 2\r\n\r\nab", 5),
                                       (1, b"HTTP/1.1 100 Continue\r\n\r\n", 7),

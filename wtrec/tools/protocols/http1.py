@@ -44,6 +44,7 @@ class _Flow:
     suspect: bool = False  # records were lost while this message was open
     skipped: int = 0
     skip_ts: int = 0
+    start_ts: int = 0  # time of the event that held the first unconsumed byte
 
 
 class Http1Decoder:
@@ -58,6 +59,8 @@ class Http1Decoder:
 
     def feed(self, flow: int, data: bytes, ts_ns: int) -> Iterator[Output]:
         state = self.flows[flow]
+        if not state.buf:
+            state.start_ts = ts_ns
         state.buf += data
         yield from self._run(flow, state, ts_ns)
 
@@ -97,7 +100,7 @@ class Http1Decoder:
     def _cut(self, flow: int, state: _Flow, ts_ns: int, why: str | None) -> Iterator[Output]:
         """The open message ends here unfinished."""
         if state.message is None and state.buf:
-            head = self._start_line(flow, state, bytes(state.buf.split(b"\n", 1)[0]), ts_ns)
+            head = self._start_line(flow, state, bytes(state.buf.split(b"\n", 1)[0]), state.start_ts)
             if head is None:
                 yield Note(flow, ts_ns, f"{len(state.buf)} bytes that start no HTTP message"
                            + (f" ({why})" if why else ""))
@@ -132,10 +135,11 @@ class Http1Decoder:
                         state.state = "resync"
                         continue
                     break
+                if pos:  # something before it was consumed in this event: it starts here
+                    state.start_ts = ts_ns
                 head = bytes(buf[pos:end.start()])
                 pos = end.end()
-                outputs = self._head(flow, state, head, ts_ns)
-                yield from outputs
+                yield from self._head(flow, state, head, state.start_ts)
             elif state.state in ("length", "chunk-data", "close"):
                 take = len(buf) - pos if state.state == "close" else min(state.remaining, len(buf) - pos)
                 pos += take
