@@ -448,14 +448,17 @@ def test_the_human_line_is_escaped_and_coloured_only_when_asked(capture, utc):
     assert "\x1b[32m-> GET" in coloured and "\x1b[36m<- 200" in coloured
 
 
-def test_a_descriptor_the_recorder_could_not_name_is_listed_a_file_only_with_all(capture):
-    records = [FdInfo(BASE, 100, 4, FdIdentity("unknown")),
+def test_a_descriptor_the_recorder_could_not_name_is_listed_when_it_speaks_a_protocol(capture):
+    records = [FdInfo(BASE, 100, 4, FdIdentity("unknown")), FdInfo(BASE, 100, 6, FdIdentity("unknown")),
                FdInfo(BASE, 100, 5, FdIdentity("file", path="/x")),
-               io(10, 100, 4, b"maybe a socket", "out"), io(20, 100, 5, b"a file", "out")]
+               io(10, 100, 4, REQUEST, "out"), io(20, 100, 5, b"a file", "out"),
+               io(30, 100, 6, b"stdio the recorder missed", "out")]
     path = capture(records)
-    listed = [json.loads(line) for line in invoke("streams", "--json", path).stdout.splitlines()]
+    result = invoke("streams", "--json", path)
+    listed = [json.loads(line) for line in result.stdout.splitlines()]
     assert [side["fd"] for conversation in listed for side in conversation["sides"]] == [4]
-    assert len(invoke("streams", "--json", "--all", path).stdout.splitlines()) == 2
+    assert "1 descriptors the recorder could not name" in result.output
+    assert len(invoke("streams", "--json", "--all", path).stdout.splitlines()) == 3
 
 
 def test_a_capture_cut_short_gives_messages_or_a_clean_error(tmp_path):

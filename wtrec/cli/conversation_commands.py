@@ -45,7 +45,7 @@ def _conversations(path: str, every_fd: bool):
     """The capture read once for its conversations; returns them and the rewound input."""
     stream = rewindable_input(path)
     _reader, records, header = start_reading(stream)
-    conversations = list_conversations(records, every_fd=every_fd)
+    conversations = list_conversations(records, every_fd=every_fd).conversations
     stream.seek(0)
     return stream, header, conversations
 
@@ -65,14 +65,18 @@ def streams(
     with reported_errors():
         stream = rewindable_input(file)
         reader, records, header = start_reading(stream)
-        conversations = list_conversations(records, every_fd=every_fd)
+        listing = list_conversations(records, every_fd=every_fd)
+        conversations = listing.conversations
         paint = Painter(use_color(color))
         for conversation in conversations:
             if json_view:
                 print(stream_json(header, conversation))
             else:
                 print("\n".join(stream_lines(header, conversation, paint)))
-        if not conversations:
+        if listing.hidden:
+            say(f"{listing.hidden} descriptors the recorder could not name, in no protocol we know, "
+                "are not listed; --all lists them")
+        elif not conversations:
             say("no conversations in this capture" + ("" if every_fd else " (--all lists every fd)"))
         sys.stdout.flush()
         if reader.warning:

@@ -93,8 +93,21 @@ def is_connection(identity: FdIdentity | None) -> bool:
     return identity is None or identity.kind in CONNECTION_KINDS
 
 
-def list_conversations(records: Iterable[Record], *, every_fd: bool = False) -> list[Conversation]:
-    """Every connection of the capture (every fd with `every_fd`), paired and guessed."""
+@dataclass
+class Listing:
+    """The conversations of a capture, numbered, and how many unnamed fds were left out."""
+
+    conversations: list[Conversation]
+    hidden: int = 0
+
+
+def list_conversations(records: Iterable[Record], *, every_fd: bool = False) -> Listing:
+    """Every connection of the capture (every fd with `every_fd`), paired and guessed.
+
+    A descriptor the recorder could not name is listed when it speaks a
+    protocol we know (it is then surely a socket); otherwise it is counted
+    in `hidden`, so stdio the recorder missed does not bury the connections.
+    """
     names = FdNames()
     sides: dict[SideKey, Side] = {}
     for event in names.events(records):
@@ -114,10 +127,16 @@ def list_conversations(records: Iterable[Record], *, every_fd: bool = False) -> 
                 side.first_in = (side.first_in + data)[:FIRST_BYTES]
         elif len(side.first_out) < FIRST_BYTES:
             side.first_out = (side.first_out + data)[:FIRST_BYTES]
-    conversations = pair_sides(list(sides.values()))
-    for conversation in conversations:
+    listing = Listing([])
+    for conversation in pair_sides(list(sides.values())):
         conversation.proto = guess((_first_bytes(conversation, 0), _first_bytes(conversation, 1)))
-    return conversations
+        unnamed = all(s.identity is not None and s.identity.kind == "unknown" for s in conversation.sides)
+        if unnamed and conversation.proto == UNKNOWN and not every_fd:
+            listing.hidden += 1
+            continue
+        conversation.number = len(listing.conversations) + 1
+        listing.conversations.append(conversation)
+    return listing
 
 
 def _first_bytes(conversation: Conversation, flow: int) -> bytes:
