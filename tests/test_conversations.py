@@ -379,6 +379,10 @@ def test_half_known_tuple_pairs_only_when_the_first_bytes_agree(capture):
     assert len(invoke("streams", "--json", capture(records)).stdout.splitlines()) == 1
     records[3] = io(20, 200, 4, b"GET /other HTTP/1.1\r\n\r\n", "in")
     assert len(invoke("streams", "--json", capture(records)).stdout.splitlines()) == 2
+    bound_to_port_0 = FdIdentity("tcp", "127.0.0.1:0", "127.0.0.1:40000")  # bind(0) as noted
+    records[1:2] = [FdInfo(BASE, 200, 4, bound_to_port_0)]
+    records[3] = io(20, 200, 4, REQUEST, "in")
+    assert len(invoke("streams", "--json", capture(records)).stdout.splitlines()) == 1
 
 
 def test_follow_shows_turns_offsets_and_the_loss_where_it_happened(capture, utc):

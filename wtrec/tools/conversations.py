@@ -147,30 +147,31 @@ def _first_bytes(conversation: Conversation, flow: int) -> bytes:
 def pair_sides(sides: list[Side]) -> list[Conversation]:
     """Sides become conversations, the two ends of a traced TCP connection one together.
 
-    Ends pair by their address 4-tuple. When the capture knows only half of
-    one end's tuple (an accept() that asked for no peer address), the end
-    with the mirrored known half pairs with it only if their first bytes
-    agree (what one sent is what the other received) and it is the only such end.
+    Ends pair by their address 4-tuple. When the capture knows only part
+    of a tuple (an accept() that asked for no peer address, a bind() to
+    port 0), two ends whose known addresses mirror each other pair only if
+    their first bytes agree (what one sent is what the other received) and
+    no other end would fit as well.
     """
     ordered = sorted(sides, key=lambda s: s.first_ns)
-    tcp = [s for s in ordered if s.identity and s.identity.kind == "tcp"
-           and (s.identity.local or s.identity.remote)]
+    ends = {s.key: _ends(s) for s in ordered}
+    tcp = [s for s in ordered if any(ends[s.key])]
     peers: dict[SideKey, Side] = {}
     by_tuple: dict[tuple[str | None, str | None], list[Side]] = {}
     for side in tcp:
-        assert side.identity is not None
-        by_tuple.setdefault((side.identity.local, side.identity.remote), []).append(side)
+        by_tuple.setdefault(ends[side.key], []).append(side)
     for side in tcp:
-        assert side.identity is not None
-        if side.key in peers or not (side.identity.local and side.identity.remote):
+        local, remote = ends[side.key]
+        if side.key in peers or not (local and remote):
             continue
-        for peer in by_tuple.get((side.identity.remote, side.identity.local), []):
+        for peer in by_tuple.get((remote, local), []):
             if peer.key not in peers and peer.key != side.key:
                 peers[side.key], peers[peer.key] = peer, side
                 break
     for side in tcp:
         if side.key not in peers:
-            half = _half_known_peer(side, [s for s in tcp if s.key not in peers and s.key != side.key])
+            others = [s for s in tcp if s.key not in peers and s.key != side.key]
+            half = _partly_known_peer(side, ends, others)
             if half is not None:
                 peers[side.key], peers[half.key] = half, side
     conversations: list[Conversation] = []
@@ -184,16 +185,27 @@ def pair_sides(sides: list[Side]) -> list[Conversation]:
     return conversations
 
 
-def _half_known_peer(side: Side, candidates: list[Side]) -> Side | None:
+def _ends(side: Side) -> tuple[str | None, str | None]:
+    """A TCP side's (local, remote), each None where unknown (port 0 is never a connected end)."""
     ident = side.identity
-    assert ident is not None
+    if ident is None or ident.kind != "tcp":
+        return (None, None)
+
+    def known(address: str | None) -> str | None:
+        return address if address and not address.endswith(":0") else None
+
+    return (known(ident.local), known(ident.remote))
+
+
+def _partly_known_peer(side: Side, ends: dict[SideKey, tuple[str | None, str | None]],
+                       candidates: list[Side]) -> Side | None:
+    local, remote = ends[side.key]
     found = []
     for other in candidates:
-        theirs = other.identity
-        assert theirs is not None
-        if (ident.local and theirs.remote != ident.local) or (ident.remote and theirs.local != ident.remote):
-            continue
-        if theirs.local and ident.remote and theirs.local != ident.remote:
+        their_local, their_remote = ends[other.key]
+        pairs = [(local, their_remote), (remote, their_local)]
+        known = [(a, b) for a, b in pairs if a and b]
+        if not known or any(a != b for a, b in known):
             continue
         if _agree(side.first_out, other.first_in) and _agree(side.first_in, other.first_out) \
                 and (side.first_out or side.first_in):
