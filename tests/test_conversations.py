@@ -461,7 +461,7 @@ def test_a_descriptor_the_recorder_could_not_name_is_listed_when_it_speaks_a_pro
     result = invoke("streams", "--json", path)
     listed = [json.loads(line) for line in result.stdout.splitlines()]
     assert [side["fd"] for conversation in listed for side in conversation["sides"]] == [4]
-    assert "1 descriptors the recorder could not name" in result.output
+    assert "not listed: 1 descriptor the recorder could not name" in result.output
     assert len(invoke("streams", "--json", "--all", path).stdout.splitlines()) == 3
 
 

@@ -74,8 +74,9 @@ def streams(
             else:
                 print("\n".join(stream_lines(header, conversation, paint)))
         if listing.hidden:
-            say(f"{listing.hidden} descriptors the recorder could not name, in no protocol we know, "
-                "are not listed; --all lists them")
+            plural = "s" if listing.hidden != 1 else ""
+            say(f"not listed: {listing.hidden} descriptor{plural} the recorder could not name, "
+                "in no protocol we know; --all lists them")
         elif not conversations:
             say("no conversations in this capture" + ("" if every_fd else " (--all lists every fd)"))
         sys.stdout.flush()
