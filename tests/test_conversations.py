@@ -418,9 +418,10 @@ def test_follow_marks_bytes_the_snaplen_cut(capture):
 
 def test_follow_without_a_stream_number_lists_the_choices(capture):
     records = [FdInfo(BASE, 100, 3, CLIENT), FdInfo(BASE, 300, 5, FdIdentity("udp")),
-               io(10, 100, 3, REQUEST, "out"), io(20, 300, 5, b"dns?", "out")]
+               io(10, 100, 3, REQUEST, "out"), io(20, 300, 5, b"dns?", "out", comm=b"\x1b]0;x")]
     result = invoke("follow", capture(records))
-    assert result.exit_code == 2 and "stream 2: unknown" in result.output
+    assert result.exit_code == 2 and "stream 2: unknown \\x1b]0;x 300 fd 5" in result.output
+    assert "\x1b" not in result.output
     assert invoke("follow", capture(records), "9").exit_code == 2
 
 

@@ -27,6 +27,7 @@ from wtrec.tools.conversation_views import (
 )
 from wtrec.tools.conversations import Conversation, iter_messages, iter_pieces, list_conversations
 from wtrec.tools.protocols import UNKNOWN
+from wtrec.tools.render import escape_bytes
 
 
 class ProtoChoice(str, Enum):
@@ -96,7 +97,7 @@ def _choose(conversations: list[Conversation], number: int | None) -> Conversati
         raise UsageError("no conversations in this capture")
     listing = "\n".join(
         f"  stream {c.number}: {c.proto} " + ", ".join(
-            f"{s.comm.decode('ascii', 'backslashreplace')} {s.pid} fd {s.fd}" for s in c.sides)
+            f"{escape_bytes(s.comm)} {s.pid} fd {s.fd}" for s in c.sides)
         for c in conversations[:20])
     more = f"\n  … and {len(conversations) - 20} more" if len(conversations) > 20 else ""
     raise UsageError(f"{len(conversations)} streams; choose one (wtrec follow FILE N):\n{listing}{more}")
