@@ -482,3 +482,13 @@ def test_a_message_open_when_the_capture_ends_is_incomplete(capture, utc):
                io(20, 100, 3, RESPONSE[:-2], "in")]
     path = capture(records)
     assert invoke("messages", path).stdout.splitlines()[-1].endswith("<- 200 OK (10.0 us, 3 B) [incomplete]")
+
+
+def test_a_loss_while_a_message_is_open_marks_it_incomplete_and_no_other(capture):
+    records = [FdInfo(BASE, 100, 3, CLIENT), io(10, 100, 3, REQUEST, "out"),
+               io(20, 100, 3, RESPONSE[:30], "in"), Lost(BASE + 25_000, 2, "ringbuf"),
+               io(30, 100, 3, RESPONSE[30:], "in"), io(40, 100, 3, REQUEST, "out"),
+               io(50, 100, 3, RESPONSE, "in")]
+    got = [json.loads(line) for line in invoke("messages", "--json", capture(records)).stdout.splitlines()]
+    assert [(m.get("method"), m.get("status"), m["incomplete"]) for m in got] == [
+        ("GET", None, False), (None, 200, True), ("GET", None, False), (None, 200, False)]
