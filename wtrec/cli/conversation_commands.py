@@ -14,8 +14,8 @@ from wtrec.cli.exits import reported_errors, say
 from wtrec.cli.options import ColorMode, ColorOpt, Direction, DirectionOpt, FileArg, ForceOpt, use_color
 from wtrec.cli.outputs import result_file, rewindable_input
 from wtrec.errors import UsageError
-from wtrec.format import CaptureReader, start_reading
-from wtrec.records import Header, Lost
+from wtrec.format import start_reading
+from wtrec.records import Lost
 from wtrec.tools.conversation_views import (
     FollowRenderer,
     Painter,
@@ -49,11 +49,6 @@ def _conversations(path: str, every_fd: bool):
     conversations = list_conversations(records, every_fd=every_fd).conversations
     stream.seek(0)
     return stream, header, conversations
-
-
-def _second_pass(stream) -> tuple[CaptureReader, Header]:
-    reader, _records, header = start_reading(stream)
-    return reader, header
 
 
 def streams(
