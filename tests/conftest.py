@@ -15,6 +15,11 @@ from wtrec.format import CaptureWriter
 from wtrec.records import End, FdIdentity, FdInfo, Filters, Header, IoEvent, Lost
 
 ROOT = Path(__file__).resolve().parent.parent
+
+# Run through `sudo`, the suite would lend its caller's SUDO_UID to every
+# recorder it starts; the tests that simulate sudo set these themselves.
+for _name in ("SUDO_UID", "SUDO_GID", "SUDO_USER"):
+    os.environ.pop(_name, None)
 DATA = Path(__file__).resolve().parent / "data"
 GOLDEN = Path(__file__).resolve().parent / "golden"
 

@@ -68,6 +68,7 @@ def test_client_lines_are_captured_exactly(samples, server, workdir, buffer_args
 
 @pytest.mark.skipif(not shutil.which("setpriv"), reason="needs setpriv")
 def test_capture_belongs_to_the_sudo_user_who_shows_it_without_root(samples, server, workdir):
+    os.chown(workdir, 65534, 65534)  # the recorder creates its file as the sudo user
     out = os.path.join(workdir, "mine.wtrace")
     nobody = {"SUDO_UID": "65534", "SUDO_GID": "65534"}
     recorder = Recorder("-c", "client-tcp", "-o", out, env=nobody)
@@ -87,6 +88,7 @@ def test_capture_belongs_to_the_sudo_user_who_shows_it_without_root(samples, ser
 
 
 def test_no_chown_keeps_the_file_roots(samples, server, workdir):
+    os.chown(workdir, 65534, 65534)  # created where the sudo user may, then given to root
     out = os.path.join(workdir, "root.wtrace")
     recorder = Recorder("-c", "client-tcp", "-o", out, "--no-chown", env={"SUDO_UID": "65534"})
     pid, fd = run_client(samples, server.port, LINES[:1])
