@@ -116,6 +116,15 @@ def test_a_fifo_without_a_reader_is_refused_promptly(user_dir, force):
     assert stat.S_ISFIFO(os.lstat(fifo).st_mode) and os.listdir(user_dir) == ["fifo"]
 
 
+def test_a_directory_the_user_may_write_but_not_list_is_enough(user_dir):
+    drop_box = os.path.join(user_dir, "drop-box")
+    os.mkdir(drop_box, 0o300)
+    os.chown(drop_box, NOBODY, NOBODY)
+    result = record(os.path.join(drop_box, "cap.wtrace"))
+    assert result.returncode == 0, result.stderr
+    assert os.stat(os.path.join(drop_box, "cap.wtrace")).st_uid == NOBODY
+
+
 def test_force_replaces_an_old_capture_by_rename_as_the_user(user_dir):
     out = os.path.join(user_dir, "cap.wtrace")
     with open(out, "wb") as f:

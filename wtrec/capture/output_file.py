@@ -29,7 +29,7 @@ import pwd
 import secrets
 import signal
 import stat
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from io import FileIO
@@ -173,7 +173,7 @@ class OutputFile:
 class _FirstWriteHook(FileIO):
     """A file that calls `before_first_write` once, before its first bytes go out."""
 
-    def __init__(self, fd: int, before_first_write):
+    def __init__(self, fd: int, before_first_write: Callable[[], None] | None):
         super().__init__(fd, "wb", closefd=True)
         self._before_first_write = before_first_write
 
@@ -200,7 +200,8 @@ def open_output(path: str, *, force: bool, identity: Identity | None) -> OutputF
         raise OutputError(f"{path} is a directory; give a file name")
     try:
         with acting_as(identity):
-            dir_fd = os.open(directory or ".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            # O_PATH: the user needs to search the directory, not to list it.
+            dir_fd = os.open(directory or ".", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
     except OSError as exc:
         raise _error(path, exc, identity) from None
     try:
