@@ -57,16 +57,16 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     def _keep(self, body: bytes) -> None:
         self.server.requests.append(SeenRequest(self.command, self.path, dict(self.headers.items()), body))
 
-    def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+    def do_GET(self) -> None:
         self._keep(b"")
         self._answer(BODY)
 
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
         self._keep(body)
         self._answer(body)
 
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: object) -> None:
         """Quiet: tests read `requests`, not a log."""
 
 
