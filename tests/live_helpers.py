@@ -1,6 +1,7 @@
 """Drives real processes for the live eBPF tests: server, client, recorder."""
 
 import os
+import re
 import select
 import signal
 import socket
@@ -10,6 +11,8 @@ import time
 from pathlib import Path
 
 from conftest import wtrec_cmd
+
+from wtrec.records import End, IoEvent, Lost
 
 
 def free_port() -> int:
@@ -54,8 +57,10 @@ class Recorder:
     """`wtrec record` in the background, ready once it says it is recording."""
 
     def __init__(self, *args: str, env: dict | None = None, stdout=subprocess.DEVNULL):
+        # Unbuffered stderr: a buffered reader could swallow the "recording"
+        # line together with an earlier one, where select() no longer sees it.
         self.proc = subprocess.Popen(wtrec_cmd("record", "-q", *args), stdout=stdout,
-                                     stderr=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, bufsize=0,
                                      env={**os.environ, **(env or {})})
         self.stderr_lines: list[str] = []
         read_line_until(self.proc.stderr, "recording", 30, self.stderr_lines)
@@ -67,6 +72,26 @@ class Recorder:
         rest = self.proc.stderr.read().decode("utf-8", "replace")
         self.proc.wait(30)
         return "".join(self.stderr_lines) + rest
+
+    def finish(self, sig=signal.SIGINT) -> str:
+        """Stops it and checks it ended well: exit 0, a summary with 0 lost. Returns stderr."""
+        said = self.stop(sig)
+        assert self.proc.returncode == 0, (self.proc.returncode, said)
+        assert_summary_lost_nothing(said)
+        return said
+
+
+def assert_summary_lost_nothing(said: str) -> None:
+    """The recorder's last words are `wtrec: N events, B bytes, 0 lost -> OUT`."""
+    assert re.search(r"^wtrec: \d+ events, \d+ bytes, 0 lost -> ", said, re.MULTILINE), said
+
+
+def assert_nothing_lost(records: list) -> None:
+    """A whole capture: no loss record, and its end record counts every event, 0 lost."""
+    assert not [r for r in records if isinstance(r, Lost)]
+    end = records[-1]
+    assert isinstance(end, End), end
+    assert (end.lost, end.events) == (0, sum(isinstance(r, IoEvent) for r in records))
 
 
 def run_client(samples: Path, port: int, lines: list[bytes]) -> tuple[int, int]:

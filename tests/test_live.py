@@ -7,16 +7,24 @@ import subprocess
 
 import pytest
 from conftest import wtrec_cmd
-from live_helpers import Recorder, Server, expected_payload, run_client, start_writer
+from live_helpers import (
+    Recorder,
+    Server,
+    assert_nothing_lost,
+    expected_payload,
+    run_client,
+    start_writer,
+)
 
 from wtrec.format import CaptureReader
-from wtrec.records import End, Header, IoEvent, Lost
+from wtrec.records import End, Header, IoEvent
 
 LINES = [f"line {i:02d} of 23: the quick brown fox {'*' * i}\n".encode() for i in range(23)]
 
 
-# Every test here attaches real BPF programs: skip on a laptop, fail under CI.
-pytestmark = pytest.mark.usefixtures("live")
+# Every test here attaches real BPF programs: skip on a laptop, fail under CI;
+# `pytest -m "not live"` leaves them out.
+pytestmark = [pytest.mark.live, pytest.mark.usefixtures("live")]
 
 
 @pytest.fixture
@@ -41,9 +49,7 @@ def check_client_capture(records, reader, pid, fd):
     assert [e.data for e in on_socket] == LINES
     assert all(e.count == len(e.data) for e in on_socket)
     assert {e.fd for e in events} <= {fd, 1, 2}  # replies printed, the greeting
-    assert not [r for r in records if isinstance(r, Lost)]
-    end = records[-1]
-    assert isinstance(end, End) and end.lost == 0 and end.events == len(events)
+    assert_nothing_lost(records)
 
 
 @pytest.mark.parametrize("buffer_args", [[], ["--perf-buffer"]], ids=["ringbuf", "perf"])
@@ -62,11 +68,12 @@ def test_client_lines_are_captured_exactly(samples, server, workdir, buffer_args
 
 @pytest.mark.skipif(not shutil.which("setpriv"), reason="needs setpriv")
 def test_capture_belongs_to_the_sudo_user_who_shows_it_without_root(samples, server, workdir):
+    os.chown(workdir, 65534, 65534)  # the recorder creates its file as the sudo user
     out = os.path.join(workdir, "mine.wtrace")
     nobody = {"SUDO_UID": "65534", "SUDO_GID": "65534"}
     recorder = Recorder("-c", "client-tcp", "-o", out, env=nobody)
     run_client(samples, server.port, LINES)
-    said = recorder.stop()
+    said = recorder.finish()
     assert "owned by uid 65534" in said
     info = os.stat(out)
     assert (info.st_uid, info.st_gid, info.st_mode & 0o777) == (65534, 65534, 0o600)
@@ -81,11 +88,15 @@ def test_capture_belongs_to_the_sudo_user_who_shows_it_without_root(samples, ser
 
 
 def test_no_chown_keeps_the_file_roots(samples, server, workdir):
+    os.chown(workdir, 65534, 65534)  # created where the sudo user may, then given to root
     out = os.path.join(workdir, "root.wtrace")
     recorder = Recorder("-c", "client-tcp", "-o", out, "--no-chown", env={"SUDO_UID": "65534"})
-    run_client(samples, server.port, LINES[:1])
-    recorder.stop()
+    pid, fd = run_client(samples, server.port, LINES[:1])
+    said = recorder.finish()
+    assert "owned by" not in said
     assert os.stat(out).st_uid == 0
+    events = [r for r in read_capture(out)[0] if isinstance(r, IoEvent) and r.fd == fd]
+    assert [(e.pid, e.data) for e in events] == [(pid, LINES[0])]
 
 
 def test_pid_filter_snaplen_and_count(workdir):
@@ -96,9 +107,10 @@ def test_pid_filter_snaplen_and_count(workdir):
     writer.stdin.close()
     assert writer.wait(30) == 0
     recorder.proc.wait(30)  # --count stops it by itself
-    said = recorder.stop()
-    assert recorder.proc.returncode == 0, said
+    recorder.finish()
     records, reader = read_capture(out)
+    assert not reader.truncated
+    assert_nothing_lost(records)
     events = [r for r in records if isinstance(r, IoEvent)]
     assert [(e.count, e.data) for e in events] == [
         (10, expected_payload(10)), (100, expected_payload(100)),
@@ -112,9 +124,12 @@ def test_short_snaplen_keeps_the_requested_count(workdir):
     recorder = Recorder("-p", str(writer.pid), "-s", "16", "-o", out, "--perf-buffer")
     writer.stdin.write(b"go\n")
     writer.stdin.close()
-    writer.wait(30)
-    recorder.stop()
-    events = [r for r in read_capture(out)[0] if isinstance(r, IoEvent)]
+    assert writer.wait(30) == 0
+    recorder.finish()
+    records, reader = read_capture(out)
+    assert not reader.truncated
+    assert_nothing_lost(records)
+    events = [r for r in records if isinstance(r, IoEvent)]
     assert [(e.count, e.data) for e in events] == [
         (16384, expected_payload(16384)[:16]), (40, expected_payload(40)[:16])]
     assert all(e.truncated for e in events)
@@ -126,10 +141,13 @@ def test_biggest_snaplen_with_the_ring_buffer(workdir):
     recorder = Recorder("-p", str(writer.pid), "-s", "max", "-o", out)
     writer.stdin.write(b"go\n")
     writer.stdin.close()
-    writer.wait(30)
-    recorder.stop()
-    events = [r for r in read_capture(out)[0] if isinstance(r, IoEvent)]
-    assert [e.data for e in events] == [expected_payload(1 << 20)]
+    assert writer.wait(30) == 0
+    recorder.finish()
+    records, reader = read_capture(out)
+    assert not reader.truncated
+    assert_nothing_lost(records)
+    events = [r for r in records if isinstance(r, IoEvent)]
+    assert [(e.count, e.data) for e in events] == [(1 << 20, expected_payload(1 << 20))]
 
 
 def test_stream_to_stdout_and_stop_on_sigterm(samples, server):
@@ -137,8 +155,7 @@ def test_stream_to_stdout_and_stop_on_sigterm(samples, server):
     pid, fd = run_client(samples, server.port, LINES)
     recorder.proc.send_signal(15)
     data = recorder.proc.stdout.read()
-    said = recorder.stop()
-    assert recorder.proc.returncode == 0, said
+    recorder.finish()
     reader = CaptureReader(io.BytesIO(data))
     check_client_capture(list(reader), reader, pid, fd)
 
@@ -174,7 +191,7 @@ def test_live_status_line_on_a_terminal_and_quiet_silences_it(workdir):
             if not chunk:
                 break
             seen += chunk
-        proc.wait(30)
+        assert proc.wait(30) == 0, seen
         os.close(leader)
         outputs[quiet] = seen.decode(errors="replace")
     assert "\r\x1b[Kwtrec: 0 events, 0 bytes, 0 lost, 0 events/s" in outputs[False]

@@ -10,7 +10,16 @@ import time
 
 import pytest
 from conftest import wtrec_cmd
-from live_helpers import Recorder, Server, Sink, free_port, run_client, run_recorded
+from live_helpers import (
+    Recorder,
+    Server,
+    Sink,
+    assert_nothing_lost,
+    assert_summary_lost_nothing,
+    free_port,
+    run_client,
+    run_recorded,
+)
 
 from wtrec.format import CaptureReader
 from wtrec.records import End, FdInfo, IoEvent, Lost
@@ -19,8 +28,9 @@ LINES = [f"line {i:02d} of 23\n".encode() for i in range(23)]
 PY = [sys.executable, "-S", "-B", "-c"]
 
 
-# Every test here attaches real BPF programs: skip on a laptop, fail under CI.
-pytestmark = pytest.mark.usefixtures("live")
+# Every test here attaches real BPF programs: skip on a laptop, fail under CI;
+# `pytest -m "not live"` leaves them out.
+pytestmark = [pytest.mark.live, pytest.mark.usefixtures("live")]
 
 
 def read(path):
@@ -67,6 +77,7 @@ def test_curl_request_is_captured_byte_exact(samples, workdir):
     result = run_recorded(out, ["curl", "-s", "-o", "/dev/null",
                                 f"http://127.0.0.1:{sink.port}/wtrec?q=1"])
     assert result.returncode == 0, result.stderr
+    assert_summary_lost_nothing(result.stderr)
     request = sink.wait()
     assert request.startswith(b"GET /wtrec?q=1 HTTP/1.1\r\n")
     records = read(out)
@@ -95,6 +106,7 @@ def test_redis_cli_command_and_reply(samples, workdir):
         result = run_recorded(out, ["redis-cli", "-p", str(port), "SET", "wtrec-key",
                                     "hello world"], "--read")
         assert result.returncode == 0, result.stderr
+        assert_summary_lost_nothing(result.stderr)
     finally:
         server.terminate()
         server.wait(10)
@@ -117,6 +129,7 @@ def test_python_sendall_of_100k_is_byte_exact(samples, workdir):
         f.write(payload)
     result = run_recorded(out, [*PY, code, blob], "-s", "max")
     assert result.returncode == 0, result.stderr
+    assert_summary_lost_nothing(result.stderr)
     assert sink.wait() == payload
     records = read(out)
     assert sent_on(records, sink.port) == payload
@@ -138,6 +151,7 @@ def test_a_1mib_socket_write_arrives_whole(samples, workdir, buffer_args):
         f.write(payload)
     result = run_recorded(out, [*PY, code, blob], "-s", "max", *buffer_args)
     assert result.returncode == 0, result.stderr
+    assert_summary_lost_nothing(result.stderr)
     assert sink.wait() == payload
     records = read(out)
     big = events_to(records, sink.port)
@@ -156,6 +170,7 @@ def test_writev_gathers_iovecs_in_order_up_to_the_snaplen(samples, workdir):
         out = os.path.join(workdir, f"writev-{snaplen}.wtrace")
         result = run_recorded(out, [*PY, code], "-s", snaplen, "--syscalls", "writev")
         assert result.returncode == 0, result.stderr
+        assert_summary_lost_nothing(result.stderr)
         events = events_of(read(out))
         assert [(e.syscall, e.count, e.ret) for e in events] == [
             ("writev", 25_017, 25_017), ("writev", 11, 11)]
@@ -175,6 +190,7 @@ def test_a_failed_write_keeps_its_payload_marked_not_sent(samples, workdir):
     (event,) = events_of(read(out))
     assert (event.ret, event.data, event.failed) == (-9, b"never sent", True)
     shown = subprocess.run(wtrec_cmd("show", out), capture_output=True, text=True)
+    assert shown.returncode == 0, shown.stderr
     assert "count 10, failed: EBADF (payload not sent)" in shown.stdout
 
 
@@ -184,10 +200,11 @@ def test_read_captures_both_sides_of_the_conversation(samples, workdir):
         out = os.path.join(workdir, "both.wtrace")
         recorder = Recorder("-c", "client-tcp", "--read", "-o", out)
         pid, fd = run_client(samples, server.port, LINES)
-        recorder.stop()
+        recorder.finish()
     finally:
         server.stop()
     records = read(out)
+    assert_nothing_lost(records)
     on_socket = events_to(records, server.port)
     assert {e.fd for e in on_socket} == {fd}
     assert [e.data for e in on_socket if e.direction == "out"] == LINES
@@ -223,12 +240,15 @@ def test_an_fd_number_reused_after_close_gets_its_new_identity(samples, workdir)
     out = os.path.join(workdir, "reuse.wtrace")
     result = run_recorded(out, [*PY, code])
     assert result.returncode == 0, result.stderr
+    assert_summary_lost_nothing(result.stderr)
     records = read(out)
     named = [(r.identity.kind, r.identity.path, r.identity.remote) for r in records
              if isinstance(r, FdInfo)]
     assert named[:2] == [("file", path, None), ("tcp", None, f"127.0.0.1:{sink.port}")]
     assert named[2][0] == "pipe"
-    shown = subprocess.run(wtrec_cmd("show", out), capture_output=True, text=True).stdout
+    done = subprocess.run(wtrec_cmd("show", out), capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    shown = done.stdout
     assert f"(file {path})" in shown and f"-> 127.0.0.1:{sink.port})" in shown
     assert "(pipe)" in shown
 
@@ -261,9 +281,11 @@ def test_pid_follow_adds_the_children_of_a_running_process(samples, workdir):
     recorder = Recorder("-p", str(parent.pid), "--follow", "-o", out)
     parent.stdin.write(b"go\n")
     parent.stdin.close()
-    parent.wait(30)
-    recorder.stop()
-    events = events_of(read(out))
+    assert parent.wait(30) == 0
+    recorder.finish()
+    records = read(out)
+    assert_nothing_lost(records)
+    events = events_of(records)
     by_data = {e.data: e.pid for e in events}
     assert by_data[b"from-parent"] == parent.pid
     assert by_data[b"from-child"] not in (parent.pid, None)
@@ -290,6 +312,7 @@ def test_stress_4_processes_50000_writes_each_exact(samples, workdir):
     result = run_recorded(out, [*PY, STRESS, "4", "50000"], timeout=300)
     elapsed = time.monotonic() - started
     assert result.returncode == 0, result.stderr
+    assert_summary_lost_nothing(result.stderr)
     records = read(out)
     events = events_of(records)
     lost = sum(r.count for r in records if isinstance(r, Lost))
@@ -320,8 +343,9 @@ def test_stress_with_a_tiny_buffer_counts_every_loss(samples, workdir, buffer_ar
     assert isinstance(end, End) and end.lost == lost and end.events == len(events)
     assert lost > 0 and len(events) + lost == 200_000
     assert f"{len(events)} events, " in result.stderr and f", {lost} lost -> " in result.stderr
-    shown = subprocess.run(wtrec_cmd("show", out), capture_output=True, text=True).stdout
-    assert "events lost (" in shown
+    shown = subprocess.run(wtrec_cmd("show", out), capture_output=True, text=True)
+    assert shown.returncode == 0, shown.stderr
+    assert "events lost (" in shown.stdout
     # What did arrive is still exact and in each writer's order.
     for pid in {e.pid for e in events}:
         numbers = [int(e.data[3:9]) for e in events if e.pid == pid]
@@ -350,5 +374,6 @@ def test_32bit_programs_are_flagged_and_their_syscalls_are_invisible(workdir):
     waiting = subprocess.Popen([binary], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL)
     recorder = Recorder("-p", str(waiting.pid), "-o", os.path.join(workdir, "p32.wtrace"))
     waiting.communicate(b"x", timeout=30)
-    said = recorder.stop()
+    assert waiting.returncode == 0
+    said = recorder.finish()
     assert f"warning: process {waiting.pid} is a 32-bit program" in said

@@ -1,13 +1,15 @@
 """show: golden outputs for what a person reads, and escaping."""
 
+import io
 import json
 import os
 
 import pytest
-from conftest import GOLDEN, build_capture
+from conftest import GOLDEN, build_capture, make_header, sample_records
 from typer.testing import CliRunner
 
 from wtrec.cli import app
+from wtrec.format import CaptureWriter
 from wtrec.tools.render import escape_bytes, hex_lines, quoted_lines
 
 runner = CliRunner()
@@ -76,12 +78,28 @@ def test_show_reads_stdin(capture):
 
 
 def test_show_of_a_cut_capture_prints_the_prefix_and_warns(capture, tmp_path):
+    # Two frames: the first holds the first two events; the cut lands in the second.
+    records = sample_records()
+    out = io.BytesIO()
+    writer = CaptureWriter(out, make_header())
+    for record in records[:3]:
+        writer.write(record)
+    writer.flush()
+    first_frame_ends = len(out.getvalue())
+    for record in records[3:]:
+        writer.write(record)
+    writer.flush()
+    data = out.getvalue()
     cut = tmp_path / "cut.wtrace"
-    cut.write_bytes(build_capture(index=False)[:-10])
+    cut.write_bytes(data[:(first_frame_ends + len(data)) // 2])
     result = runner.invoke(app, ["show", str(cut)])
     assert result.exit_code == 0
-    assert "capture ends early after" in result.stderr
-    assert result.stdout.count("pid ") == 0 or '"hello\\n"' in result.stdout
+    assert result.stderr == "wtrec: capture ends early after 2 events; was the recorder killed?\n"
+    whole = runner.invoke(app, ["show", str(capture)]).stdout
+    lines = result.stdout.splitlines()
+    assert lines == whole.splitlines()[:len(lines)]
+    assert [line.split()[-1] for line in lines if " pid " in line] == ["#0", "#1"]
+    assert '"hello\\n"' in result.stdout
 
 
 def test_escape_bytes():

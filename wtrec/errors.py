@@ -21,25 +21,32 @@ class UsageError(WtrecError):
     exit_code = 2
 
 
-class NotPrivilegedError(WtrecError):
+class SetupError(WtrecError):
+    """This machine lacks something recording needs; `wtrec doctor` checks it all."""
+
+    def __init__(self, message: str):
+        super().__init__(f"{message} (`wtrec doctor` checks the whole set-up)")
+
+
+class NotPrivilegedError(SetupError):
     """Recording needs root or CAP_BPF+CAP_PERFMON."""
 
     exit_code = 3
 
 
-class BccMissingError(WtrecError):
+class BccMissingError(SetupError):
     """The bcc Python module cannot be imported."""
 
     exit_code = 4
 
 
-class KernelHeadersMissingError(WtrecError):
+class KernelHeadersMissingError(SetupError):
     """bcc needs kernel headers at /lib/modules/RELEASE/build."""
 
     exit_code = 5
 
 
-class TracefsUnavailableError(WtrecError):
+class TracefsUnavailableError(SetupError):
     """The syscall tracepoints cannot be found or mounted."""
 
     exit_code = 6
@@ -87,3 +94,15 @@ class NewerFormatError(WtrecError):
         )
         self.major = major
         self.minor = minor
+
+
+class MissingExtraError(WtrecError, ImportError):
+    """An optional library (pyarrow, pandas) is needed and not installed."""
+
+    exit_code = 12
+
+    def __init__(self, module: str, extra: str):
+        WtrecError.__init__(self, f"this needs {module}, which is not installed: "
+                                  f"pip install 'wtrec[{extra}]'")
+        self.module = module
+        self.extra = extra

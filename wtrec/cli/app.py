@@ -1,7 +1,7 @@
 """The typer application: every command registered, the version flag, `main`.
 
-Commands live one group per module (record_command, read_commands,
-write_commands, replay_command); this module only puts them together.
+Commands live one group per module (record_command, read_commands, write_commands,
+replay_command, conversation_commands, doctor_command); this module only puts them together.
 """
 
 import importlib
@@ -12,7 +12,14 @@ from typing import Annotated
 import typer
 
 from wtrec import __version__
-from wtrec.cli import read_commands, record_command, replay_command, write_commands
+from wtrec.cli import (
+    conversation_commands,
+    doctor_command,
+    read_commands,
+    record_command,
+    replay_command,
+    write_commands,
+)
 from wtrec.cli.exits import EXIT_INTERRUPTED, say
 
 app = typer.Typer(
@@ -33,6 +40,10 @@ app.command()(read_commands.scan)
 app.command()(write_commands.redact)
 app.command()(write_commands.merge)
 app.command()(write_commands.recover)
+app.command()(conversation_commands.streams)
+app.command()(conversation_commands.follow)
+app.command()(conversation_commands.messages)
+app.command()(doctor_command.doctor)
 
 
 def _version_callback(value: bool) -> None:

@@ -23,6 +23,7 @@ class ExportFormat(str, Enum):
     jsonl = "jsonl"
     raw = "raw"
     pcapng = "pcapng"
+    parquet = "parquet"
 
 
 def use_color(mode: ColorMode) -> bool:

@@ -8,6 +8,7 @@ import typer
 
 from wtrec.capture import preflight
 from wtrec.capture.kernel_records import READ_FAMILY, WRITE_FAMILY
+from wtrec.capture.output_file import OutputFile, open_output, signals_held, sudo_identity
 from wtrec.capture.probe import (
     MAX_SNAPLEN_PERF,
     MAX_SNAPLEN_RINGBUF,
@@ -60,31 +61,31 @@ def parse_syscalls(text: str | None, read: bool) -> tuple[str, ...]:
     return tuple(dict.fromkeys(chosen))
 
 
-def create_output(path: str, force: bool) -> tuple[BinaryIO, bool]:
-    """Opens the capture file 0600; refuses to overwrite unless forced."""
+def create_output(path: str, *, force: bool,
+                  no_chown: bool) -> tuple[BinaryIO, OutputFile | None]:
+    """The stream to record into; for a path, the file too (see capture/output_file.py).
+
+    Under sudo the file is created as the user who ran sudo, so it lands only
+    where they could write and is theirs; --no-chown then gives it to root.
+    """
     if path == "-":
         if sys.stdout.isatty():
             raise OutputError("refusing to write a binary capture to a terminal; "
                               "redirect stdout or give -o FILE")
-        return sys.stdout.buffer, False
-    flags = os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if force else os.O_EXCL)
+        return sys.stdout.buffer, None
+    identity = sudo_identity(os.environ)
+    output = open_output(path, force=force, identity=identity)
     try:
-        fd = os.open(path, flags, 0o600)
-    except FileExistsError:
-        raise OutputError(f"{path} exists; give --force to overwrite it") from None
-    except OSError as exc:
-        raise OutputError(f"cannot create {path}: {exc.strerror}") from None
-    os.fchmod(fd, 0o600)
-    return os.fdopen(fd, "wb"), True
-
-
-def hand_to_sudo_user(out: BinaryIO, path: str) -> None:
-    """Under sudo, the invoking user should read the capture without root."""
-    uid, gid = os.environ.get("SUDO_UID", ""), os.environ.get("SUDO_GID", "")
-    if os.geteuid() != 0 or not uid.isdigit():
-        return
-    os.fchown(out.fileno(), int(uid), int(gid) if gid.isdigit() else -1)
-    say(f"{path} is owned by uid {uid}, the sudo user; --no-chown keeps it root's")
+        if identity is not None and no_chown:
+            os.fchown(output.stream.fileno(), 0, 0)
+        elif identity is not None:
+            say(f"{path} is owned by uid {identity.uid}, the sudo user; "
+                "--no-chown keeps it root's")
+    except BaseException:
+        output.discard()
+        output.close()
+        raise
+    return output.stream, output
 
 
 class StatusLine:
@@ -164,21 +165,23 @@ def record(
             raise OutputError("refusing to write a binary capture to a terminal; "
                               "redirect stdout or give -o FILE")
         preflight.check_recording_possible()
-        out, created = create_output(output, force)
-        if created and not no_chown:
-            hand_to_sudo_user(out, output)
-        status = StatusLine(not quiet and sys.stderr.isatty())
+        output_file: OutputFile | None = None
         try:
+            # A Ctrl-C while the file is being made arrives once it is known,
+            # so the clean-up below can remove it.
+            with signals_held():
+                out, output_file = create_output(output, force=force, no_chown=no_chown)
+            status = StatusLine(not quiet and sys.stderr.isatty())
             _stats, child_status = record_session(
                 out, output_name=output, config=config, command=argv, duration_s=duration,
                 max_events=count, notify=status.say,
                 status=status.show if status.enabled else None)
         except BaseException:
-            if created and os.path.getsize(output) == 0:
-                os.unlink(output)
+            if output_file is not None:
+                output_file.discard()
             raise
         finally:
-            if out is not sys.stdout.buffer:
-                out.close()
+            if output_file is not None:
+                output_file.close()
         if child_status:
             raise typer.Exit(child_status)

@@ -96,18 +96,23 @@ def export(
     file: FileArg,
     output: OutputOpt,
     format_name: Annotated[ExportFormat, typer.Option(
-        "--format", help="jsonl (every record), raw (one stream's bytes) or pcapng.")],
+        "--format", help="jsonl (every record), raw (one stream's bytes), pcapng or parquet.")],
     pid: PidOpt = None,
     comm: CommOpt = None,
     fd: FdOpt = None,
     direction: DirectionOpt = Direction.out,
     force: ForceOpt = False,
 ) -> None:
-    """Convert a capture: JSON lines, a stream's raw bytes, or pcapng for Wireshark."""
+    """Convert a capture: JSON lines, a stream's raw bytes, pcapng for Wireshark, or Parquet."""
     with reported_errors():
         selection = Selection(as_tuple(pid), as_tuple(comm), as_tuple(fd))
         if format_name is ExportFormat.raw:
             _export_raw(file, output, selection, direction.value, force)
+            return
+        if format_name is ExportFormat.parquet:  # needs the parquet extra (pyarrow)
+            from wtrec.cli.parquet_export import export_parquet
+            export_parquet(file, output, pids=selection.pids, comms=selection.comms,
+                           fds=selection.fds, force=force)
             return
         with result_file(output, force, (file,), binary=format_name is ExportFormat.pcapng) as out:
             reader, records, header = start_reading(open_input(file))

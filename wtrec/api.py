@@ -1,0 +1,308 @@
+"""The Python API: `wtrec.open(...)` gives a Capture to read in a notebook or a pipeline.
+
+A Capture streams: each call to `events()` or `records()` reads the file
+again from its start, one frame at a time, so a 10 GB capture never sits in
+memory. Events come out as read-only `Event`s with their wall-clock time and
+their file descriptor's identity resolved; `to_arrow()` and `to_pandas()`
+turn them into columns when the optional extras are installed. Errors are
+wtrec's own (wtrec.errors), the same the command line reports.
+"""
+
+from __future__ import annotations
+
+import builtins
+import itertools
+import os
+import warnings
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any, BinaryIO
+
+from wtrec.errors import FormatError, InputError, UsageError
+from wtrec.format import CaptureReader
+from wtrec.records import FdIdentity, FdInfo, Header, IoEvent, Record
+from wtrec.tools.fd_names import FdNames
+from wtrec.tools.selection import Selection
+
+if TYPE_CHECKING:
+    import pandas
+    import pyarrow
+
+Source = str | os.PathLike | BinaryIO
+
+DIRECTIONS = ("out", "in")
+
+
+class TruncatedCaptureWarning(UserWarning):
+    """A capture ended early (recorder killed, file cut): its whole records were read."""
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One traced syscall, read-only, with its time on both clocks and its fd resolved.
+
+    `ts_ns` is the boot-clock time the kernel stamped, `wall_ns` the same
+    instant on the wall clock (UTC nanoseconds). `count` is what the process
+    asked for, `ret` what the syscall returned (None before format 1.1),
+    `data` what was captured of it. `comm` is text as `show --json` gives
+    it (bytes that are not UTF-8 as \\xNN; nothing else escaped: this is
+    data, not terminal output). `identity` is what the descriptor was (tcp,
+    unix, file…) when the capture knew, else None.
+    """
+
+    ts_ns: int
+    wall_ns: int
+    seq: int | None
+    pid: int
+    tid: int
+    uid: int
+    comm: str
+    fd: int
+    syscall: str
+    direction: str
+    count: int
+    ret: int | None
+    data: bytes = field(repr=False)
+    identity: FdIdentity | None
+    host: str  # the recording host, from the capture's header
+    capture_start_ns: int  # when that recording started (wall clock)
+
+    @property
+    def time(self) -> datetime:
+        """The wall-clock time as an aware UTC datetime (microseconds; wall_ns keeps all)."""
+        return datetime.fromtimestamp(self.wall_ns / 1e9, tz=timezone.utc)
+
+    @property
+    def expected(self) -> int:
+        """Bytes a whole capture would hold: asked-for (out) or received (in)."""
+        if self.direction == "in":
+            return max(self.ret or 0, 0)
+        return self.count
+
+    @property
+    def truncated(self) -> bool:
+        return len(self.data) < self.expected
+
+    @property
+    def failed(self) -> bool:
+        return self.ret is not None and self.ret < 0
+
+
+def open(source: Source | Sequence[str | os.PathLike]) -> Capture:
+    """Opens a capture: a path, a binary file object, or a list of paths read as one series.
+
+    The header is read at once, so a file that is not a capture fails here
+    with FormatError; the events are read only when asked for.
+    """
+    return Capture(source)
+
+
+class Capture:
+    """A capture (or a series of them) to read as often as needed.
+
+    Paths and seekable file objects are read again from the start by every
+    `events()`/`records()`; a file object that cannot seek (a pipe) can be
+    read once. A path is open only while a pass over it is under way; as a
+    context manager (or with `close()`) the passes left unfinished close too.
+    """
+
+    def __init__(self, source: Source | Sequence[str | os.PathLike]):
+        self._sources: list[Source] = _as_sources(source)
+        self._open_files: set[BinaryIO] = set()  # opened for a pass still under way
+        self._read_once: set[int] = set()  # file objects read from once already
+        self._pending: dict[int, tuple[CaptureReader, Iterator[Record]]] = {}
+        self.warning: str | None = None  # the last pass's "ends early" message, if any
+        self.headers: tuple[Header, ...] = tuple(self._read_header(s) for s in self._sources)
+
+    @property
+    def header(self) -> Header:
+        """The header of the (first) capture: host, kernel, start time, what was traced."""
+        return self.headers[0]
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The name of each file of the series, as given (or the file object's name)."""
+        return tuple(_name(s) for s in self._sources)
+
+    def records(self) -> Iterator[Record]:
+        """Every record in file order: header, events, fd, lost and end records.
+
+        For a series, each file's records follow the previous file's, its
+        own header first.
+        """
+        for source in self._sources:
+            yield from self._read(source)
+
+    def events(self, *, pid: int | Iterable[int] | None = None,
+               comm: str | Iterable[str] | None = None,
+               fd: int | Iterable[int] | None = None,
+               direction: str | None = None,
+               syscall: str | Iterable[str] | None = None) -> Iterator[Event]:
+        """The events, filtered like the command line's --pid, --comm, --fd.
+
+        A filter takes one value or several (any of them matches); `pid`
+        matches a pid or a tid; `direction` is "out" (the write family) or
+        "in" (the read family).
+        """
+        if direction is not None and direction not in DIRECTIONS:
+            raise UsageError(f"direction is 'out' or 'in', not {direction!r}")
+        selection = Selection(pids=_values(pid, int, "pid"), comms=_values(comm, str, "comm"),
+                              fds=_values(fd, int, "fd"),
+                              syscalls=_values(syscall, str, "syscall"))
+        return self._iter_events(selection, direction)  # bad filters fail here, not later
+
+    def _iter_events(self, selection: Selection, direction: str | None) -> Iterator[Event]:
+        for source, header in zip(self._sources, self.headers, strict=True):
+            names = FdNames()  # each file of a series says what its descriptors are
+            for event in names.events(self._read(source)):
+                if direction is not None and event.direction != direction:
+                    continue
+                if selection.matches(event):
+                    yield as_event(event, header, names.get(event.pid, event.fd))
+
+    def to_arrow(self, **filters: Any) -> pyarrow.Table:
+        """The events as a pyarrow Table (docs/PARQUET.md lists its columns).
+
+        Takes the filters of `events()`. Needs the `parquet` extra
+        (pip install 'wtrec[parquet]'); the whole table is in memory, so for
+        big captures prefer `wtrec export --format parquet` and a query engine.
+        """
+        from wtrec.tools import parquet
+
+        return parquet.events_table(self.events(**filters), self.header)
+
+    def to_pandas(self, **filters: Any) -> pandas.DataFrame:
+        """The events as a pandas DataFrame, one row per event; needs the `pandas` extra."""
+        from wtrec.tools import parquet
+
+        return parquet.events_frame(self.events(**filters), self.header)
+
+    def close(self) -> None:
+        """Closes the files passes under way opened (never a file object it was handed)."""
+        for stream in list(self._open_files):
+            stream.close()
+        self._open_files.clear()
+        self._pending.clear()
+
+    def __enter__(self) -> Capture:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __iter__(self) -> Iterator[Event]:
+        return self.events()
+
+    def __repr__(self) -> str:
+        names = ", ".join(self.names)
+        return f"<wtrec.Capture {names} host={self.header.host!r}>"
+
+    def _read_header(self, source: Source) -> Header:
+        """Reads the header; a file object's reading is kept for the first pass."""
+        stream = self._stream(source)
+        reader = CaptureReader(stream)
+        records = iter(reader)
+        try:
+            first = next(records, None)
+            if reader.header is None or first is None:
+                raise FormatError("the capture ends before its header record")
+        except BaseException:
+            self._done(source, stream)
+            raise
+        if isinstance(source, (str, os.PathLike)):
+            self._done(source, stream)
+        else:
+            self._pending[id(source)] = (reader, itertools.chain([first], records))
+        return reader.header
+
+    def _read(self, source: Source) -> Iterator[Record]:
+        pending = self._pending.pop(id(source), None)
+        stream = None
+        if pending is None:
+            stream = self._stream(source)
+            reader = CaptureReader(stream)
+            records: Iterator[Record] = iter(reader)
+        else:
+            reader, records = pending
+        try:
+            yield from records
+        finally:
+            if stream is not None:
+                self._done(source, stream)
+        self.warning = reader.warning
+        if reader.warning:
+            warnings.warn(f"{_name(source)}: {reader.warning}", TruncatedCaptureWarning,
+                          stacklevel=3)
+
+    def _stream(self, source: Source) -> BinaryIO:
+        """The source ready to read from its start; a path is opened for this pass."""
+        if isinstance(source, (str, os.PathLike)):
+            stream = _open_path(source)
+            self._open_files.add(stream)
+            return stream
+        if id(source) in self._read_once:
+            try:
+                source.seek(0)
+            except (OSError, ValueError, AttributeError):
+                raise UsageError(f"{_name(source)} cannot seek, so it can be read once only; "
+                                 "open a path instead") from None
+        self._read_once.add(id(source))
+        return source
+
+    def _done(self, source: Source, stream: BinaryIO) -> None:
+        """Closes a file this Capture opened for one pass."""
+        if stream in self._open_files:
+            self._open_files.discard(stream)
+            stream.close()
+
+
+def as_event(event: IoEvent, header: Header, identity: FdIdentity | None) -> Event:
+    """The API's view of a reader's event, given its capture's header and its fd's identity."""
+    return Event(ts_ns=event.ts_ns, wall_ns=header.wall_ns(event.ts_ns), seq=event.seq,
+                 pid=event.pid, tid=event.tid, uid=event.uid,
+                 comm=event.comm.decode("utf-8", "backslashreplace"), fd=event.fd,
+                 syscall=event.syscall, direction=event.direction, count=event.count,
+                 ret=event.ret, data=event.data, identity=identity, host=header.host,
+                 capture_start_ns=header.start_ns)
+
+
+def _as_sources(source: object) -> list[Source]:
+    if isinstance(source, (str, os.PathLike)) or hasattr(source, "read"):
+        return [source]  # type: ignore[list-item]
+    if isinstance(source, Sequence) and source and all(
+            isinstance(item, (str, os.PathLike)) for item in source):
+        return list(source)
+    raise UsageError("wtrec.open takes a path, a binary file object or a list of paths, "
+                     f"not {type(source).__name__}")
+
+
+def _open_path(path: str | os.PathLike) -> BinaryIO:
+    """The file opened for reading; a missing file or a directory is an InputError."""
+    name = os.fspath(path)
+    if os.path.isdir(name):
+        raise InputError(f"cannot read {name}: it is a directory")
+    try:
+        return builtins.open(name, "rb")  # closed when its pass ends
+    except OSError as exc:
+        raise InputError(f"cannot read {name}: {exc.strerror}") from None
+
+
+def _name(source: Source) -> str:
+    if isinstance(source, (str, os.PathLike)):
+        return str(os.fspath(source))
+    return str(getattr(source, "name", "<stream>"))
+
+
+def _values(value: object, kind: type, what: str) -> tuple:
+    """A filter argument as a tuple: one value, several, or None for all."""
+    if value is None:
+        return ()
+    items = (value,) if isinstance(value, (str, int)) else tuple(value)  # type: ignore[arg-type]
+    for item in items:
+        if not isinstance(item, kind) or isinstance(item, bool):
+            raise UsageError(f"{what} takes {kind.__name__} values, not {item!r}")
+    return items
+
+
+__all__ = ["Capture", "Event", "FdIdentity", "FdInfo", "TruncatedCaptureWarning", "open"]
