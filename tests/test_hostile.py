@@ -133,8 +133,8 @@ def test_recover_of_zstd_magic_bytes_summarises(tmp_path):
     path = tmp_path / "magic.bin"
     path.write_bytes(struct.pack("<I", 0xFD2FB528) * (4 * MiB // 4))
     code, _out, err, peak = run_measured(["recover", str(path), "-o", str(tmp_path / "r")])
-    assert code == 10 and err.count(b"\n") < 10, err[:2000]
-    assert b"bytes 0..4194304 are not a readable frame" in err
+    assert code == 10 and err.count(b"\n") == 1, err[:2000]
+    assert b"nothing in it could be recovered" in err
     assert peak < 100
 
 

@@ -8,7 +8,7 @@ leaves is FormatError. docs/FORMAT.md lists every field.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from itertools import islice
 
 import msgpack
@@ -81,7 +81,8 @@ def _reject_ext(code: int, data: bytes) -> None:
 # bytes alone do not bound it. The writer's frames hold at most 1024 records
 # of about a dozen objects each.
 MAX_FRAME_OBJECTS = 1 << 18  # arrays, maps and their elements in one frame
-CHUNK_RECORDS = 4096  # records unpacked and checked at a time
+CHUNK_RECORDS = 128  # records unpacked, checked and handed on at a time
+READ_SLICE = 64 << 10  # bytes of a frame msgpack takes at a time
 
 
 def no_events(_data: bytes) -> bool:
@@ -120,57 +121,87 @@ def decode_frame(content: bytes, offset: int, expect_header: bool,
     others are checked and counted all the same. Records other than events
     are always handed on. Raises FormatError (only).
     """
-    records: list[Record] = []
-    events = decode_into(records, content, offset, expect_header, keep)
-    return records, events
+    tally = [0]
+    records = [r for chunk in iter_frame(content, offset, expect_header, keep, tally)
+               for r in chunk]
+    return records, tally[0]
 
 
 def decode_prefix(content: bytes, offset: int) -> tuple[list[Record], FormatError | None]:
     """The whole records a damaged frame starts with, and what stopped them (for salvage)."""
     records: list[Record] = []
     try:
-        decode_into(records, content, offset, False, None, chunk_records=1)
+        for chunk in iter_frame(content, offset, False, None, [0], chunk_records=1):
+            records += chunk
     except FormatError as exc:
         return records, exc
     return records, None
 
 
-def decode_into(out: list[Record], content: bytes, offset: int, expect_header: bool,
-                keep: Callable[[bytes], object] | None, chunk_records: int = CHUNK_RECORDS) -> int:
-    """decode_frame's work: appends to `out` as it goes, so a caller keeps what preceded an error."""
+class _ContentThenNil:
+    """A frame's content, then one nil, read a slice at a time (msgpack copies no more)."""
+
+    def __init__(self, content: bytes):
+        self._view = memoryview(content)
+        self._position = 0
+        self._nil = True
+
+    def read(self, size: int) -> bytes:
+        if self._position < len(self._view):
+            piece = bytes(self._view[self._position:self._position + size])
+            self._position += len(piece)
+            return piece
+        if self._nil:
+            self._nil = False
+            return b"\xc0"
+        return b""
+
+
+def iter_frame(content: bytes, offset: int, expect_header: bool,
+               keep: Callable[[bytes], object] | None, tally: list[int],
+               chunk_records: int = CHUNK_RECORDS) -> Iterator[list[Record]]:
+    """decode_frame's work a chunk of records at a time; adds the events it checks to tally[0].
+
+    Lazy, so a reader holds one chunk's records, and a caller keeps what
+    came before an error.
+    """
     limit = min(len(content), MAX_FRAME_CONTENT) or 1
     # Every msgpack object takes at least a byte, so a frame of at most
     # MAX_FRAME_OBJECTS bytes is within the bound without counting.
     hooks = {} if len(content) <= MAX_FRAME_OBJECTS else dict(zip(
         ("list_hook", "object_hook"), _object_budget(), strict=True))
+    # Iteration stops at the end of the bytes, also inside a record; a nil
+    # after the content unpacks as itself only after a record boundary.
     unpacker = msgpack.Unpacker(
+        _ContentThenNil(content), read_size=READ_SLICE,
         raw=False, use_list=True, strict_map_key=True, ext_hook=_reject_ext, **hooks,
         max_buffer_size=MAX_FRAME_CONTENT + 1, max_bin_len=limit, max_str_len=limit,
         max_array_len=MAX_RECORD_FIELDS, max_map_len=MAX_RECORD_FIELDS, max_ext_len=0)
-    unpacker.feed(content)
-    events = 0
     objects = MAX_FRAME_OBJECTS
     try:
-        while True:
-            chunk = list(islice(unpacker, chunk_records))
-            if not chunk:
-                break
+        chunk = list(islice(unpacker, chunk_records))
+        if not chunk:  # not even the nil: the content ends inside a record
+            raise msgpack.OutOfData()
+        while chunk:
+            following = list(islice(unpacker, chunk_records))
+            if not following:  # the last chunk: it must end with the nil
+                if chunk[-1] is not None:
+                    raise msgpack.OutOfData()
+                chunk.pop()
             objects -= len(chunk)
             if objects < 0:
                 raise _TooManyObjects()
-            if expect_header:
+            records: list[Record] = []
+            if expect_header and chunk:
                 header = _decode_record(chunk[0], offset)
                 if not isinstance(header, Header):
                     raise FormatError("the first record is not a header", offset)
-                out.append(header)
+                records.append(header)
                 chunk = chunk[1:]
                 expect_header = False
-            events += _decode_chunk(chunk, offset, keep, out)
-        # Iteration stops at the end of the bytes, also inside a record; a
-        # nil fed after a record boundary unpacks as itself, never otherwise.
-        unpacker.feed(b"\xc0")
-        if unpacker.unpack() is not None:
-            raise msgpack.OutOfData()
+            tally[0] += _decode_chunk(chunk, offset, keep, records)
+            yield records
+            chunk = following
     except FormatError:
         raise
     except _TooManyObjects:
@@ -182,7 +213,6 @@ def decode_into(out: list[Record], content: bytes, offset: int, expect_header: b
         raise FormatError(f"bad msgpack record in frame ({exc})", offset) from None
     if expect_header:
         raise FormatError("the first record is not a header", offset)
-    return events
 
 
 _INT = {int}

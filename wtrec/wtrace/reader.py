@@ -18,7 +18,7 @@ from typing import BinaryIO
 
 from wtrec.errors import FormatError
 from wtrec.records import End, Header, Record
-from wtrec.wtrace.codec import decode_frame, no_events
+from wtrec.wtrace.codec import iter_frame, no_events
 from wtrec.wtrace.framing import (
     MAX_SKIPPABLE,
     ZSTD_MAGIC,
@@ -76,17 +76,19 @@ class CaptureReader:
                 keep = self._keep
                 if self._frame_may_keep is not None and not self._frame_may_keep(content):
                     keep = no_events
-                records, events = decode_frame(content, offset, self.header is None, keep)
-                self.events += events
-                for record in records:
-                    if isinstance(record, Header):
-                        if self.header is not None:
-                            raise FormatError("a second header record", offset)
-                        check_version(record.format_major, record.format_minor)
-                        self.header = record
-                    elif isinstance(record, End):
-                        self.end = record
-                    yield record
+                tally = [0]
+                for chunk in iter_frame(content, offset, self.header is None, keep, tally):
+                    self.events += tally[0]
+                    tally[0] = 0
+                    for record in chunk:
+                        if isinstance(record, Header):
+                            if self.header is not None:
+                                raise FormatError("a second header record", offset)
+                            check_version(record.format_major, record.format_minor)
+                            self.header = record
+                        elif isinstance(record, End):
+                            self.end = record
+                        yield record
                 if self.end is not None:
                     return  # only the index follows; nothing in it is a record
         except Truncated:
