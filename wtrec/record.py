@@ -24,12 +24,20 @@ from wtrec.capture.fd_table import FdTable
 from wtrec.capture.kernel_records import BadKernelEvent, FdNote, KernelDecoder
 from wtrec.capture.launch import HeldCommand
 from wtrec.capture.ordering import ReorderBuffer
-from wtrec.capture.probe import Probe, ProbeConfig
+from wtrec.capture.probe import Probe, ProbeConfig, Unread
 from wtrec.errors import OutputError, ProbeError
 from wtrec.format import FORMAT_MAJOR, FORMAT_MINOR, CaptureWriter
-from wtrec.records import End, FdInfo, Filters, Header, IoEvent, Lost
+from wtrec.records import End, FdIdentity, FdInfo, Filters, Header, IoEvent, Lost
 
-POLL_MS = 100
+# The reading loop: each step takes at most STEP_BYTES of kernel records, so
+# a signal is seen within a step whatever the load; when a step found little,
+# the loop sleeps POLL_S (the BPF program never wakes the reader).
+STEP_BYTES = 1 << 20
+POLL_S = 0.02
+QUIET_STEP_BYTES = 64 << 10
+# After a stop, what is still in the buffer is taken for at most this long;
+# the rest is counted lost, so a stop takes well under a second.
+DRAIN_BUDGET_NS = 500_000_000
 STATUS_EVERY_NS = 500_000_000
 
 
@@ -46,6 +54,8 @@ class Stats:
     bytes: int = 0
     lost: int = 0
     incomplete: int = 0
+    read_faults: int = 0
+    lost_fd_notes: int = 0
     started_ns: int = 0
 
     def rate(self, now_ns: int) -> float:
@@ -67,17 +77,20 @@ class Recording:
 
     def __init__(self, probe: Probe, writer: CaptureWriter, rule: StopRule,
                  status: Callable[[Stats], None] | None = None,
-                 fds: FdTable | None = None):
+                 fds: FdTable | None = None, sleep: Callable[[float], None] = time.sleep):
         self._probe = probe
         self._writer = writer
         self._rule = rule
         self._status = status
+        self._sleep = sleep
         self._decoder = KernelDecoder()
         self._reorder = ReorderBuffer()
         self._fds = fds or FdTable()
-        self._fd_written: dict[tuple[int, int], object] = {}
+        # The identity last written per pid and fd.
+        self._fd_written: dict[int, dict[int, FdIdentity]] = {}
         self._stop_requested = False
-        self._seen_lost = 0
+        self._seen_lost = Unread()
+        self._unread = Unread()
         self.stats = Stats(started_ns=boot_ns())
 
     def stop(self) -> None:
@@ -99,65 +112,87 @@ class Recording:
         """Records until a stop rule fires, then drains, flushes and closes."""
         last_status = 0
         while not self._done():
-            self._probe.poll(POLL_MS)
-            self._move(final=False)
+            taken = self._step(final=False)
             self._writer.tick()
             now = boot_ns()
             if self._status and now - last_status >= STATUS_EVERY_NS:
                 self._status(self.stats)
                 last_status = now
-        # Drain what is already in the buffer: those events happened before the stop.
-        self._probe.poll(0)
-        self._move(final=True)
+            if taken < QUIET_STEP_BYTES and not self._done():
+                self._sleep(POLL_S)
+        # Nothing is captured after the stop; what is in the buffer happened
+        # before it and is taken while the budget lasts, the rest counted lost.
+        self._probe.stop_producing()
+        deadline = boot_ns() + DRAIN_BUDGET_NS
+        while self._step(final=False) and boot_ns() < deadline:
+            pass
+        self._unread = self._probe.skip_unread()
+        self._step(final=True)
         self._writer.close(End(ts_ns=boot_ns(), events=self.stats.events,
                                bytes=self.stats.bytes, lost=self.stats.lost))
         return self.stats
 
-    def _move(self, final: bool) -> None:
-        raw_records = self._probe.raw_events
-        decoder = self._decoder
-        while raw_records:
-            try:
-                item = decoder.decode(raw_records.popleft())
-            except BadKernelEvent as exc:
-                raise ProbeError(f"the BPF program sent a malformed record: {exc}") from None
-            if item is None:
-                continue
-            if isinstance(item, IoEvent):
+    def _step(self, final: bool) -> int:
+        """Takes one batch from the kernel and writes what is ready; returns bytes taken."""
+        raw_records = self._probe.read(STEP_BYTES)
+        taken = sum(map(len, raw_records))
+        try:
+            items = self._decoder.decode_batch(raw_records)
+        except BadKernelEvent as exc:
+            raise ProbeError(f"the BPF program sent a malformed record: {exc}") from None
+        prefetch = self._fds.prefetch
+        push = self._reorder.push
+        for item in items:
+            if type(item) is IoEvent:
                 # Ask /proc while the process may still be alive.
-                self._fds.prefetch(item.pid, item.fd)
-            self._reorder.push(item)
+                prefetch(item.pid, item.fd)
+            push(item)
         ready = self._reorder.drain() if final else self._reorder.release(boot_ns())
         for item in ready:
-            if isinstance(item, FdNote):
-                self._fds.apply(item)
+            if type(item) is FdNote:
+                self._note(item)
             else:
                 self._write(item)
-        self.stats.incomplete = decoder.stats.incomplete
+        self.stats.incomplete = self._decoder.stats.incomplete
+        self.stats.read_faults = self._decoder.stats.read_faults
         self._record_losses()
+        return taken
+
+    def _note(self, note: FdNote) -> None:
+        self._fds.apply(note)
+        # Forget what was written for descriptors that are gone, so the
+        # recorder's tables shrink again when processes exit or close.
+        if note.op == "close":
+            written = self._fd_written.get(note.pid)
+            if written is not None:
+                written.pop(note.fd, None)
+        elif note.op == "exit":
+            self._fd_written.pop(note.pid, None)
 
     def _write(self, event: IoEvent) -> None:
         rule = self._rule
         if rule.max_events is not None and self.stats.events >= rule.max_events:
             return  # past --count: not lost, just not asked for
-        key = (event.pid, event.fd)
-        identity = self._fds.identity(*key)
-        if self._fd_written.get(key) != identity:
+        identity = self._fds.identity(event.pid, event.fd)
+        written = self._fd_written.setdefault(event.pid, {})
+        if written.get(event.fd) != identity:
             self._writer.write(FdInfo(ts_ns=event.ts_ns, pid=event.pid, fd=event.fd,
                                       identity=identity))
-            self._fd_written[key] = identity
+            written[event.fd] = identity
         self._writer.write(_with_seq(event, self.stats.events))
         self.stats.events += 1
         self.stats.bytes += len(event.data)
 
     def _record_losses(self) -> None:
-        lost = self._probe.lost_events()
-        if lost > self._seen_lost:
+        kernel = self._probe.lost()
+        events = kernel.events + self._unread.events
+        if events > self._seen_lost.events:
             source = "perf" if self._probe.config.use_perf else "ringbuf"
-            count = lost - self._seen_lost
+            count = events - self._seen_lost.events
             self._writer.write(Lost(ts_ns=boot_ns(), count=count, source=source))
             self.stats.lost += count
-            self._seen_lost = lost
+            self._seen_lost.events = events
+        self.stats.lost_fd_notes = kernel.fd_notes + self._unread.fd_notes
 
 
 def _with_seq(event: IoEvent, seq: int) -> IoEvent:
@@ -190,6 +225,10 @@ def summary_line(stats: Stats, output_name: str) -> str:
     text = f"{stats.events} events, {stats.bytes} bytes, {stats.lost} lost"
     if stats.incomplete:
         text += f", {stats.incomplete} with data missing"
+    if stats.read_faults:
+        text += f", {stats.read_faults} with memory unreadable"
+    if stats.lost_fd_notes:
+        text += f", {stats.lost_fd_notes} fd notes lost"
     return f"{text} -> {output_name}"
 
 
@@ -249,6 +288,4 @@ def record_session(out: BinaryIO, *, output_name: str, config: ProbeConfig,
         notify(summary_line(stats, output_name))
         return stats, (child.exit_status() if child else 0)
     finally:
-        # Detaching tens of tracepoints takes the kernel seconds; the capture
-        # is complete and summarised before that.
         probe.close()
