@@ -122,21 +122,22 @@ BPF_ARRAY(wanted, u8, SC_LIMIT);  // wanted[SC_*] = 1: capture or note this sysc
 BPF_HASH(pid_filter, u32, u8, 16384);
 BPF_HASH(comm_filter, struct comm_key, u8, 256);
 BPF_HASH(pending, u32, struct wtrec_pending, 16384);
-// What was lost in the kernel, by slot (LOST_*), every cause. The perf
-// buffer's lost callback is not used for this: it counts records (a lost
+// Events and fd notes lost in the kernel, every cause, and those sent, by
+// slot (COUNT_*): what the recorder never took of what was sent is lost too.
+// The perf buffer's lost callback is not used: it counts records (a lost
 // chunk loses no event) and reports a loss only once the buffer has room
 // again, which may be never at the end of a capture.
-BPF_PERCPU_ARRAY(lost_counts, u64, 2);
+BPF_PERCPU_ARRAY(counts, u64, COUNT_SLOTS);
 // Shared programs the exit handler tail-calls (filled in by the recorder).
 BPF_PROG_ARRAY(programs, 2);
 #define PROG_GATHER 0
 #define PROG_FD_EXIT 1
 
-static __always_inline void count_lost(u32 slot)
+static __always_inline void count(u32 slot)
 {
-    u64 *lost = lost_counts.lookup(&slot);
-    if (lost)
-        __sync_fetch_and_add(lost, 1);  // atomic: a preempting program may count too
+    u64 *counter = counts.lookup(&slot);
+    if (counter)
+        __sync_fetch_and_add(counter, 1);  // atomic: a preempting program may count too
 }
 
 static __always_inline int traced(u64 pid_tgid)
@@ -323,7 +324,7 @@ int on_sys_enter(struct bpf_raw_tracepoint_args *ctx)
     p.syscall = syscall;
     p.nr = nr;
     if (pending.update(&tid, &p) != 0)
-        count_lost(syscall < SC_SOCKET ? LOST_EVENTS : LOST_FD_NOTES);
+        count(syscall < SC_SOCKET ? COUNT_LOST_EVENTS : COUNT_LOST_FD_NOTES);
     return 0;
 }
 
@@ -367,7 +368,7 @@ static __always_inline void emit_inline(void *ctx, struct wtrec_pending *p, u64 
         n = CHUNK_MAX;
     struct wtrec_event_header *h = out_reserve(sizeof(*h), n);
     if (!h) {
-        count_lost(LOST_EVENTS);
+        count(COUNT_LOST_EVENTS);
         return;
     }
     p->captured = n;
@@ -377,8 +378,7 @@ static __always_inline void emit_inline(void *ctx, struct wtrec_pending *p, u64 
         h->flags |= FLAG_READ_FAULT;
         n = 0;
     }
-    if (out_submit(ctx, h, sizeof(*h) + n) < 0)
-        count_lost(LOST_EVENTS);
+    count(out_submit(ctx, h, sizeof(*h) + n) < 0 ? COUNT_LOST_EVENTS : COUNT_SENT_EVENTS);
 }
 
 // One chunk of `n` bytes at the gather position; 0 on success. A chunk
@@ -475,10 +475,9 @@ int gather_and_emit(struct bpf_raw_tracepoint_args *ctx)
     struct wtrec_event_header *h = out_reserve(sizeof(*h), 0);
     if (h) {
         fill_header(h, p, pid_tgid, event_time(p), direction_of(p->syscall));
-        if (out_submit(ctx, h, sizeof(*h)) < 0)
-            count_lost(LOST_EVENTS);
+        count(out_submit(ctx, h, sizeof(*h)) < 0 ? COUNT_LOST_EVENTS : COUNT_SENT_EVENTS);
     } else {
-        count_lost(LOST_EVENTS);
+        count(COUNT_LOST_EVENTS);
     }
     pending.delete(&tid);
     return 0;
@@ -533,7 +532,7 @@ static __always_inline int data_exit(void *ctx, u64 pid_tgid, struct wtrec_pendi
         p->flags |= FLAG_INCOMPLETE;
         emit_inline(ctx, p, pid_tgid, base, CHUNK_MAX);
     } else {
-        count_lost(LOST_EVENTS);
+        count(COUNT_LOST_EVENTS);
     }
     pending.delete(&tid);
     return 0;
@@ -561,7 +560,7 @@ int on_sys_exit(struct bpf_raw_tracepoint_args *ctx)
         return data_exit(ctx, pid_tgid, p);
     programs.call(ctx, PROG_FD_EXIT);
     pending.delete(&tid);  // only reached if the tail call failed
-    count_lost(LOST_FD_NOTES);
+    count(COUNT_LOST_FD_NOTES);
     return 0;
 }
 
@@ -572,7 +571,7 @@ static __always_inline void *note_begin(void)
 {
     struct wtrec_fd_note *n = out_reserve(sizeof(struct wtrec_fd_note), 0);
     if (!n) {
-        count_lost(LOST_FD_NOTES);
+        count(COUNT_LOST_FD_NOTES);
         return 0;
     }
     __builtin_memset(n, 0, sizeof(*n));
@@ -590,8 +589,7 @@ static __always_inline void note_end(void *ctx, struct wtrec_fd_note *n, u32 op,
     n->tid = (u32)pid_tgid;
     n->fd = fd;
     n->fd2 = fd2;
-    if (out_submit(ctx, n, sizeof(*n)) < 0)
-        count_lost(LOST_FD_NOTES);
+    count(out_submit(ctx, n, sizeof(*n)) < 0 ? COUNT_LOST_FD_NOTES : COUNT_SENT_FD_NOTES);
 }
 
 // Exit of an fd-making syscall (tail-called): say what the new fd is.

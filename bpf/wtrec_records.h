@@ -51,9 +51,12 @@
 #define OP_TCP_CONNECT 60     // fd note from sock:inet_sock_set_state
 #define OP_EXIT 61            // fd note: the process (thread group) exited
 
-// Slots of the lost_counts array.
-#define LOST_EVENTS 0         // events (syscalls) that did not reach user space
-#define LOST_FD_NOTES 1       // fd notes that did not: some identities unknown
+// Slots of the counts array, summed over CPUs by the recorder.
+#define COUNT_LOST_EVENTS 0   // events (syscalls) that could not be sent
+#define COUNT_LOST_FD_NOTES 1 // fd notes that could not: some identities unknown
+#define COUNT_SENT_EVENTS 2   // event records sent (taken or not by the recorder)
+#define COUNT_SENT_FD_NOTES 3
+#define COUNT_SLOTS 4
 
 struct wtrec_event_header {
     __u32 kind;        // KIND_EVENT

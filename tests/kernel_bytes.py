@@ -6,9 +6,9 @@ the decoder's field tables, which test_units checks against the C header.
 
 from wtrec.capture.kernel_records import (
     CHUNK_HEADER,
-    FLAG_CHUNKED,
     EVENT_HEADER,
     FD_NOTE,
+    FLAG_CHUNKED,
     KIND_CHUNK,
     KIND_EVENT,
     KIND_FD,

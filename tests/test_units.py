@@ -7,11 +7,10 @@ import subprocess
 
 import pytest
 from conftest import DATA
+from kernel_bytes import encode_chunk, encode_event, encode_fd_note
 
 from wtrec.capture import compat32, proc_fds
 from wtrec.capture.fd_table import FdTable
-from kernel_bytes import encode_chunk, encode_event, encode_fd_note
-
 from wtrec.capture.kernel_records import (
     C_LAYOUTS,
     FLAG_CHUNKED,
@@ -27,7 +26,7 @@ from wtrec.capture.kernel_records import (
     layout,
 )
 from wtrec.capture.ordering import ReorderBuffer
-from wtrec.capture.probe import LOST_EVENTS, LOST_FD_NOTES, bpf_dir
+from wtrec.capture.probe import bpf_dir
 from wtrec.capture.sockaddr import parse_sockaddr, socket_kind
 from wtrec.format import CaptureReader
 from wtrec.records import FdIdentity, IoEvent
@@ -134,8 +133,8 @@ def test_the_decoder_layouts_are_the_c_structs_as_compiled(tmp_path):
                          f'sizeof((({c_type} *)0)->{field}));')
     constants = {"KIND_EVENT": KIND_EVENT, "KIND_CHUNK": KIND_CHUNK, "KIND_FD": KIND_FD,
                  "FLAG_READ_FAULT": FLAG_READ_FAULT, "FLAG_CHUNKED": FLAG_CHUNKED,
-                 "FLAG_INCOMPLETE": FLAG_INCOMPLETE, "LOST_EVENTS": LOST_EVENTS,
-                 "LOST_FD_NOTES": LOST_FD_NOTES}
+                 "FLAG_INCOMPLETE": FLAG_INCOMPLETE,
+                 }
     constants.update({c_constant_name(name): number for number, name in SYSCALL_NAMES.items()})
     lines += [f'printf("{name} %d\\n", (int)({name}));' for name in constants]
     source = tmp_path / "layout.c"

@@ -15,7 +15,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import BinaryIO
 
 from wtrec import __version__
@@ -24,7 +24,7 @@ from wtrec.capture.fd_table import FdTable
 from wtrec.capture.kernel_records import BadKernelEvent, FdNote, KernelDecoder
 from wtrec.capture.launch import HeldCommand
 from wtrec.capture.ordering import ReorderBuffer
-from wtrec.capture.probe import Probe, ProbeConfig, Unread
+from wtrec.capture.probe import Probe, ProbeConfig, RecordCounts
 from wtrec.errors import OutputError, ProbeError
 from wtrec.format import FORMAT_MAJOR, FORMAT_MINOR, CaptureWriter
 from wtrec.records import End, FdIdentity, FdInfo, Filters, Header, IoEvent, Lost
@@ -32,12 +32,17 @@ from wtrec.records import End, FdIdentity, FdInfo, Filters, Header, IoEvent, Los
 # The reading loop: each step takes at most STEP_BYTES of kernel records, so
 # a signal is seen within a step whatever the load; when a step found little,
 # the loop sleeps POLL_S (the BPF program never wakes the reader).
-STEP_BYTES = 1 << 20
+STEP_BYTES = 256 << 10
 POLL_S = 0.02
-QUIET_STEP_BYTES = 64 << 10
-# After a stop, what is still in the buffer is taken for at most this long;
-# the rest is counted lost, so a stop takes well under a second.
-DRAIN_BUDGET_NS = 500_000_000
+QUIET_STEP_BYTES = 32 << 10
+# After a signal, what is still in the buffer is taken for at most this
+# long and the rest counted lost, so Ctrl-C ends a recording within a
+# second. Other stops (duration, count, the command's exit) take it all.
+DRAIN_BUDGET_NS = 300_000_000
+# When the kernel buffer is found empty, the open frame goes to the file once
+# its oldest record is this old: a trickle of events is on disk within a
+# fraction of a second, a busy stream still fills whole frames.
+IDLE_FLUSH_NS = 200_000_000
 STATUS_EVERY_NS = 500_000_000
 
 
@@ -89,11 +94,13 @@ class Recording:
         # The identity last written per pid and fd.
         self._fd_written: dict[int, dict[int, FdIdentity]] = {}
         self._stop_requested = False
-        self._seen_lost = Unread()
-        self._unread = Unread()
+        self._seen_lost = 0
+        self._unread = RecordCounts()  # sent by the kernel, never taken: set at the end
+        self._unflushed_since: int | None = None  # when the open frame got its first record
         self.stats = Stats(started_ns=boot_ns())
 
     def stop(self) -> None:
+        """Asks the loop to stop, soon: the drain that follows is time-boxed."""
         self._stop_requested = True
 
     def _done(self) -> bool:
@@ -112,9 +119,13 @@ class Recording:
         """Records until a stop rule fires, then drains, flushes and closes."""
         last_status = 0
         while not self._done():
-            taken = self._step(final=False)
-            self._writer.tick()
+            taken = self._step()
             now = boot_ns()
+            self._writer.tick()
+            if (taken == 0 and self._unflushed_since is not None
+                    and now - self._unflushed_since >= IDLE_FLUSH_NS):
+                self._writer.flush()
+                self._unflushed_since = None
             if self._status and now - last_status >= STATUS_EVERY_NS:
                 self._status(self.stats)
                 last_status = now
@@ -124,15 +135,18 @@ class Recording:
         # before it and is taken while the budget lasts, the rest counted lost.
         self._probe.stop_producing()
         deadline = boot_ns() + DRAIN_BUDGET_NS
-        while self._step(final=False) and boot_ns() < deadline:
+        while self._step() and not (self._stop_requested and boot_ns() >= deadline):
             pass
-        self._unread = self._probe.skip_unread()
-        self._step(final=True)
+        self._probe.skip_unread()
+        sent, decoded = self._probe.handed_over(), self._decoder.stats
+        self._unread = RecordCounts(events=sent.events - decoded.events,
+                                    fd_notes=sent.fd_notes - decoded.fd_notes)
+        self._write_ready(final=True)
         self._writer.close(End(ts_ns=boot_ns(), events=self.stats.events,
                                bytes=self.stats.bytes, lost=self.stats.lost))
         return self.stats
 
-    def _step(self, final: bool) -> int:
+    def _step(self) -> int:
         """Takes one batch from the kernel and writes what is ready; returns bytes taken."""
         raw_records = self._probe.read(STEP_BYTES)
         taken = sum(map(len, raw_records))
@@ -147,6 +161,11 @@ class Recording:
                 # Ask /proc while the process may still be alive.
                 prefetch(item.pid, item.fd)
             push(item)
+        self._write_ready(final=False)
+        return taken
+
+    def _write_ready(self, final: bool) -> None:
+        """Writes what the reorder buffer releases (everything, if final)."""
         ready = self._reorder.drain() if final else self._reorder.release(boot_ns())
         for item in ready:
             if type(item) is FdNote:
@@ -156,7 +175,6 @@ class Recording:
         self.stats.incomplete = self._decoder.stats.incomplete
         self.stats.read_faults = self._decoder.stats.read_faults
         self._record_losses()
-        return taken
 
     def _note(self, note: FdNote) -> None:
         self._fds.apply(note)
@@ -179,24 +197,26 @@ class Recording:
             self._writer.write(FdInfo(ts_ns=event.ts_ns, pid=event.pid, fd=event.fd,
                                       identity=identity))
             written[event.fd] = identity
-        self._writer.write(_with_seq(event, self.stats.events))
+        # The event was made by our decoder a moment ago and nothing else
+        # holds it: numbering it in place saves dataclasses.replace, which
+        # cost a third of the recorder's time per event.
+        object.__setattr__(event, "seq", self.stats.events)
+        self._writer.write(event)
+        if self._unflushed_since is None:
+            self._unflushed_since = boot_ns()
         self.stats.events += 1
         self.stats.bytes += len(event.data)
 
     def _record_losses(self) -> None:
         kernel = self._probe.lost()
         events = kernel.events + self._unread.events
-        if events > self._seen_lost.events:
+        if events > self._seen_lost:
             source = "perf" if self._probe.config.use_perf else "ringbuf"
-            count = events - self._seen_lost.events
+            count = events - self._seen_lost
             self._writer.write(Lost(ts_ns=boot_ns(), count=count, source=source))
             self.stats.lost += count
-            self._seen_lost.events = events
+            self._seen_lost = events
         self.stats.lost_fd_notes = kernel.fd_notes + self._unread.fd_notes
-
-
-def _with_seq(event: IoEvent, seq: int) -> IoEvent:
-    return replace(event, seq=seq)
 
 
 Notify = Callable[[str], None]
@@ -225,11 +245,21 @@ def summary_line(stats: Stats, output_name: str) -> str:
     text = f"{stats.events} events, {stats.bytes} bytes, {stats.lost} lost"
     if stats.incomplete:
         text += f", {stats.incomplete} with data missing"
-    if stats.read_faults:
-        text += f", {stats.read_faults} with memory unreadable"
-    if stats.lost_fd_notes:
-        text += f", {stats.lost_fd_notes} fd notes lost"
+
     return f"{text} -> {output_name}"
+
+
+def summary_warnings(stats: Stats) -> list[str]:
+    """What the summary line has no room for: data the kernel could not read, names lost."""
+    warnings = []
+    if stats.read_faults:
+        warnings.append(f"warning: {stats.read_faults} events carry less data than asked: "
+                        "the process's memory could not be read (bad pointer or page not "
+                        "resident)")
+    if stats.lost_fd_notes:
+        warnings.append(f"warning: {stats.lost_fd_notes} descriptor notes were lost (buffer "
+                        "full): some descriptors may be unnamed")
+    return warnings
 
 
 def _warn_32bit(config: ProbeConfig, child: HeldCommand | None, notify: Notify) -> None:
@@ -286,6 +316,8 @@ def record_session(out: BinaryIO, *, output_name: str, config: ProbeConfig,
         except OSError as exc:
             raise OutputError(f"cannot write {output_name}: {exc.strerror}") from None
         notify(summary_line(stats, output_name))
+        for warning in summary_warnings(stats):
+            notify(warning)
         return stats, (child.exit_status() if child else 0)
     finally:
         probe.close()

@@ -93,6 +93,8 @@ class DecodeStats:
 
     incomplete: int = 0
     read_faults: int = 0
+    events: int = 0  # event records decoded
+    fd_notes: int = 0
 
 
 class KernelDecoder:
@@ -119,6 +121,7 @@ class KernelDecoder:
             self._chunk(raw)
             return None
         if kind == KIND_FD:
+            self.stats.fd_notes += 1
             return _fd_note(raw)
         raise BadKernelEvent(f"record of unknown kind {kind}")
 
@@ -159,6 +162,7 @@ class KernelDecoder:
             raise BadKernelEvent(f"event of {len(raw)} bytes, shorter than its header")
         (_kind, flags, ts_ns, count, ret, pid, tid, uid, fd, captured, syscall, direction,
          comm) = EVENT_HEADER.unpack_from(raw)
+        self.stats.events += 1
         if flags & FLAG_READ_FAULT:
             self.stats.read_faults += 1
         if flags & FLAG_CHUNKED:

@@ -28,13 +28,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
-from wtrec.capture.kernel_records import (
-    KIND_EVENT,
-    KIND_FD,
-    RECORD_KIND,
-    SYSCALL_IDS,
-    WRITE_FAMILY,
-)
+from wtrec.capture.kernel_records import KIND_EVENT, KIND_FD, SYSCALL_IDS, WRITE_FAMILY
 from wtrec.errors import BccMissingError, KernelHeadersMissingError, ProbeError
 
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
@@ -50,8 +44,8 @@ FD_SYSCALLS = ("socket", "connect", "bind", "accept", "accept4", "openat", "open
 PERF_WAKEUP_EVENTS = 64
 # Perf buffer mode: bytes queued in Python before the callback drops.
 MAX_QUEUED_BYTES = 64 << 20
-# Slots of the BPF program's lost_counts array (LOST_* in wtrec_records.h).
-LOST_EVENTS, LOST_FD_NOTES = 0, 1
+# Slots of the BPF program's counts array (COUNT_* in wtrec_records.h).
+COUNT_LOST_EVENTS, COUNT_LOST_FD_NOTES, COUNT_SENT_EVENTS, COUNT_SENT_FD_NOTES = 0, 1, 2, 3
 
 # The BPF ring buffer's record header (include/uapi/linux/bpf.h): u32 length
 # with two flag bits, u32 page offset; records are 8-byte aligned.
@@ -149,8 +143,8 @@ def _first_error(text: str) -> str:
 
 
 @dataclass
-class Unread:
-    """Records left in the buffer when the recorder had to stop taking them."""
+class RecordCounts:
+    """How many event records and fd notes (sent, lost, taken...)."""
 
     events: int = 0
     fd_notes: int = 0
@@ -201,19 +195,9 @@ class RingReader:
         U64.pack_into(self._consumer, 0, end)
         return [batch[offset:offset + size] for offset, size in spans]
 
-    def skip_all(self) -> Unread:
-        """Counts and releases every committed record without copying its data."""
-        consumer, end, spans = self._spans(1 << 62)
-        unread = Unread()
-        base = PAGE_SIZE + (consumer & self._mask)
-        for offset, _size in spans:
-            kind = U32.unpack_from(self._producer, base + offset)[0]
-            if kind == KIND_EVENT:
-                unread.events += 1
-            elif kind == KIND_FD:
-                unread.fd_notes += 1
-        U64.pack_into(self._consumer, 0, end)
-        return unread
+    def skip_all(self) -> None:
+        """Releases every record without reading it."""
+        U64.pack_into(self._consumer, 0, U64.unpack_from(self._producer, 0)[0])
 
     def close(self) -> None:
         self._consumer.close()
@@ -226,7 +210,8 @@ class Probe:
     `read()` takes a bounded batch of raw records; `stop_producing()`
     detaches the programs, so what follows is a drain of what was captured
     while recording; `lost()` says what the kernel (and, in perf mode, the
-    bounded queue) could not hand over.
+    bounded queue) could not hand over, `handed_over()` what it did, taken
+    by the recorder or not.
     """
 
     def __init__(self, config: ProbeConfig):
@@ -238,7 +223,7 @@ class Probe:
         self.config = config
         self._queue: deque[bytes] = deque()
         self._queued_bytes = [0]  # a cell the perf callback updates
-        self._dropped = Unread()
+        self._dropped = RecordCounts()
         self._ring: RingReader | None = None
         failure: Exception | None
         cflags = [*config.cflags(), f"-I{bpf_dir()}"]
@@ -347,27 +332,27 @@ class Probe:
         with ThreadPoolExecutor(max_workers=max(1, len(tracepoints))) as pool:
             list(pool.map(lambda tp: self._bpf.detach_tracepoint(tp=tp), tracepoints))
 
-    def skip_unread(self) -> Unread:
-        """Releases what is still waiting, counting it (for a stop that cannot wait)."""
-        unread = Unread()
+    def skip_unread(self) -> None:
+        """Releases what is still waiting (for a stop that cannot wait for it)."""
         if self._ring is not None:
-            unread = self._ring.skip_all()
-        else:
-            self._bpf.perf_buffer_consume()
-        for raw in self._queue:
-            kind = RECORD_KIND.unpack_from(raw)[0] if len(raw) >= 4 else 0
-            unread.events += kind == KIND_EVENT
-            unread.fd_notes += kind == KIND_FD
+            self._ring.skip_all()
         self._queue.clear()
         self._queued_bytes[0] = 0
-        return unread
 
-    def lost(self) -> Unread:
+    def _count(self, slot: int) -> int:
+        return int(sum(self._bpf["counts"][ctypes.c_int(slot)]))
+
+    def lost(self) -> RecordCounts:
         """Events and fd notes lost so far, every cause, all CPUs."""
-        counts = self._bpf["lost_counts"]
-        return Unread(
-            events=int(sum(counts[ctypes.c_int(LOST_EVENTS)])) + self._dropped.events,
-            fd_notes=int(sum(counts[ctypes.c_int(LOST_FD_NOTES)])) + self._dropped.fd_notes)
+        return RecordCounts(
+            events=self._count(COUNT_LOST_EVENTS) + self._dropped.events,
+            fd_notes=self._count(COUNT_LOST_FD_NOTES) + self._dropped.fd_notes)
+
+    def handed_over(self) -> RecordCounts:
+        """Event records and fd notes sent to user space and not dropped there."""
+        return RecordCounts(
+            events=self._count(COUNT_SENT_EVENTS) - self._dropped.events,
+            fd_notes=self._count(COUNT_SENT_FD_NOTES) - self._dropped.fd_notes)
 
     def close(self) -> None:
         if self._ring is not None:

@@ -1,0 +1,169 @@
+"""Live eBPF: the recorder under load and over time (wake policy, memory, stops, state)."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from conftest import wtrec_cmd
+from live_helpers import Recorder
+
+from wtrec.format import CaptureReader
+from wtrec.records import End, IoEvent
+
+pytestmark = [pytest.mark.live, pytest.mark.usefixtures("live")]
+
+MIB = 1 << 20
+
+
+def events_in(path) -> list[IoEvent]:
+    """The events of a capture, also while it is still being written."""
+    with open(path, "rb") as stream:
+        return [r for r in CaptureReader(stream) if isinstance(r, IoEvent)]
+
+
+def wait_for(condition, timeout: float, what: str, step: float = 0.01):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(step)
+    raise AssertionError(f"{what}: not within {timeout} s")
+
+
+def rss_bytes(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError(f"no VmRSS for {pid}")
+
+
+TRICKLE = r"""
+import os, sys
+for line in sys.stdin:                    # one write per line the test sends
+    os.write(1, line.encode())
+"""
+
+
+@pytest.mark.parametrize("buffer_args", [[], ["--perf-buffer"]], ids=["ringbuf", "perf"])
+def test_a_trickle_of_events_reaches_the_file_within_a_second(workdir, buffer_args):
+    """The BPF program never wakes the reader: the recorder's timer must still pick
+    up a lone event and put it on disk promptly, while recording."""
+    out = os.path.join(workdir, "trickle.wtrace")
+    writer = subprocess.Popen([sys.executable, "-c", TRICKLE], stdin=subprocess.PIPE,
+                              stdout=subprocess.DEVNULL, text=True, bufsize=1)
+    recorder = Recorder("-p", str(writer.pid), "-o", out, *buffer_args)
+    try:
+        for n in range(3):
+            marker = f"trickle {n}\n"
+            wanted = marker.encode()
+            sent = time.monotonic()
+            writer.stdin.write(marker)
+            writer.stdin.flush()
+            wait_for(lambda m=wanted: any(e.data == m for e in events_in(out)), 5,
+                     f"event {n} in the file")
+            assert time.monotonic() - sent < 1.0, f"event {n} took over a second to reach the file"
+    finally:
+        writer.stdin.close()
+        writer.wait(10)
+        recorder.stop()
+    assert recorder.proc.returncode == 0
+    assert [e.data for e in events_in(out)] == [f"trickle {n}\n".encode() for n in range(3)]
+
+
+NONSTOP = r"""
+import os
+data = b"y" * 64
+fd = os.open(os.devnull, os.O_WRONLY)
+while True:
+    os.write(fd, data)
+"""
+
+
+@pytest.mark.parametrize("buffer_args", [[], ["--perf-buffer"], ["-s", "max"]],
+                         ids=["ringbuf", "perf", "snaplen-max"])
+def test_a_writer_without_pause_keeps_memory_bounded_and_sigint_stops_within_a_second(
+        workdir, buffer_args):
+    out = os.path.join(workdir, "nonstop.wtrace")
+    writer = subprocess.Popen([sys.executable, "-c", NONSTOP])
+    recorder = Recorder("-p", str(writer.pid), "-o", out, *buffer_args)
+    try:
+        # Let the writer run long enough to fill the kernel buffer many times over.
+        peak = 0
+        wait_for(lambda: os.path.getsize(out) > 4 * MIB, 60, "4 MiB of capture on disk")
+        for _ in range(30):
+            peak = max(peak, rss_bytes(recorder.proc.pid))
+            time.sleep(0.1)
+        asked = time.monotonic()
+        recorder.proc.send_signal(signal.SIGINT)
+        recorder.proc.wait(30)
+        stopped_in = time.monotonic() - asked
+    finally:
+        writer.kill()
+        writer.wait()
+        recorder.stop()
+    assert recorder.proc.returncode == 0
+    assert peak < 300 * MIB, f"recorder RSS reached {peak / MIB:.0f} MiB"
+    assert stopped_in < 1.0, f"SIGINT took {stopped_in:.2f} s to end the recording"
+    with open(out, "rb") as stream:
+        reader = CaptureReader(stream)
+        records = list(reader)
+    end = records[-1]
+    events = [r for r in records if isinstance(r, IoEvent)]
+    assert isinstance(end, End) and not reader.truncated
+    assert end.events == len(events) > 1000
+    assert all(e.data == b"y" * 64 for e in events)
+
+
+FORKER = r"""
+import os, sys
+def children(n):
+    for _ in range(n):
+        pid = os.fork()
+        if pid == 0:
+            fd = os.open(os.devnull, os.O_WRONLY)
+            os.write(fd, b"child")
+            os._exit(0)
+        os.waitpid(pid, 0)
+    fd = os.open(os.devnull, os.O_WRONLY)
+    os.write(fd, b"batch done")             # a marker the test waits for
+    os.close(fd)
+children(100)
+sys.stdin.readline()
+children(int(sys.argv[1]))
+sys.stdin.readline()
+"""
+
+
+def test_state_of_exited_processes_is_freed(workdir):
+    """RSS after 20,000 short-lived traced processes is within a few MiB of after 100."""
+    out = os.path.join(workdir, "forks.wtrace")
+    many = 20_000
+    recorder = subprocess.Popen(
+        wtrec_cmd("record", "-q", "--force", "-o", out, "--", sys.executable, "-c", FORKER,
+                  str(many - 100)), stdin=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        def markers() -> int:
+            return sum(e.data == b"batch done" for e in events_in(out))
+
+        wait_for(lambda: markers() >= 1, 60, "the first 100 children", step=0.1)
+        after_100 = rss_bytes(recorder.pid)
+        recorder.stdin.write(b"go\n")
+        recorder.stdin.flush()
+        wait_for(lambda: markers() >= 2, 600, f"{many} children", step=0.5)
+        after_many = rss_bytes(recorder.pid)
+        recorder.stdin.write(b"done\n")
+        recorder.stdin.close()
+        assert recorder.wait(60) == 0, recorder.stderr.read()
+    finally:
+        if recorder.poll() is None:
+            recorder.kill()
+            recorder.wait()
+    growth = after_many - after_100
+    assert growth < 4 * MIB, f"RSS grew {growth / MIB:.1f} MiB over {many - 100} processes"
+    events = events_in(out)
+    assert sum(e.data == b"child" for e in events) == many
