@@ -59,9 +59,13 @@
 #define GATHER_STEPS (2 * MAX_IOV + WTREC_SNAPLEN / CHUNK_MAX + 2)
 
 // The saved user registers (struct pt_regs), as far as wtrec reads them.
+// The raw tracepoints also see 32-bit (compat) syscalls, numbered and
+// passed differently: those are told apart by the saved code segment
+// (x86_64) or processor state (arm64) and left alone, as the syscall
+// tracepoints always did.
 #if defined(__x86_64__)
-struct user_args {           // pt_regs from r10 (offset 56) to di
-    u64 r10, r9, r8, ax, cx, dx, si, di;
+struct user_args {           // pt_regs from r10 (offset 56) to cs
+    u64 r10, r9, r8, ax, cx, dx, si, di, orig_ax, ip, cs;
 };
 #define ARGS_OFFSET 56
 #define NR_OFFSET 120         // orig_ax
@@ -69,16 +73,18 @@ struct user_args {           // pt_regs from r10 (offset 56) to di
 #define ARG1(r) ((r).si)
 #define ARG2(r) ((r).dx)
 #define ARG3(r) ((r).r10)
+#define IS_64BIT(r) (((r).cs & 0xffff) == 0x33)  // __USER_CS; 32-bit code runs in 0x23
 #elif defined(__aarch64__)
-struct user_args {           // pt_regs from regs[0]
-    u64 x0, x1, x2, x3;
+struct user_args {           // pt_regs from regs[0] to pstate
+    u64 x[31], sp, pc, pstate;
 };
 #define ARGS_OFFSET 0
 #define NR_OFFSET 280         // syscallno, after regs[31], sp, pc, pstate, orig_x0
-#define ARG0(r) ((r).x0)
-#define ARG1(r) ((r).x1)
-#define ARG2(r) ((r).x2)
-#define ARG3(r) ((r).x3)
+#define ARG0(r) ((r).x[0])
+#define ARG1(r) ((r).x[1])
+#define ARG2(r) ((r).x[2])
+#define ARG3(r) ((r).x[3])
+#define IS_64BIT(r) (!((r).pstate & 0x10))  // PSR_MODE32_BIT
 #else
 #error "wtrec reads syscall arguments from registers on x86_64 and arm64 only"
 #endif
@@ -308,6 +314,8 @@ int on_sys_enter(struct bpf_raw_tracepoint_args *ctx)
         return 0;
     struct user_args regs = {};
     bpf_probe_read_kernel(&regs, sizeof(regs), (u8 *)ctx->args[0] + ARGS_OFFSET);
+    if (!IS_64BIT(regs))
+        return 0;
     if (syscall == SC_CLOSE) {
         struct wtrec_fd_note *n = note_begin();
         if (n)

@@ -54,8 +54,10 @@ class Recorder:
     """`wtrec record` in the background, ready once it says it is recording."""
 
     def __init__(self, *args: str, env: dict | None = None, stdout=subprocess.DEVNULL):
+        # Unbuffered: read_line_until selects on the pipe, and a buffered
+        # reader could hold a second line where select() cannot see it.
         self.proc = subprocess.Popen(wtrec_cmd("record", "-q", *args), stdout=stdout,
-                                     stderr=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, bufsize=0,
                                      env={**os.environ, **(env or {})})
         self.stderr_lines: list[str] = []
         read_line_until(self.proc.stderr, "recording", 30, self.stderr_lines)

@@ -90,7 +90,7 @@ class Recording:
         self._sleep = sleep
         self._decoder = KernelDecoder()
         self._reorder = ReorderBuffer()
-        self._fds = fds or FdTable()
+        self._fds = fds if fds is not None else FdTable()
         # The identity last written per pid and fd.
         self._fd_written: dict[int, dict[int, FdIdentity]] = {}
         self._stop_requested = False
