@@ -193,14 +193,15 @@ class Recording:
             return  # past --count: not lost, just not asked for
         identity = self._fds.identity(event.pid, event.fd)
         written = self._fd_written.setdefault(event.pid, {})
-        if written.get(event.fd) != identity:
+        last = written.get(event.fd)
+        if last is not identity and last != identity:
             self._writer.write(FdInfo(ts_ns=event.ts_ns, pid=event.pid, fd=event.fd,
                                       identity=identity))
             written[event.fd] = identity
         # The event was made by our decoder a moment ago and nothing else
         # holds it: numbering it in place saves dataclasses.replace, which
         # cost a third of the recorder's time per event.
-        object.__setattr__(event, "seq", self.stats.events)
+        event.__dict__["seq"] = self.stats.events
         self._writer.write(event)
         if self._unflushed_since is None:
             self._unflushed_since = boot_ns()
