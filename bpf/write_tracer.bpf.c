@@ -338,12 +338,16 @@ int on_sys_enter(struct bpf_raw_tracepoint_args *ctx)
 
 // ---------------------------------------------------------------- events
 
+// Every event is dated when it is emitted, at syscall exit: records leave in
+// that order, so the recorder's short hold restores time order even for a
+// call that blocked for seconds (dated at entry, it would arrive late).
 static __always_inline void fill_header(struct wtrec_event_header *h, struct wtrec_pending *p,
-                                        u64 pid_tgid, u64 ts_ns, u16 direction)
+                                        u64 pid_tgid, u16 direction)
 {
     h->kind = KIND_EVENT;
     h->flags = p->flags;
-    h->ts_ns = ts_ns;
+    h->ts_ns = bpf_ktime_get_boot_ns();
+    h->entry_ns = p->ts_ns;
     h->count = p->count;
     h->ret = p->ret;
     h->pid = pid_tgid >> 32;
@@ -361,12 +365,6 @@ static __always_inline u16 direction_of(u32 syscall)
     return syscall >= SC_READ ? 1 : 0;
 }
 
-static __always_inline u64 event_time(struct wtrec_pending *p)
-{
-    // Writes are dated when they were asked for, reads when data arrived.
-    return direction_of(p->syscall) ? bpf_ktime_get_boot_ns() : p->ts_ns;
-}
-
 // Emit an event with `n` (<= CHUNK_MAX) bytes from `base` inline. A fault
 // reading them sends the event without data, flagged FLAG_READ_FAULT.
 static __always_inline void emit_inline(void *ctx, struct wtrec_pending *p, u64 pid_tgid,
@@ -380,7 +378,7 @@ static __always_inline void emit_inline(void *ctx, struct wtrec_pending *p, u64 
         return;
     }
     p->captured = n;
-    fill_header(h, p, pid_tgid, event_time(p), direction_of(p->syscall));
+    fill_header(h, p, pid_tgid, direction_of(p->syscall));
     if (n && bpf_probe_read_user((u8 *)(h + 1), n, (void *)base) != 0) {
         h->captured = 0;
         h->flags |= FLAG_READ_FAULT;
@@ -482,7 +480,7 @@ int gather_and_emit(struct bpf_raw_tracepoint_args *ctx)
     p->flags |= FLAG_CHUNKED;
     struct wtrec_event_header *h = out_reserve(sizeof(*h), 0);
     if (h) {
-        fill_header(h, p, pid_tgid, event_time(p), direction_of(p->syscall));
+        fill_header(h, p, pid_tgid, direction_of(p->syscall));
         count(out_submit(ctx, h, sizeof(*h)) < 0 ? COUNT_LOST_EVENTS : COUNT_SENT_EVENTS);
     } else {
         count(COUNT_LOST_EVENTS);

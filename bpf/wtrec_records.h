@@ -61,7 +61,8 @@
 struct wtrec_event_header {
     __u32 kind;        // KIND_EVENT
     __u32 flags;
-    __u64 ts_ns;       // bpf_ktime_get_boot_ns(): entry (out) or exit (in)
+    __u64 ts_ns;       // bpf_ktime_get_boot_ns() at syscall exit (emission)
+    __u64 entry_ns;    // ... at syscall entry: with tid, names the event's chunks
     __u64 count;       // bytes the process asked to write / read
     __s64 ret;         // the syscall's return value
     __u32 pid;         // tgid
@@ -77,7 +78,7 @@ struct wtrec_event_header {
 struct wtrec_chunk_header {
     __u32 kind;        // KIND_CHUNK
     __u32 len;         // data bytes that follow
-    __u64 ts_ns;       // the event's ts_ns; with tid, names the event
+    __u64 ts_ns;       // the event's entry_ns; with tid, names the event
     __u32 tid;
     __u32 offset;      // where this chunk goes in the event's data
 };

@@ -19,11 +19,13 @@ from wtrec.records import IoEvent
 
 
 def encode_event(event: IoEvent, flags: int = 0, pad_to: int = 0,
-                 captured: int | None = None) -> bytes:
-    """An event record; with FLAG_CHUNKED the data is left out (it comes in chunks)."""
+                 captured: int | None = None, entry_ns: int | None = None) -> bytes:
+    """An event record; with FLAG_CHUNKED the data is left out (it comes in chunks,
+    named by the event's entry time, by default its ts_ns)."""
     chunked = flags & FLAG_CHUNKED
     head = EVENT_HEADER.pack(
-        KIND_EVENT, flags, event.ts_ns, event.count, event.ret or 0, event.pid, event.tid,
+        KIND_EVENT, flags, event.ts_ns, event.ts_ns if entry_ns is None else entry_ns,
+        event.count, event.ret or 0, event.pid, event.tid,
         event.uid, event.fd, len(event.data) if captured is None else captured,
         SYSCALL_IDS[event.syscall], 1 if event.direction == "in" else 0,
         event.comm.ljust(16, b"\0"))

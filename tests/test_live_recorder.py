@@ -174,3 +174,46 @@ def test_state_of_exited_processes_is_freed(workdir):
     assert growth < 4 * MIB, f"RSS grew {growth / MIB:.1f} MiB over {many - 100} processes"
     events = events_in(out)
     assert sum(e.data == b"child" for e in events) == many
+
+
+BLOCKED = r"""
+import os, sys, time
+read_end, write_end = os.pipe()
+sys.stdin.readline()                      # the recorder is ready
+pid = os.fork()
+if pid == 0:                              # the reader: drains the pipe late
+    os.close(write_end)
+    time.sleep(0.4)
+    while os.read(read_end, 1 << 20):
+        pass
+    os._exit(0)
+os.close(read_end)
+writer = os.fork()
+if writer == 0:                           # blocks: 1 MiB into a 64 KiB pipe
+    os.write(write_end, b"B" * (1 << 20))
+    os._exit(0)
+os.close(write_end)
+time.sleep(0.05)
+null = os.open(os.devnull, os.O_WRONLY)
+for i in range(20):                       # later calls that return at once
+    os.write(null, b"tick %02d" % i)
+    time.sleep(0.01)
+os.waitpid(writer, 0)
+os.waitpid(pid, 0)
+"""
+
+
+def test_a_write_that_blocked_is_filed_in_time_order(workdir):
+    """Events are dated at syscall exit, so a write blocked ~0.4 s on a full pipe
+    comes after the quick writes made meanwhile, and the file is in time order."""
+    out = os.path.join(workdir, "blocked.wtrace")
+    result = subprocess.run(
+        wtrec_cmd("record", "-q", "--force", "-s", "max", "-o", out, "--", sys.executable,
+                  "-c", BLOCKED), input="go\n", capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    events = events_in(out)
+    times = [e.ts_ns for e in events]
+    assert times == sorted(times)
+    names = [e.data[:7] for e in events]
+    ticks = [n for n in names if n.startswith(b"tick")]
+    assert len(ticks) == 20 and names[-1] == b"B" * 7  # the blocked write ended last

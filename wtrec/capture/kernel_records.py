@@ -21,7 +21,7 @@ FLAG_INCOMPLETE = 4
 # The structs of bpf/wtrec_records.h, field by field: (C field name, struct
 # code). tests/test_units.py compiles the header and checks every offset.
 EVENT_FIELDS = (
-    ("kind", "I"), ("flags", "I"), ("ts_ns", "Q"), ("count", "Q"), ("ret", "q"),
+    ("kind", "I"), ("flags", "I"), ("ts_ns", "Q"), ("entry_ns", "Q"), ("count", "Q"), ("ret", "q"),
     ("pid", "I"), ("tid", "I"), ("uid", "I"), ("fd", "i"), ("captured", "I"),
     ("syscall", "H"), ("direction", "H"), ("comm", "16s"))
 CHUNK_FIELDS = (("kind", "I"), ("len", "I"), ("ts_ns", "Q"), ("tid", "I"), ("offset", "I"))
@@ -163,13 +163,13 @@ class KernelDecoder:
     def _event(self, raw: bytes | memoryview) -> IoEvent:
         if len(raw) < EVENT_HEADER.size:
             raise BadKernelEvent(f"event of {len(raw)} bytes, shorter than its header")
-        (_kind, flags, ts_ns, count, ret, pid, tid, uid, fd, captured, syscall, direction,
-         comm) = EVENT_HEADER.unpack_from(raw)
+        (_kind, flags, ts_ns, entry_ns, count, ret, pid, tid, uid, fd, captured, syscall,
+         direction, comm) = EVENT_HEADER.unpack_from(raw)
         self.stats.events += 1
         if flags & FLAG_READ_FAULT:
             self.stats.read_faults += 1
         if flags & FLAG_CHUNKED:
-            data = self._take_chunks(tid, ts_ns)
+            data = self._take_chunks(tid, entry_ns)
             if flags & FLAG_INCOMPLETE or len(data) != captured:
                 self.stats.incomplete += 1
         else:
