@@ -134,6 +134,10 @@ BPF_HASH(pending, u32, struct wtrec_pending, 16384);
 // chunk loses no event) and reports a loss only once the buffer has room
 // again, which may be never at the end of a capture.
 BPF_PERCPU_ARRAY(counts, u64, COUNT_SLOTS);
+// Processes with a lost fd note not yet flagged to the recorder, and
+// whether any note was ever lost (so the hot path skips the hash lookup).
+BPF_HASH(stale_fds, u32, u8, 16384);
+BPF_ARRAY(notes_lost, u32, 1);
 // Shared programs the exit handler tail-calls (filled in by the recorder).
 BPF_PROG_ARRAY(programs, 2);
 #define PROG_GATHER 0
@@ -299,7 +303,8 @@ static __always_inline int is_wanted(u32 syscall)
     return want && *want;
 }
 
-static __always_inline void *note_begin(void);
+static __always_inline void *note_begin(u64 pid_tgid);
+static __always_inline void note_lost(u64 pid_tgid);
 static __always_inline void note_end(void *ctx, struct wtrec_fd_note *n, u32 op, u64 pid_tgid,
                                      s64 ret, s32 fd, s32 fd2);
 
@@ -317,7 +322,7 @@ int on_sys_enter(struct bpf_raw_tracepoint_args *ctx)
     if (!IS_64BIT(regs))
         return 0;
     if (syscall == SC_CLOSE) {
-        struct wtrec_fd_note *n = note_begin();
+        struct wtrec_fd_note *n = note_begin(pid_tgid);
         if (n)
             note_end(ctx, n, SC_CLOSE, pid_tgid, 0, (s32)ARG0(regs), -1);
         return 0;
@@ -331,8 +336,12 @@ int on_sys_enter(struct bpf_raw_tracepoint_args *ctx)
     p.a3 = ARG3(regs);
     p.syscall = syscall;
     p.nr = nr;
-    if (pending.update(&tid, &p) != 0)
-        count(syscall < SC_SOCKET ? COUNT_LOST_EVENTS : COUNT_LOST_FD_NOTES);
+    if (pending.update(&tid, &p) != 0) {
+        if (syscall < SC_SOCKET)
+            count(COUNT_LOST_EVENTS);
+        else
+            note_lost(pid_tgid);
+    }
     return 0;
 }
 
@@ -358,6 +367,12 @@ static __always_inline void fill_header(struct wtrec_event_header *h, struct wtr
     h->syscall = p->syscall;
     h->direction = direction;
     bpf_get_current_comm(&h->comm, sizeof(h->comm));
+    u32 zero = 0, tgid = h->pid;
+    u32 *any = notes_lost.lookup(&zero);
+    if (any && *any && stale_fds.lookup(&tgid)) {
+        h->flags |= FLAG_FDS_STALE;
+        stale_fds.delete(&tgid);
+    }
 }
 
 static __always_inline u16 direction_of(u32 syscall)
@@ -566,18 +581,32 @@ int on_sys_exit(struct bpf_raw_tracepoint_args *ctx)
         return data_exit(ctx, pid_tgid, p);
     programs.call(ctx, PROG_FD_EXIT);
     pending.delete(&tid);  // only reached if the tail call failed
-    count(COUNT_LOST_FD_NOTES);
+    note_lost(pid_tgid);
     return 0;
 }
 
 // ---------------------------------------------------------------- fd notes
 
-// A zeroed fd note to fill, or 0 (counted lost: some identity will be unknown).
-static __always_inline void *note_begin(void)
+// A lost fd note leaves the recorder's idea of that process's descriptors
+// possibly wrong: remember the process, and flag its next event so the
+// recorder forgets what it knew (names become "unknown (lost)", never wrong).
+static __always_inline void note_lost(u64 pid_tgid)
+{
+    u32 tgid = pid_tgid >> 32, zero = 0;
+    u8 one = 1;
+    count(COUNT_LOST_FD_NOTES);
+    stale_fds.update(&tgid, &one);
+    u32 *any = notes_lost.lookup(&zero);
+    if (any)
+        *any = 1;
+}
+
+// A zeroed fd note to fill, or 0 (then counted lost).
+static __always_inline void *note_begin(u64 pid_tgid)
 {
     struct wtrec_fd_note *n = out_reserve(sizeof(struct wtrec_fd_note), 0);
     if (!n) {
-        count(COUNT_LOST_FD_NOTES);
+        note_lost(pid_tgid);
         return 0;
     }
     __builtin_memset(n, 0, sizeof(*n));
@@ -595,7 +624,10 @@ static __always_inline void note_end(void *ctx, struct wtrec_fd_note *n, u32 op,
     n->tid = (u32)pid_tgid;
     n->fd = fd;
     n->fd2 = fd2;
-    count(out_submit(ctx, n, sizeof(*n)) < 0 ? COUNT_LOST_FD_NOTES : COUNT_SENT_FD_NOTES);
+    if (out_submit(ctx, n, sizeof(*n)) < 0)
+        note_lost(pid_tgid);
+    else
+        count(COUNT_SENT_FD_NOTES);
 }
 
 // Exit of an fd-making syscall (tail-called): say what the new fd is.
@@ -612,7 +644,7 @@ int fd_exit(struct bpf_raw_tracepoint_args *ctx)
     pending.delete(&tid);
     if (ret < 0 && syscall != SC_CONNECT)
         return 0;
-    struct wtrec_fd_note *n = note_begin();
+    struct wtrec_fd_note *n = note_begin(pid_tgid);
     if (!n)
         return 0;
     s32 fd = ret, fd2 = -1;
@@ -701,7 +733,7 @@ TRACEPOINT_PROBE(sock, inet_sock_set_state)
     connecting.delete(&sk);
     if (args->newstate != 1 /* TCP_ESTABLISHED */)
         return 0;
-    struct wtrec_fd_note *n = note_begin();
+    struct wtrec_fd_note *n = note_begin(((u64)saved.pid << 32) | saved.tid);
     if (!n)
         return 0;
     n->a0 = args->family;
@@ -744,11 +776,12 @@ int on_process_exit(struct bpf_raw_tracepoint_args *ctx)
     // The thread group leader's exit: tell the recorder, so it can forget
     // the process's descriptors (its pid may be reused).
     if (tid == pid_tgid >> 32 && traced(pid_tgid)) {
-        struct wtrec_fd_note *n = note_begin();
+        struct wtrec_fd_note *n = note_begin(pid_tgid);
         if (n)
             note_end(ctx, n, OP_EXIT, pid_tgid, 0, -1, -1);
     }
     // With --follow, new threads' ids land in the filter too: drop them all.
     pid_filter.delete(&tid);
+    stale_fds.delete(&tid);
     return 0;
 }

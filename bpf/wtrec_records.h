@@ -19,6 +19,7 @@
 #define FLAG_READ_FAULT 1     // user memory could not be read: data short or missing
 #define FLAG_CHUNKED 2        // data came before, in chunk records
 #define FLAG_INCOMPLETE 4     // a chunk could not be emitted (data short)
+#define FLAG_FDS_STALE 8      // an fd note of this process was lost before this event
 
 // Syscall ids (wtrec's own numbering, mirrored in kernel_records.py).
 #define SC_WRITE 1

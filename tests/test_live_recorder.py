@@ -11,7 +11,7 @@ from conftest import wtrec_cmd
 from live_helpers import Recorder
 
 from wtrec.format import CaptureReader
-from wtrec.records import End, IoEvent
+from wtrec.records import End, FdInfo, IoEvent
 
 pytestmark = [pytest.mark.live, pytest.mark.usefixtures("live")]
 
@@ -217,3 +217,46 @@ def test_a_write_that_blocked_is_filed_in_time_order(workdir):
     names = [e.data[:7] for e in events]
     ticks = [n for n in names if n.startswith(b"tick")]
     assert len(ticks) == 20 and names[-1] == b"B" * 7  # the blocked write ended last
+
+
+OPEN_WRITE_CLOSE = r"""
+import os, sys
+sys.stdin.readline()
+base = sys.argv[1]
+for i in range(int(sys.argv[2])):
+    path = f"{base}/f{i % 50}"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.write(fd, path.encode())           # the data names the file it goes to
+    os.close(fd)
+"""
+
+
+def test_lost_fd_notes_make_names_unknown_never_wrong(workdir):
+    """With a tiny buffer, fd notes are lost: no event may carry another file's name,
+    and the lost notes are counted."""
+    out = os.path.join(workdir, "names.wtrace")
+    files = os.path.join(workdir, "files")
+    os.mkdir(files)
+    result = subprocess.run(
+        wtrec_cmd("record", "-q", "--force", "--buffer-size", "16K", "-o", out, "--",
+                  sys.executable, "-c", OPEN_WRITE_CLOSE, files, "30000"),
+        input="go\n", capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "descriptor notes were lost" in result.stderr
+    with open(out, "rb") as stream:
+        records = list(CaptureReader(stream))
+    current: dict[tuple[int, int], object] = {}
+    wrong, unknown, right = [], 0, 0
+    for record in records:
+        if isinstance(record, FdInfo):
+            current[(record.pid, record.fd)] = record.identity
+        elif isinstance(record, IoEvent) and record.data.startswith(files.encode()):
+            identity = current.get((record.pid, record.fd))
+            if identity is None or identity.kind == "unknown":
+                unknown += 1
+            elif identity.path == record.data.decode():
+                right += 1
+            else:
+                wrong.append((identity, record.data))
+    assert not wrong, f"{len(wrong)} events named wrongly, e.g. {wrong[:3]}"
+    assert right > 0 and unknown > 0

@@ -6,7 +6,7 @@ import time
 from kernel_bytes import encode_event, encode_fd_note
 
 from wtrec.capture.fd_table import FdTable
-from wtrec.capture.kernel_records import FdNote
+from wtrec.capture.kernel_records import FLAG_FDS_STALE, FdNote
 from wtrec.capture.probe import ProbeConfig, RecordCounts
 from wtrec.format import CaptureReader, CaptureWriter
 from wtrec.record import Recording, StopRule, boot_ns, recording_header
@@ -119,3 +119,24 @@ def test_a_signal_stops_a_recording_that_is_never_drained_within_the_budget():
     stats = recording.run()
     assert time.monotonic() - started < 1.0
     assert not probe.producing and stats.lost == 0  # everything handed over was taken
+
+
+def test_after_a_lost_fd_note_a_process_descriptors_are_unknown_not_wrong():
+    """The kernel flags the next event of a process whose fd note was lost; from
+    then on its unnamed descriptors are "unknown (lost)", and /proc (which tells
+    the present, not the time of the event) is not asked."""
+    now = boot_ns() - 10**9
+    fds = FdTable(resolver=lambda _pid, _fd: FdIdentity("file", path="/proc/says/now"))
+    batches = [[note("openat", 7, fd=3, path=b"a.txt\0", ts_ns=now),
+                encode_event(event(7, fd=3, ts_ns=now + 1)),
+                # the openat of fd 4 (b.txt) was lost: the next event says so
+                encode_event(event(7, fd=4, ts_ns=now + 3), flags=FLAG_FDS_STALE),
+                encode_event(event(7, fd=3, ts_ns=now + 4)),
+                note("openat", 7, fd=5, path=b"c.txt\0", ts_ns=now + 5),
+                encode_event(event(7, fd=5, ts_ns=now + 6))]]
+    _recording, records = record(FakeProbe(batches), fds)
+    named = [(r.fd, r.identity.describe()) for r in records if isinstance(r, FdInfo)]
+    assert named == [(3, "file a.txt"), (4, "unknown (fd notes lost)"),
+                     (3, "unknown (fd notes lost)"), (5, "file c.txt")]
+    assert FdIdentity("file", path="/proc/says/now") not in [
+        r.identity for r in records if isinstance(r, FdInfo)]

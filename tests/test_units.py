@@ -14,6 +14,7 @@ from wtrec.capture.fd_table import FdTable
 from wtrec.capture.kernel_records import (
     C_LAYOUTS,
     FLAG_CHUNKED,
+    FLAG_FDS_STALE,
     FLAG_INCOMPLETE,
     FLAG_READ_FAULT,
     KIND_CHUNK,
@@ -26,7 +27,13 @@ from wtrec.capture.kernel_records import (
     layout,
 )
 from wtrec.capture.ordering import ReorderBuffer
-from wtrec.capture.probe import bpf_dir
+from wtrec.capture.probe import (
+    COUNT_LOST_EVENTS,
+    COUNT_LOST_FD_NOTES,
+    COUNT_SENT_EVENTS,
+    COUNT_SENT_FD_NOTES,
+    bpf_dir,
+)
 from wtrec.capture.sockaddr import parse_sockaddr, socket_kind
 from wtrec.format import CaptureReader
 from wtrec.records import FdIdentity, IoEvent
@@ -134,8 +141,9 @@ def test_the_decoder_layouts_are_the_c_structs_as_compiled(tmp_path):
                          f'sizeof((({c_type} *)0)->{field}));')
     constants = {"KIND_EVENT": KIND_EVENT, "KIND_CHUNK": KIND_CHUNK, "KIND_FD": KIND_FD,
                  "FLAG_READ_FAULT": FLAG_READ_FAULT, "FLAG_CHUNKED": FLAG_CHUNKED,
-                 "FLAG_INCOMPLETE": FLAG_INCOMPLETE,
-                 }
+                 "FLAG_INCOMPLETE": FLAG_INCOMPLETE, "FLAG_FDS_STALE": FLAG_FDS_STALE,
+                 "COUNT_LOST_EVENTS": COUNT_LOST_EVENTS, "COUNT_LOST_FD_NOTES": COUNT_LOST_FD_NOTES,
+                 "COUNT_SENT_EVENTS": COUNT_SENT_EVENTS, "COUNT_SENT_FD_NOTES": COUNT_SENT_FD_NOTES}
     constants.update({c_constant_name(name): number for number, name in SYSCALL_NAMES.items()})
     lines += [f'printf("{name} %d\\n", (int)({name}));' for name in constants]
     source = tmp_path / "layout.c"

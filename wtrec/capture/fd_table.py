@@ -14,6 +14,10 @@ from wtrec.capture.sockaddr import AF_UNIX, format_inet, parse_sockaddr, socket_
 from wtrec.records import FdIdentity
 
 UNKNOWN = FdIdentity("unknown")
+# A descriptor of a process whose fd notes were partly lost: it may have
+# been opened, closed or replaced unseen, so neither the table nor /proc
+# (which tells the present, not the event's time) can be trusted for it.
+LOST = FdIdentity("unknown", path="(fd notes lost)")
 
 
 class FdTable:
@@ -28,6 +32,7 @@ class FdTable:
         self._resolve = resolver
         self._known: dict[int, dict[int, FdIdentity]] = {}
         self._from_proc: dict[int, dict[int, FdIdentity | None]] = {}
+        self._stale: set[int] = set()  # pids with lost notes: unnamed fds are LOST
 
     def __len__(self) -> int:
         """Descriptors held, all processes."""
@@ -37,7 +42,7 @@ class FdTable:
     def prefetch(self, pid: int, fd: int) -> None:
         """Asks /proc now, while the process still lives, unless we know already."""
         known = self._known.get(pid)
-        if known is not None and fd in known:
+        if known is not None and fd in known or pid in self._stale:
             return
         asked = self._from_proc.setdefault(pid, {})
         if fd not in asked:
@@ -47,12 +52,16 @@ class FdTable:
         known = self._known.get(pid)
         if known is not None and fd in known:
             return known[fd]
+        if pid in self._stale:
+            return LOST
         asked = self._from_proc.setdefault(pid, {})
         if fd not in asked:
             asked[fd] = self._resolve(pid, fd)
         return asked[fd] or UNKNOWN
 
     def _current(self, pid: int, fd: int) -> FdIdentity | None:
+        if pid in self._stale:
+            return self._known.get(pid, {}).get(fd)
         return (self._known.get(pid, {}).get(fd) or self._from_proc.get(pid, {}).get(fd)
                 or self._resolve(pid, fd))
 
@@ -76,6 +85,12 @@ class FdTable:
         elif op == "exit":
             self._known.pop(pid, None)
             self._from_proc.pop(pid, None)
+            self._stale.discard(pid)
+        elif op == "fds-lost":
+            # Some note of this process never came: forget all it had.
+            self._known.pop(pid, None)
+            self._from_proc.pop(pid, None)
+            self._stale.add(pid)
         elif op == "socket":
             self._set(pid, note.fd, FdIdentity(socket_kind(note.a0, note.a1)))
         elif op in ("connect", "bind"):

@@ -17,6 +17,7 @@ KIND_EVENT, KIND_CHUNK, KIND_FD = 1, 2, 3
 FLAG_READ_FAULT = 1
 FLAG_CHUNKED = 2
 FLAG_INCOMPLETE = 4
+FLAG_FDS_STALE = 8
 
 # The structs of bpf/wtrec_records.h, field by field: (C field name, struct
 # code). tests/test_units.py compiles the header and checks every offset.
@@ -106,12 +107,31 @@ class KernelDecoder:
     def __init__(self):
         self._chunks: dict[tuple[int, int], list[tuple[int, bytes]]] = {}
         self._chunk_bytes = 0
+        # Decoded events flagged FLAG_FDS_STALE, by id(), held until the batch ends.
+        self._stale: dict[int, IoEvent] = {}
         self.stats = DecodeStats()
 
     def decode_batch(self, raws: Iterable[bytes | memoryview]) -> list[IoEvent | FdNote]:
-        """Records in kernel order in; the events and notes they make, in the same order."""
+        """Records in kernel order in; the events and notes they make, in the same order.
+
+        An event flagged FLAG_FDS_STALE (an fd note of its process was lost
+        before it) is preceded by an "fds-lost" note for its process.
+        """
         decode = self.decode
-        return [item for item in map(decode, raws) if item is not None]
+        items = [item for item in map(decode, raws) if item is not None]
+        if self._stale:
+            items = self._with_stale_notes(items)
+        return items
+
+    def _with_stale_notes(self, items: list[IoEvent | FdNote]) -> list[IoEvent | FdNote]:
+        out: list[IoEvent | FdNote] = []
+        for item in items:
+            if self._stale.get(id(item)) is item:
+                out.append(FdNote(op="fds-lost", ts_ns=item.ts_ns, ret=0, pid=item.pid,
+                                  tid=item.tid, fd=-1, fd2=-1, a0=0, a1=0, a2=0, blob=b""))
+            out.append(item)
+        self._stale.clear()
+        return out
 
     def decode(self, raw: bytes | memoryview) -> IoEvent | FdNote | None:
         """One record in; an event or note out (None for a chunk that waits)."""
@@ -185,6 +205,8 @@ class KernelDecoder:
             ts_ns=ts_ns, pid=pid, tid=tid, uid=uid, comm=comm.split(b"\0", 1)[0], fd=fd,
             count=count, data=data, syscall=SYSCALL_NAMES.get(syscall) or f"syscall{syscall}",
             ret=ret, seq=None, direction="in" if direction else "out")
+        if flags & FLAG_FDS_STALE:
+            self._stale[id(event)] = event
         return event
 
 
