@@ -260,3 +260,32 @@ def test_lost_fd_notes_make_names_unknown_never_wrong(workdir):
                 wrong.append((identity, record.data))
     assert not wrong, f"{len(wrong)} events named wrongly, e.g. {wrong[:3]}"
     assert right > 0 and unknown > 0
+
+
+def children_of(pid: int) -> list[int]:
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as listing:
+            return [int(child) for child in listing.read().split()]
+    except FileNotFoundError:
+        return []
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP, signal.SIGINT])
+def test_a_stop_during_start_up_removes_the_file_and_kills_the_held_command(workdir, signum):
+    out = os.path.join(workdir, f"early-{signum}.wtrace")
+    marker = os.path.join(workdir, f"ran-{signum}")
+    recorder = subprocess.Popen(
+        wtrec_cmd("record", "-q", "-o", out, "--", "sh", "-c", f"touch {marker}"),
+        stderr=subprocess.PIPE)
+    try:
+        # The held command exists before the BPF program is compiled: stop now.
+        wait_for(lambda: children_of(recorder.pid), 30, "the held command")
+        recorder.send_signal(signum)
+        recorder.wait(30)
+    finally:
+        if recorder.poll() is None:
+            recorder.kill()
+            recorder.wait()
+    assert recorder.returncode == 130, recorder.stderr.read()
+    assert not os.path.exists(out), "the empty capture was left behind"
+    assert not os.path.exists(marker), "the held command ran untraced"

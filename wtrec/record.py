@@ -250,6 +250,13 @@ def summary_line(stats: Stats, output_name: str) -> str:
     return f"{text} -> {output_name}"
 
 
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+def _interrupt_start_up(_signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def summary_warnings(stats: Stats) -> list[str]:
     """What the summary line has no room for: data the kernel could not read, names lost."""
     warnings = []
@@ -281,6 +288,12 @@ def record_session(out: BinaryIO, *, output_name: str, config: ProbeConfig,
 
     Returns the totals and the command's exit status (0 without a command).
     """
+    # A stop during start-up (the compile takes a second) is an interrupt:
+    # the held command is killed, never left to run untraced, and the CLI
+    # removes the output file it created. Python runs the handler once the
+    # compile returns.
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, _interrupt_start_up)
     child = HeldCommand(list(command)) if command else None
     try:
         probe = Probe(config)
@@ -289,12 +302,17 @@ def record_session(out: BinaryIO, *, output_name: str, config: ProbeConfig,
             child.abandon()
         raise
     try:
-        _warn_32bit(config, child, notify)
-        header = recording_header(config, command)
         try:
-            writer = CaptureWriter(out, header)
-        except OSError as exc:
-            raise OutputError(f"cannot write {output_name}: {exc.strerror}") from None
+            _warn_32bit(config, child, notify)
+            header = recording_header(config, command)
+            try:
+                writer = CaptureWriter(out, header)
+            except OSError as exc:
+                raise OutputError(f"cannot write {output_name}: {exc.strerror}") from None
+        except BaseException:
+            if child:
+                child.abandon()
+            raise
         recording = Recording(probe, writer, StopRule(duration_s, max_events,
                                                       child.process if child else None),
                               status)
@@ -302,7 +320,7 @@ def record_session(out: BinaryIO, *, output_name: str, config: ProbeConfig,
         def stop(_signum: int, _frame: object) -> None:
             recording.stop()
 
-        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        for signum in STOP_SIGNALS:
             signal.signal(signum, stop)
         buffer_name = "perf buffer" if config.use_perf else "ring buffer"
         what = (f"{' '.join(command)} (pid {child.pid}) and its children" if child
