@@ -8,6 +8,7 @@
 //   WTREC_TRACE_ALL      1: no pid/comm filter
 //   WTREC_FOLLOW         1: children of traced processes are traced too
 //   WTREC_SELF_TGID      the recorder's own pid, never traced
+//   WTREC_PID_TABLE      most processes traced by pid (-p, the command, followed)
 // Which syscalls are captured is a map (`wanted`), filled by the recorder.
 //
 // Two raw tracepoints, sys_enter and sys_exit, see every syscall: a few
@@ -51,6 +52,10 @@
 #ifndef WTREC_SELF_TGID
 #define WTREC_SELF_TGID 0
 #endif
+#ifndef WTREC_PID_TABLE
+#define WTREC_PID_TABLE 16384
+#endif
+#define CLONE_THREAD 0x00010000
 
 #define CHUNK_MAX 16384       // bytes of data in one chunk record
 #ifndef MAX_IOV
@@ -125,7 +130,7 @@ struct comm_key {
 };
 
 BPF_ARRAY(wanted, u8, SC_LIMIT);  // wanted[SC_*] = 1: capture or note this syscall
-BPF_HASH(pid_filter, u32, u8, 16384);
+BPF_HASH(pid_filter, u32, u8, WTREC_PID_TABLE);  // by tgid: processes, never threads
 BPF_HASH(comm_filter, struct comm_key, u8, 256);
 BPF_HASH(pending, u32, struct wtrec_pending, 16384);
 // Events and fd notes lost in the kernel, every cause, and those sent, by
@@ -293,6 +298,14 @@ static __always_inline u32 sc_of(s64 nr)
 #endif
     case __NR_dup3: return SC_DUP3;
     case __NR_socketpair: return SC_SOCKETPAIR;
+    case __NR_clone: return SC_CLONE;
+    case __NR_clone3: return SC_CLONE3;
+#ifdef __NR_fork
+    case __NR_fork: return SC_FORK;
+#endif
+#ifdef __NR_vfork
+    case __NR_vfork: return SC_VFORK;
+#endif
     }
     return 0;
 }
@@ -331,6 +344,8 @@ int on_sys_enter(struct bpf_raw_tracepoint_args *ctx)
     struct wtrec_pending p = {};
     p.ts_ns = bpf_ktime_get_boot_ns();
     p.a0 = ARG0(regs);
+    if (syscall == SC_CLONE3)  // struct clone_args: flags first
+        bpf_probe_read_user(&p.a0, sizeof(p.a0), (void *)ARG0(regs));
     p.a1 = ARG1(regs);
     p.a2 = ARG2(regs);
     p.a3 = ARG3(regs);
@@ -579,6 +594,10 @@ int on_sys_exit(struct bpf_raw_tracepoint_args *ctx)
     p->ret = ctx->args[1];
     if (p->syscall < SC_SOCKET)
         return data_exit(ctx, pid_tgid, p);
+    if (p->syscall >= SC_CLONE) {  // sched_process_fork has seen it already
+        pending.delete(&tid);
+        return 0;
+    }
     programs.call(ctx, PROG_FD_EXIT);
     pending.delete(&tid);  // only reached if the tail call failed
     note_lost(pid_tgid);
@@ -751,16 +770,24 @@ TRACEPOINT_PROBE(sock, inet_sock_set_state)
     return 0;
 }
 
-// Follow children (a tracepoint: the raw one hands over kernel structs).
+// Follow child processes (a tracepoint: the raw one hands over kernel
+// structs). It runs in the parent, inside its clone/fork syscall, whose
+// flags entry kept: a new thread is not a process and takes no entry.
+// A child the full table cannot take is counted, and said in the summary.
 #if WTREC_FOLLOW
 TRACEPOINT_PROBE(sched, sched_process_fork)
 {
-    u32 parent = bpf_get_current_pid_tgid() >> 32;
-    if (pid_filter.lookup(&parent)) {
-        u32 child = args->child_pid;
-        u8 one = 1;
-        pid_filter.update(&child, &one);
-    }
+    u64 pid_tgid = bpf_get_current_pid_tgid();
+    u32 parent = pid_tgid >> 32, tid = pid_tgid;
+    if (!pid_filter.lookup(&parent))
+        return 0;
+    struct wtrec_pending *p = pending.lookup(&tid);
+    if (p && (p->syscall == SC_CLONE || p->syscall == SC_CLONE3) && (p->a0 & CLONE_THREAD))
+        return 0;
+    u32 child = args->child_pid;
+    u8 one = 1;
+    if (pid_filter.update(&child, &one) != 0)
+        count(COUNT_UNFOLLOWED);
     return 0;
 }
 #endif

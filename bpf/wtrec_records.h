@@ -48,6 +48,10 @@
 #define SC_DUP2 43
 #define SC_DUP3 44
 #define SC_SOCKETPAIR 45
+#define SC_CLONE 46           // clone, clone3, fork, vfork: seen only to follow
+#define SC_CLONE3 47          // processes (and not threads) with --follow
+#define SC_FORK 48
+#define SC_VFORK 49
 #define SC_LIMIT 64           // size of the wanted-syscall table
 #define OP_TCP_CONNECT 60     // fd note from sock:inet_sock_set_state
 #define OP_EXIT 61            // fd note: the process (thread group) exited
@@ -57,7 +61,8 @@
 #define COUNT_LOST_FD_NOTES 1 // fd notes that could not: some identities unknown
 #define COUNT_SENT_EVENTS 2   // event records sent (taken or not by the recorder)
 #define COUNT_SENT_FD_NOTES 3
-#define COUNT_SLOTS 4
+#define COUNT_UNFOLLOWED 4    // new processes the full process table could not take
+#define COUNT_SLOTS 5
 
 struct wtrec_event_header {
     __u32 kind;        // KIND_EVENT

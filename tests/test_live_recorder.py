@@ -289,3 +289,50 @@ def test_a_stop_during_start_up_removes_the_file_and_kills_the_held_command(work
     assert recorder.returncode == 130, recorder.stderr.read()
     assert not os.path.exists(out), "the empty capture was left behind"
     assert not os.path.exists(marker), "the held command ran untraced"
+
+
+THREADS_THEN_CHILDREN = r"""
+import os, sys, threading
+done = threading.Event()
+threads = [threading.Thread(target=done.wait) for _ in range(int(sys.argv[1]))]
+for thread in threads:
+    thread.start()
+children = []
+for i in range(int(sys.argv[2])):         # processes alive at once
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(write_end)
+        os.read(read_end, 1)              # wait until all exist, then write
+        os.write(1, b"child %d\n" % i)
+        os._exit(0)
+    os.close(read_end)
+    children.append((pid, write_end))
+for pid, write_end in children:
+    os.write(write_end, b"g")
+for pid, _ in children:
+    os.waitpid(pid, 0)
+done.set()
+"""
+
+
+def test_follow_tracks_processes_not_threads_and_counts_what_does_not_fit(workdir):
+    out = os.path.join(workdir, "follow.wtrace")
+    # 100 threads and 20 children in a table of 40: threads take no room.
+    result = subprocess.run(
+        wtrec_cmd("record", "-q", "--force", "--follow-max", "40", "-o", out, "--",
+                  sys.executable, "-c", THREADS_THEN_CHILDREN, "100", "20"),
+        capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    written = sorted(e.data for e in events_in(out) if e.data.startswith(b"child"))
+    assert written == sorted(b"child %d\n" % i for i in range(20))
+    assert "not followed" not in result.stderr
+    # 60 children alive at once in a table of 40: the rest are counted and said.
+    result = subprocess.run(
+        wtrec_cmd("record", "-q", "--force", "--follow-max", "40", "-o", out, "--",
+                  sys.executable, "-c", THREADS_THEN_CHILDREN, "0", "60"),
+        capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    captured = sum(e.data.startswith(b"child") for e in events_in(out))
+    assert f"warning: {60 - captured} new processes were not followed" in result.stderr
+    assert 0 < captured < 60

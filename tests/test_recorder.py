@@ -40,6 +40,9 @@ class FakeProbe:
     def handed_over(self) -> RecordCounts:
         return RecordCounts(events=self.sent_events)
 
+    def unfollowed(self) -> int:
+        return 0
+
 
 def event(pid: int, fd: int = 3, data: bytes = b"hello", ts_ns: int = 1) -> IoEvent:
     return IoEvent(ts_ns=ts_ns, pid=pid, tid=pid, uid=0, comm=b"c", fd=fd, count=len(data),

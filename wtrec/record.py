@@ -61,6 +61,7 @@ class Stats:
     incomplete: int = 0
     read_faults: int = 0
     lost_fd_notes: int = 0
+    unfollowed: int = 0
     started_ns: int = 0
 
     def rate(self, now_ns: int) -> float:
@@ -218,6 +219,7 @@ class Recording:
             self.stats.lost += count
             self._seen_lost = events
         self.stats.lost_fd_notes = kernel.fd_notes + self._unread.fd_notes
+        self.stats.unfollowed = self._probe.unfollowed()
 
 
 Notify = Callable[[str], None]
@@ -264,6 +266,9 @@ def summary_warnings(stats: Stats) -> list[str]:
         warnings.append(f"warning: {stats.read_faults} events carry less data than asked: "
                         "the process's memory could not be read (bad pointer or page not "
                         "resident)")
+    if stats.unfollowed:
+        warnings.append(f"warning: {stats.unfollowed} new processes were not followed: the "
+                        "process table was full (--follow-max); their calls are missing")
     if stats.lost_fd_notes:
         warnings.append(f"warning: {stats.lost_fd_notes} descriptor notes were lost (buffer "
                         "full): some descriptors may be unnamed")

@@ -51,7 +51,8 @@ SYSCALL_NAMES = {
     7: "sendmsg", 16: "read", 17: "readv", 18: "pread64", 19: "recvfrom", 20: "recvmsg",
     32: "socket", 33: "connect", 34: "bind", 35: "accept", 36: "accept4", 37: "openat",
     38: "open", 39: "close", 40: "pipe", 41: "pipe2", 42: "dup", 43: "dup2", 44: "dup3",
-    45: "socketpair", 60: "tcp_connect", 61: "exit",
+    45: "socketpair", 46: "clone", 47: "clone3", 48: "fork", 49: "vfork", 60: "tcp_connect",
+    61: "exit",
 }
 SYSCALL_IDS = {name: number for number, name in SYSCALL_NAMES.items()}
 WRITE_FAMILY = ("write", "writev", "pwrite64", "pwritev", "pwritev2", "sendto", "sendmsg")

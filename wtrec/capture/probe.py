@@ -41,11 +41,15 @@ RAW_TRACEPOINTS = ((b"sys_enter", b"on_sys_enter"), (b"sys_exit", b"on_sys_exit"
 # Traced whatever --syscalls says: they name the descriptors.
 FD_SYSCALLS = ("socket", "connect", "bind", "accept", "accept4", "openat", "open", "close",
                "pipe", "pipe2", "socketpair", "dup", "dup2", "dup3")
+# Seen with follow, to tell a new process from a new thread.
+CLONE_SYSCALLS = ("clone", "clone3", "fork", "vfork")
+DEFAULT_PID_TABLE = 16384
 PERF_WAKEUP_EVENTS = 64
 # Perf buffer mode: bytes queued in Python before the callback drops.
 MAX_QUEUED_BYTES = 64 << 20
 # Slots of the BPF program's counts array (COUNT_* in wtrec_records.h).
 COUNT_LOST_EVENTS, COUNT_LOST_FD_NOTES, COUNT_SENT_EVENTS, COUNT_SENT_FD_NOTES = 0, 1, 2, 3
+COUNT_UNFOLLOWED = 4
 
 # The BPF ring buffer's record header (include/uapi/linux/bpf.h): u32 length
 # with two flag bits, u32 page offset; records are 8-byte aligned.
@@ -68,6 +72,7 @@ class ProbeConfig:
     follow: bool = False
     syscalls: tuple[str, ...] = WRITE_FAMILY
     buffer_bytes: int = 32 << 20
+    pid_table: int = DEFAULT_PID_TABLE  # most processes traced by pid at once
     self_tgid: int = field(default_factory=os.getpid)
 
     def buffer_pages(self) -> int:
@@ -88,11 +93,13 @@ class ProbeConfig:
             f"-DWTREC_TRACE_ALL={int(self.trace_all)}",
             f"-DWTREC_FOLLOW={int(self.follow)}",
             f"-DWTREC_SELF_TGID={self.self_tgid}",
+            f"-DWTREC_PID_TABLE={self.pid_table}",
         ]
 
     def wanted_syscalls(self) -> tuple[str, ...]:
         """The chosen data syscalls and the fd-naming ones, as the `wanted` map holds them."""
-        return tuple(dict.fromkeys(self.syscalls + FD_SYSCALLS))
+        return tuple(dict.fromkeys(self.syscalls + FD_SYSCALLS
+                                   + (CLONE_SYSCALLS if self.follow else ())))
 
 
 def bpf_dir() -> Path:
@@ -347,6 +354,10 @@ class Probe:
         return RecordCounts(
             events=self._count(COUNT_LOST_EVENTS) + self._dropped.events,
             fd_notes=self._count(COUNT_LOST_FD_NOTES) + self._dropped.fd_notes)
+
+    def unfollowed(self) -> int:
+        """New processes that were not traced because the process table was full."""
+        return self._count(COUNT_UNFOLLOWED)
 
     def handed_over(self) -> RecordCounts:
         """Event records and fd notes sent to user space and not dropped there."""
