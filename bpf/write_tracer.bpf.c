@@ -786,8 +786,13 @@ TRACEPOINT_PROBE(sched, sched_process_fork)
         return 0;
     u32 child = args->child_pid;
     u8 one = 1;
-    if (pid_filter.update(&child, &one) != 0)
+    if (pid_filter.update(&child, &one) != 0) {
         count(COUNT_UNFOLLOWED);
+        return 0;
+    }
+    struct wtrec_fd_note *n = note_begin(pid_tgid);
+    if (n)
+        note_end(args, n, OP_FORK, pid_tgid, 0, -1, child);
     return 0;
 }
 #endif

@@ -55,6 +55,7 @@
 #define SC_LIMIT 64           // size of the wanted-syscall table
 #define OP_TCP_CONNECT 60     // fd note from sock:inet_sock_set_state
 #define OP_EXIT 61            // fd note: the process (thread group) exited
+#define OP_FORK 62            // fd note: pid forked process fd2, which inherits its fds
 
 // Slots of the counts array, summed over CPUs by the recorder.
 #define COUNT_LOST_EVENTS 0   // events (syscalls) that could not be sent

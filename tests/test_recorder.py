@@ -143,3 +143,15 @@ def test_after_a_lost_fd_note_a_process_descriptors_are_unknown_not_wrong():
                      (3, "unknown (fd notes lost)"), (5, "file c.txt")]
     assert FdIdentity("file", path="/proc/says/now") not in [
         r.identity for r in records if isinstance(r, FdInfo)]
+
+
+def test_a_forked_child_inherits_its_parent_descriptors():
+    now = boot_ns() - 10**9
+    fds = FdTable(resolver=lambda _pid, _fd: None)  # both gone by the time /proc is asked
+    fork = encode_fd_note(FdNote(op="inherit", ts_ns=now + 1, ret=0, pid=7, tid=7, fd=-1, fd2=8,
+                                 a0=0, a1=0, a2=0, blob=b""))
+    batches = [[note("openat", 7, fd=5, path=b"log.txt\0", ts_ns=now), fork,
+                encode_event(event(8, fd=5, ts_ns=now + 2))]]
+    _recording, records = record(FakeProbe(batches), fds)
+    assert [(r.pid, r.identity.describe()) for r in records if isinstance(r, FdInfo)] == [
+        (8, "file log.txt")]

@@ -124,7 +124,8 @@ def note(op, fd=3, fd2=-1, ret=0, a0=0, a1=0, a2=0, blob=b"", pid=10) -> FdNote:
 
 
 def c_constant_name(name: str) -> str:
-    return {"tcp_connect": "OP_TCP_CONNECT", "exit": "OP_EXIT"}.get(name, "SC_" + name.upper())
+    return {"tcp_connect": "OP_TCP_CONNECT", "exit": "OP_EXIT", "inherit": "OP_FORK"}.get(
+        name, "SC_" + name.upper())
 
 
 def test_the_decoder_layouts_are_the_c_structs_as_compiled(tmp_path):

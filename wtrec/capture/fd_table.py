@@ -86,6 +86,15 @@ class FdTable:
             self._known.pop(pid, None)
             self._from_proc.pop(pid, None)
             self._stale.discard(pid)
+        elif op == "inherit":
+            # The child starts with copies of its parent's descriptors.
+            child = note.fd2
+            self._known.pop(child, None)
+            self._from_proc.pop(child, None)
+            if pid in self._known:
+                self._known[child] = dict(self._known[pid])
+            if pid in self._stale:
+                self._stale.add(child)
         elif op == "fds-lost":
             # Some note of this process never came: forget all it had.
             self._known.pop(pid, None)

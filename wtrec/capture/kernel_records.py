@@ -52,7 +52,7 @@ SYSCALL_NAMES = {
     32: "socket", 33: "connect", 34: "bind", 35: "accept", 36: "accept4", 37: "openat",
     38: "open", 39: "close", 40: "pipe", 41: "pipe2", 42: "dup", 43: "dup2", 44: "dup3",
     45: "socketpair", 46: "clone", 47: "clone3", 48: "fork", 49: "vfork", 60: "tcp_connect",
-    61: "exit",
+    61: "exit", 62: "inherit",
 }
 SYSCALL_IDS = {name: number for number, name in SYSCALL_NAMES.items()}
 WRITE_FAMILY = ("write", "writev", "pwrite64", "pwritev", "pwritev2", "sendto", "sendmsg")
