@@ -35,10 +35,10 @@ from wtrec.records import End, FdIdentity, FdInfo, Filters, Header, IoEvent, Los
 STEP_BYTES = 256 << 10
 POLL_S = 0.02
 QUIET_STEP_BYTES = 32 << 10
-# After a signal, what is still in the buffer is taken for at most this
-# long and the rest counted lost, so Ctrl-C ends a recording within a
+# After a signal, what is still in the buffer is taken until this long after
+# the signal and the rest counted lost, so Ctrl-C ends a recording within a
 # second. Other stops (duration, count, the command's exit) take it all.
-DRAIN_BUDGET_NS = 300_000_000
+DRAIN_BUDGET_NS = 400_000_000
 # When the kernel buffer is found empty, the open frame goes to the file once
 # its oldest record is this old: a trickle of events is on disk within a
 # fraction of a second, a busy stream still fills whole frames.
@@ -95,6 +95,7 @@ class Recording:
         # The identity last written per pid and fd.
         self._fd_written: dict[int, dict[int, FdIdentity]] = {}
         self._stop_requested = False
+        self._stop_requested_ns = 0
         self._seen_lost = 0
         self._unread = RecordCounts()  # sent by the kernel, never taken: set at the end
         self._unflushed_since: int | None = None  # when the open frame got its first record
@@ -102,6 +103,8 @@ class Recording:
 
     def stop(self) -> None:
         """Asks the loop to stop, soon: the drain that follows is time-boxed."""
+        if not self._stop_requested:
+            self._stop_requested_ns = boot_ns()
         self._stop_requested = True
 
     def _done(self) -> bool:
@@ -135,8 +138,8 @@ class Recording:
         # Nothing is captured after the stop; what is in the buffer happened
         # before it and is taken while the budget lasts, the rest counted lost.
         self._probe.stop_producing()
-        deadline = boot_ns() + DRAIN_BUDGET_NS
-        while self._step() and not (self._stop_requested and boot_ns() >= deadline):
+        while self._step() and not (self._stop_requested
+                                    and boot_ns() >= self._stop_requested_ns + DRAIN_BUDGET_NS):
             pass
         self._probe.skip_unread()
         sent, decoded = self._probe.handed_over(), self._decoder.stats

@@ -46,7 +46,7 @@ CLONE_SYSCALLS = ("clone", "clone3", "fork", "vfork")
 DEFAULT_PID_TABLE = 16384
 PERF_WAKEUP_EVENTS = 64
 # Perf buffer mode: bytes queued in Python before the callback drops.
-MAX_QUEUED_BYTES = 64 << 20
+MAX_QUEUED_BYTES = 16 << 20
 # Slots of the BPF program's counts array (COUNT_* in wtrec_records.h).
 COUNT_LOST_EVENTS, COUNT_LOST_FD_NOTES, COUNT_SENT_EVENTS, COUNT_SENT_FD_NOTES = 0, 1, 2, 3
 COUNT_UNFOLLOWED = 4
@@ -232,6 +232,7 @@ class Probe:
         self._queued_bytes = [0]  # a cell the perf callback updates
         self._dropped = RecordCounts()
         self._ring: RingReader | None = None
+        self._detaching: ThreadPoolExecutor | None = None
         failure: Exception | None
         cflags = [*config.cflags(), f"-I{bpf_dir()}"]
         with _StderrCapture() as captured:
@@ -331,13 +332,17 @@ class Probe:
         return taken
 
     def stop_producing(self) -> None:
-        """Detaches every program: nothing new is captured after this returns."""
+        """Detaches the syscall programs: no event is captured after this returns.
+
+        The tracepoints (tcp, fork) are detached in the background: each
+        detach waits ~0.1 s or more in the kernel, time the drain can use.
+        """
         for tracepoint, _program in RAW_TRACEPOINTS:
             self._bpf.detach_raw_tracepoint(tp=tracepoint)
-        # Each tracepoint's detach waits ~0.1 s in the kernel; the waits overlap.
         tracepoints = list(self._bpf.tracepoint_fds)
-        with ThreadPoolExecutor(max_workers=max(1, len(tracepoints))) as pool:
-            list(pool.map(lambda tp: self._bpf.detach_tracepoint(tp=tp), tracepoints))
+        self._detaching = ThreadPoolExecutor(max_workers=max(1, len(tracepoints)))
+        for tracepoint in tracepoints:
+            self._detaching.submit(self._bpf.detach_tracepoint, tp=tracepoint)
 
     def skip_unread(self) -> None:
         """Releases what is still waiting (for a stop that cannot wait for it)."""
@@ -366,6 +371,8 @@ class Probe:
             fd_notes=self._count(COUNT_SENT_FD_NOTES) - self._dropped.fd_notes)
 
     def close(self) -> None:
+        if self._detaching is not None:
+            self._detaching.shutdown(wait=True)
         if self._ring is not None:
             self._ring.close()
         self._bpf.cleanup()
