@@ -79,17 +79,32 @@ def capture_end(path: str) -> End:
 
 
 class Recorder:
-    """`wtrec record` in the background; `stop()` returns (End, CPU seconds)."""
+    """`wtrec record` in the background; `stop()` returns (End, CPU seconds).
 
-    def __init__(self, capture: str, *args: str):
+    With `count`, the recorder stops by itself after that many events, so
+    a recorder that is behind drains its buffer instead of being cut short
+    by the stop signal (which time-boxes the drain and counts the rest lost);
+    if events were lost it never gets there, and is stopped after `grace` s.
+    """
+
+    def __init__(self, capture: str, *args: str, count: int | None = None):
         self.capture = capture
-        self.proc = subprocess.Popen([*WTREC, "record", "-q", "--force", "-o", capture, *args],
-                                     stderr=subprocess.PIPE)
+        extra = ["--count", str(count)] if count else []
+        self.proc = subprocess.Popen([*WTREC, "record", "-q", "--force", "-o", capture, *extra,
+                                      *args], stderr=subprocess.PIPE)
+        self.count = count
         wait_ready(self.proc)
 
-    def stop(self) -> tuple[End, float]:
-        self.proc.send_signal(signal.SIGINT)
-        _pid, status, usage = os.wait4(self.proc.pid, 0)
+    def stop(self, grace: float = 20) -> tuple[End, float]:
+        deadline = time.monotonic() + (grace if self.count else 0)
+        while True:
+            pid, status, usage = os.wait4(self.proc.pid, os.WNOHANG)
+            if pid or time.monotonic() >= deadline:
+                break
+            time.sleep(0.05)
+        if not pid:
+            self.proc.send_signal(signal.SIGINT)
+            _pid, status, usage = os.wait4(self.proc.pid, 0)
         self.proc.returncode = os.waitstatus_to_exitcode(status)
         self.proc.stderr.close()
         if self.proc.returncode != 0:
@@ -115,7 +130,7 @@ def per_call(binary: Path, writes: int, size: int, repeat: int, workdir: str):
         floor.detach_raw_tracepoint(tp=b"sys_enter")
         floor.detach_raw_tracepoint(tp=b"sys_exit")
         for name, extra in (("wtrec (ring buffer)", []), ("wtrec (perf buffer)", ["--perf-buffer"])):
-            recorder = Recorder(capture, "-c", binary.name, *extra)
+            recorder = Recorder(capture, "-c", binary.name, *extra, count=writes)
             times.setdefault(name, []).append(loop_ns(loop))
             end, _cpu = recorder.stop()
             notes[name] = f"{end.events} events, {end.lost} lost"
@@ -173,7 +188,8 @@ def paced(binary: Path, workdir: str, total_rate: int, seconds: float = 4,
     """(achieved writes/s, the capture's end) for a paced load of 64-byte writes."""
     per_process = total_rate / processes
     writes = int(per_process * seconds)
-    recorder = Recorder(os.path.join(workdir, "paced.wtrace"), "-c", binary.name)
+    recorder = Recorder(os.path.join(workdir, "paced.wtrace"), "-c", binary.name,
+                        count=writes * processes)
     loops = [subprocess.Popen([str(binary), str(writes), "64", "write", str(per_process)],
                               stdout=subprocess.PIPE, text=True) for _ in range(processes)]
     slowest = max(float(loop.communicate()[0].split()[-1]) for loop in loops)
