@@ -5,9 +5,11 @@ Run as root from the checkout: `.venv/bin/python bench/run.py`. In one run:
 1. per call: bench/writeloop (N 64-byte write()s to /dev/null, timed inside
    the loop) untraced; under a do-nothing BPF program on wtrec's attach
    points (raw tracepoints sys_enter and sys_exit returning at once: the
-   floor any syscall tracer pays); under `wtrec record` with the ring buffer
-   and with the perf buffer; under strace. Median of REPEAT runs, ratio to
-   untraced and to the floor.
+   floor any syscall tracer pays); under `wtrec record` with the ring buffer,
+   the same with the recorder stopped (SIGSTOP) during the loop (the BPF
+   side alone, without the consumer competing for the 2 cores), and with the
+   perf buffer; under strace. Median of REPEAT runs, ratio to untraced and
+   to the floor.
 2. redis: `redis-benchmark -n 100000 -c 20 -t get` requests/s against a
    loopback redis-server, untraced and under `wtrec record --read -c
    redis-server`, and the CPU seconds the recorder used.
@@ -129,9 +131,16 @@ def per_call(binary: Path, writes: int, size: int, repeat: int, workdir: str):
             loop_ns(loop))
         floor.detach_raw_tracepoint(tp=b"sys_enter")
         floor.detach_raw_tracepoint(tp=b"sys_exit")
-        for name, extra in (("wtrec (ring buffer)", []), ("wtrec (perf buffer)", ["--perf-buffer"])):
+        for name, extra, paused in (
+                ("wtrec (ring buffer)", [], False),
+                ("wtrec (ring buffer), recorder paused: BPF side alone", [], True),
+                ("wtrec (perf buffer)", ["--perf-buffer"], False)):
             recorder = Recorder(capture, "-c", binary.name, *extra, count=writes)
+            if paused:  # SIGSTOP: the loop's records wait in the 32 MiB buffer
+                recorder.proc.send_signal(signal.SIGSTOP)
             times.setdefault(name, []).append(loop_ns(loop))
+            if paused:
+                recorder.proc.send_signal(signal.SIGCONT)
             end, _cpu = recorder.stop()
             notes[name] = f"{end.events} events, {end.lost} lost"
         trace = os.path.join(workdir, "strace.out")
