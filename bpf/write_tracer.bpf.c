@@ -8,24 +8,31 @@
 //   WTREC_TRACE_ALL      1: no pid/comm filter
 //   WTREC_FOLLOW         1: children of traced processes are traced too
 //   WTREC_SELF_TGID      the recorder's own pid, never traced
+//   WTREC_PID_TABLE      most processes traced by pid (-p, the command, followed)
+// Which syscalls are captured is a map (`wanted`), filled by the recorder.
 //
-// Which syscalls are traced is chosen by attachment, not compilation: every
-// syscall tracepoint lays out its arguments as u64 slots from offset 16 and
-// its return value at offset 16, so a handful of generic programs
-// (enter1..enter4 read 1 to 4 argument slots; exit_any) serve all of them,
-// attached by the recorder to each sys_enter_*/sys_exit_* it wants. Few
-// programs keep bcc's compile, and so start-up, short.
+// Two raw tracepoints, sys_enter and sys_exit, see every syscall: a few
+// instructions turn the architecture's syscall number into wtrec's id and
+// drop what is not wanted before anything else is done. Arguments come from
+// the saved user registers (struct pt_regs, whose layout is user ABI).
 //
 // A call is noted at syscall entry (arguments, per thread) and emitted at
 // exit with its return value. A capture that fits one record goes out as
 // one event record with the data inline; a vectored or large one goes out
 // as chunk records followed by the event record, reassembled in user space.
+// The record layouts are in wtrec_records.h, shared with the test that
+// checks the Python decoder against them.
 //
-// It reads only tracepoint arguments, helpers and user memory (UAPI-shaped
-// structs defined here): the kernel headers bcc compiles against may belong
-// to another kernel, so kernel structs are off limits. wtrec/kernel_event.py
-// mirrors the record layouts below; change both together.
+// Output goes through out_reserve/out_submit/out_discard, the one place
+// that knows the backend. The ring buffer is submitted without waking the
+// reader (BPF_RB_NO_WAKEUP): a wakeup per event costs more than the rest of
+// the tracing; the recorder reads the buffer on a short timer instead.
+//
+// It reads only tracepoint arguments, helpers, saved registers and user
+// memory: the kernel headers bcc compiles against may belong to another
+// kernel, so kernel structs are off limits.
 #include <asm/unistd.h>  // __NR_* of this architecture: ABI, stable across kernels
+#include "wtrec_records.h"
 
 #ifndef WTREC_SNAPLEN
 #define WTREC_SNAPLEN 4096
@@ -45,6 +52,10 @@
 #ifndef WTREC_SELF_TGID
 #define WTREC_SELF_TGID 0
 #endif
+#ifndef WTREC_PID_TABLE
+#define WTREC_PID_TABLE 16384
+#endif
+#define CLONE_THREAD 0x00010000
 
 #define CHUNK_MAX 16384       // bytes of data in one chunk record
 #ifndef MAX_IOV
@@ -52,84 +63,36 @@
 #endif
 #define GATHER_STEPS (2 * MAX_IOV + WTREC_SNAPLEN / CHUNK_MAX + 2)
 
-// Record kinds: the first u32 of every record.
-#define KIND_EVENT 1
-#define KIND_CHUNK 2
-#define KIND_FD 3
-
-// Event flags.
-#define FLAG_READ_FAULT 1     // user memory could not be read (data short)
-#define FLAG_CHUNKED 2        // data came before, in chunk records
-#define FLAG_INCOMPLETE 4     // a chunk could not be emitted (data short)
-
-// Syscall ids (wtrec's own numbering, mirrored in kernel_event.py).
-#define SC_WRITE 1
-#define SC_WRITEV 2
-#define SC_PWRITE64 3
-#define SC_PWRITEV 4
-#define SC_PWRITEV2 5
-#define SC_SENDTO 6
-#define SC_SENDMSG 7
-#define SC_READ 16
-#define SC_READV 17
-#define SC_PREAD64 18
-#define SC_RECVFROM 19
-#define SC_RECVMSG 20
-#define SC_SOCKET 32
-#define SC_CONNECT 33
-#define SC_BIND 34
-#define SC_ACCEPT 35
-#define SC_ACCEPT4 36
-#define SC_OPENAT 37
-#define SC_OPEN 38
-#define SC_CLOSE 39
-#define SC_PIPE 40
-#define SC_PIPE2 41
-#define SC_DUP 42
-#define SC_DUP2 43
-#define SC_DUP3 44
-#define SC_SOCKETPAIR 45
-#define OP_TCP_CONNECT 60     // fd note from sock:inet_sock_set_state
-
-struct wtrec_event_header {
-    u32 kind;        // KIND_EVENT
-    u32 flags;
-    u64 ts_ns;       // bpf_ktime_get_boot_ns(): entry (out) or exit (in)
-    u64 count;       // bytes the process asked to write / read
-    s64 ret;         // the syscall's return value
-    u32 pid;         // tgid
-    u32 tid;
-    u32 uid;
-    s32 fd;
-    u32 captured;    // data bytes: inline after this header, or in chunks
-    u16 syscall;     // SC_*
-    u16 direction;   // 0 out (write family), 1 in (read family)
-    char comm[16];
+// The saved user registers (struct pt_regs), as far as wtrec reads them.
+// The raw tracepoints also see 32-bit (compat) syscalls, numbered and
+// passed differently: those are told apart by the saved code segment
+// (x86_64) or processor state (arm64) and left alone, as the syscall
+// tracepoints always did.
+#if defined(__x86_64__)
+struct user_args {           // pt_regs from r10 (offset 56) to cs
+    u64 r10, r9, r8, ax, cx, dx, si, di, orig_ax, ip, cs;
 };
-
-struct wtrec_chunk_header {
-    u32 kind;        // KIND_CHUNK
-    u32 len;         // data bytes that follow
-    u64 ts_ns;       // the event's ts_ns; with tid, names the event
-    u32 tid;
-    u32 offset;      // where this chunk goes in the event's data
+#define ARGS_OFFSET 56
+#define NR_OFFSET 120         // orig_ax
+#define ARG0(r) ((r).di)
+#define ARG1(r) ((r).si)
+#define ARG2(r) ((r).dx)
+#define ARG3(r) ((r).r10)
+#define IS_64BIT(r) (((r).cs & 0xffff) == 0x33)  // __USER_CS; 32-bit code runs in 0x23
+#elif defined(__aarch64__)
+struct user_args {           // pt_regs from regs[0] to pstate
+    u64 x[31], sp, pc, pstate;
 };
-
-struct wtrec_fd_note {
-    u32 kind;        // KIND_FD
-    u32 op;          // SC_* or OP_TCP_CONNECT
-    u64 ts_ns;
-    s64 ret;
-    u32 pid;
-    u32 tid;
-    s32 fd;
-    s32 fd2;         // pipe/socketpair: the second fd; dup: the old fd
-    u32 a0;          // socket: family; tcp: family
-    u32 a1;          // socket: type; tcp: sport
-    u32 a2;          // socket: protocol; tcp: dport
-    u32 len;         // bytes used in blob
-    u8 blob[256];    // sockaddr, path, or tcp: 16-byte saddr + 16-byte daddr
-};
+#define ARGS_OFFSET 0
+#define NR_OFFSET 280         // syscallno, after regs[31], sp, pc, pstate, orig_x0
+#define ARG0(r) ((r).x[0])
+#define ARG1(r) ((r).x[1])
+#define ARG2(r) ((r).x[2])
+#define ARG3(r) ((r).x[3])
+#define IS_64BIT(r) (!((r).pstate & 0x10))  // PSR_MODE32_BIT
+#else
+#error "wtrec reads syscall arguments from registers on x86_64 and arm64 only"
+#endif
 
 // What entry saw, kept per thread until exit, plus the gather state the
 // chunk loop keeps here: values loaded from a map are imprecise to the
@@ -146,12 +109,12 @@ struct wtrec_pending {
     u32 captured;
 };
 
-struct user_iovec {  // struct iovec, x86-64 user ABI
+struct user_iovec {  // struct iovec, 64-bit user ABI
     u64 base;
     u64 len;
 };
 
-struct user_msghdr64 {  // struct msghdr, x86-64 user ABI
+struct user_msghdr64 {  // struct msghdr, 64-bit user ABI
     u64 name;
     u32 namelen;
     u32 pad;
@@ -166,33 +129,30 @@ struct comm_key {
     char name[16];
 };
 
-// The tracepoint records of syscalls:sys_enter_* and sys_exit_*. A program
-// may only read as far as the smallest record it is attached to, hence one
-// enter program per number of argument slots read.
-struct enter_ctx1 { u64 common; s32 nr; u32 pad; u64 a[1]; };
-struct enter_ctx2 { u64 common; s32 nr; u32 pad; u64 a[2]; };
-struct enter_ctx3 { u64 common; s32 nr; u32 pad; u64 a[3]; };
-struct enter_ctx4 { u64 common; s32 nr; u32 pad; u64 a[4]; };
-struct exit_ctx { u64 common; s32 nr; u32 pad; s64 ret; };
-
-BPF_HASH(pid_filter, u32, u8, 16384);
+BPF_ARRAY(wanted, u8, SC_LIMIT);  // wanted[SC_*] = 1: capture or note this syscall
+BPF_HASH(pid_filter, u32, u8, WTREC_PID_TABLE);  // by tgid: processes, never threads
 BPF_HASH(comm_filter, struct comm_key, u8, 256);
 BPF_HASH(pending, u32, struct wtrec_pending, 16384);
-// Events lost in the kernel, every cause. The perf buffer's lost callback
-// is not used for this: it counts records (a lost chunk or fd note loses no
-// event) and reports a loss only once the buffer has room again, which may
-// be never at the end of a capture.
-BPF_PERCPU_ARRAY(lost_counts, u64, 1);
-// Shared programs the exit handlers tail-call (filled in by the recorder).
+// Events and fd notes lost in the kernel, every cause, and those sent, by
+// slot (COUNT_*): what the recorder never took of what was sent is lost too.
+// The perf buffer's lost callback is not used: it counts records (a lost
+// chunk loses no event) and reports a loss only once the buffer has room
+// again, which may be never at the end of a capture.
+BPF_PERCPU_ARRAY(counts, u64, COUNT_SLOTS);
+// Processes with a lost fd note not yet flagged to the recorder, and
+// whether any note was ever lost (so the hot path skips the hash lookup).
+BPF_HASH(stale_fds, u32, u8, 16384);
+BPF_ARRAY(notes_lost, u32, 1);
+// Shared programs the exit handler tail-calls (filled in by the recorder).
 BPF_PROG_ARRAY(programs, 2);
 #define PROG_GATHER 0
 #define PROG_FD_EXIT 1
 
-static __always_inline void count_lost(u32 which)
+static __always_inline void count(u32 slot)
 {
-    u64 *lost = lost_counts.lookup(&which);
-    if (lost)
-        __sync_fetch_and_add(lost, 1);  // atomic: a preempting program may count too
+    u64 *counter = counts.lookup(&slot);
+    if (counter)
+        __sync_fetch_and_add(counter, 1);  // atomic: a preempting program may count too
 }
 
 static __always_inline int traced(u64 pid_tgid)
@@ -210,6 +170,95 @@ static __always_inline int traced(u64 pid_tgid)
     return comm_filter.lookup(&key) != 0;
 #endif
 }
+
+// ---------------------------------------------------------------- output
+
+#if WTREC_USE_PERF
+
+BPF_PERF_OUTPUT(events);
+
+#define SCRATCH_BYTES (sizeof(struct wtrec_event_header) + CHUNK_MAX)
+struct perf_scratch {
+    u8 buf[SCRATCH_BYTES];
+};
+BPF_PERCPU_ARRAY(scratch, struct perf_scratch, 1);
+BPF_PERCPU_ARRAY(scratch_busy, u32, 1);
+
+// Programs run preemptibly here, so a preempted one may still hold this
+// CPU's scratch. Take it by an atomic increment, then look: anything but 1
+// means another holder, so the caller drops and counts rather than corrupt.
+// (Fetching atomics need BPF v3, which bcc does not target.)
+static __always_inline void *out_reserve(u64 header, u64 n)
+{
+    u32 zero = 0;
+    u32 *busy = scratch_busy.lookup(&zero);
+    struct perf_scratch *s = scratch.lookup(&zero);
+    if (!busy || !s)
+        return 0;
+    __sync_fetch_and_add(busy, 1);
+    if (*busy != 1) {
+        __sync_fetch_and_add(busy, -1);
+        return 0;
+    }
+    return s->buf;
+}
+
+static __always_inline void out_release(void)
+{
+    u32 zero = 0;
+    u32 *busy = scratch_busy.lookup(&zero);
+    if (busy)
+        __sync_fetch_and_add(busy, -1);
+}
+
+// Sends `size` bytes of a reserved record; <0 if the buffer had no room.
+static __always_inline int out_submit(void *ctx, void *record, u64 size)
+{
+    if (size > SCRATCH_BYTES)
+        size = SCRATCH_BYTES;
+    int err = events.perf_submit(ctx, record, size);
+    out_release();
+    return err < 0 ? err : 0;
+}
+
+static __always_inline void out_discard(void *record)
+{
+    out_release();
+}
+
+#else
+
+BPF_RINGBUF_OUTPUT(events, WTREC_RINGBUF_PAGES);
+
+// A ring buffer record has a constant size: reserve the smallest class
+// that fits `header` + `n` bytes (inlined, each branch is a constant).
+static __always_inline void *out_reserve(u64 header, u64 n)
+{
+    if (n == 0)
+        return events.ringbuf_reserve(header);
+    if (n <= 64)
+        return events.ringbuf_reserve(header + 64);
+    if (n <= 256)
+        return events.ringbuf_reserve(header + 256);
+    if (n <= 1024)
+        return events.ringbuf_reserve(header + 1024);
+    if (n <= 4096)
+        return events.ringbuf_reserve(header + 4096);
+    return events.ringbuf_reserve(header + CHUNK_MAX);
+}
+
+static __always_inline int out_submit(void *ctx, void *record, u64 size)
+{
+    events.ringbuf_submit(record, BPF_RB_NO_WAKEUP);
+    return 0;
+}
+
+static __always_inline void out_discard(void *record)
+{
+    events.ringbuf_discard(record, BPF_RB_NO_WAKEUP);
+}
+
+#endif
 
 // ---------------------------------------------------------------- entry
 
@@ -249,120 +298,80 @@ static __always_inline u32 sc_of(s64 nr)
 #endif
     case __NR_dup3: return SC_DUP3;
     case __NR_socketpair: return SC_SOCKETPAIR;
+    case __NR_clone: return SC_CLONE;
+    case __NR_clone3: return SC_CLONE3;
+#ifdef __NR_fork
+    case __NR_fork: return SC_FORK;
+#endif
+#ifdef __NR_vfork
+    case __NR_vfork: return SC_VFORK;
+#endif
     }
     return 0;
 }
 
-static __always_inline int close_note(void *ctx, u64 pid_tgid, s32 fd);
-
-static __always_inline int note_entry(void *ctx, s64 nr, u64 a0, u64 a1, u64 a2, u64 a3)
+static __always_inline int is_wanted(u32 syscall)
 {
+    u8 *want = wanted.lookup(&syscall);
+    return want && *want;
+}
+
+static __always_inline void *note_begin(u64 pid_tgid);
+static __always_inline void note_lost(u64 pid_tgid);
+static __always_inline void note_end(void *ctx, struct wtrec_fd_note *n, u32 op, u64 pid_tgid,
+                                     s64 ret, s32 fd, s32 fd2);
+
+int on_sys_enter(struct bpf_raw_tracepoint_args *ctx)
+{
+    s64 nr = ctx->args[1];
+    u32 syscall = sc_of(nr);
+    if (!syscall || !is_wanted(syscall))
+        return 0;
     u64 pid_tgid = bpf_get_current_pid_tgid();
     if (!traced(pid_tgid))
         return 0;
-    u32 syscall = sc_of(nr);
-    if (!syscall)
+    struct user_args regs = {};
+    bpf_probe_read_kernel(&regs, sizeof(regs), (u8 *)ctx->args[0] + ARGS_OFFSET);
+    if (!IS_64BIT(regs))
         return 0;
-    if (syscall == SC_CLOSE)
-        return close_note(ctx, pid_tgid, (s32)a0);
+    if (syscall == SC_CLOSE) {
+        struct wtrec_fd_note *n = note_begin(pid_tgid);
+        if (n)
+            note_end(ctx, n, SC_CLOSE, pid_tgid, 0, (s32)ARG0(regs), -1);
+        return 0;
+    }
     u32 tid = pid_tgid;
     struct wtrec_pending p = {};
     p.ts_ns = bpf_ktime_get_boot_ns();
-    p.a0 = a0;
-    p.a1 = a1;
-    p.a2 = a2;
-    p.a3 = a3;
+    p.a0 = ARG0(regs);
+    if (syscall == SC_CLONE3)  // struct clone_args: flags first
+        bpf_probe_read_user(&p.a0, sizeof(p.a0), (void *)ARG0(regs));
+    p.a1 = ARG1(regs);
+    p.a2 = ARG2(regs);
+    p.a3 = ARG3(regs);
     p.syscall = syscall;
     p.nr = nr;
-    if (pending.update(&tid, &p) != 0 && syscall < SC_SOCKET)
-        count_lost(0);
+    if (pending.update(&tid, &p) != 0) {
+        if (syscall < SC_SOCKET)
+            count(COUNT_LOST_EVENTS);
+        else
+            note_lost(pid_tgid);
+    }
     return 0;
 }
 
-int enter1(struct enter_ctx1 *ctx) { return note_entry(ctx, ctx->nr, ctx->a[0], 0, 0, 0); }
-int enter2(struct enter_ctx2 *ctx) { return note_entry(ctx, ctx->nr, ctx->a[0], ctx->a[1], 0, 0); }
-int enter3(struct enter_ctx3 *ctx) { return note_entry(ctx, ctx->nr, ctx->a[0], ctx->a[1], ctx->a[2], 0); }
-int enter4(struct enter_ctx4 *ctx) { return note_entry(ctx, ctx->nr, ctx->a[0], ctx->a[1], ctx->a[2], ctx->a[3]); }
+// ---------------------------------------------------------------- events
 
-// ---------------------------------------------------------------- output
-
-#if WTREC_USE_PERF
-
-BPF_PERF_OUTPUT(events);
-
-struct perf_scratch {
-    u32 busy;  // held while a program on this CPU fills the buffer
-    u32 pad;
-    union {
-        struct {
-            struct wtrec_event_header h;
-            u8 data[CHUNK_MAX];
-        } event;
-        struct {
-            struct wtrec_chunk_header h;
-            u8 data[CHUNK_MAX];
-        } chunk;
-        struct wtrec_fd_note note;
-    } u;
-};
-BPF_PERCPU_ARRAY(scratch, struct perf_scratch, 1);
-
-// Programs run preemptibly here, so a preempted one may still hold this
-// CPU's scratch. Take it by an atomic increment, then look: anything but 1
-// means another holder, so the caller drops and counts rather than corrupt.
-// (Fetching atomics need BPF v3, which bcc does not target.)
-static __always_inline struct perf_scratch *scratch_take(void)
-{
-    u32 zero = 0;
-    struct perf_scratch *s = scratch.lookup(&zero);
-    if (!s)
-        return 0;
-    __sync_fetch_and_add(&s->busy, 1);
-    if (s->busy != 1) {
-        __sync_fetch_and_add(&s->busy, -1);
-        return 0;
-    }
-    return s;
-}
-
-static __always_inline void scratch_give(struct perf_scratch *s)
-{
-    __sync_fetch_and_add(&s->busy, -1);
-}
-
-static __always_inline int perf_out(void *ctx, void *data, u64 size)
-{
-    return events.perf_submit(ctx, data, size);
-}
-
-#else
-
-BPF_RINGBUF_OUTPUT(events, WTREC_RINGBUF_PAGES);
-
-// Inlined, `size` is still the constant the verifier needs.
-static __always_inline void *ring_reserve(u64 size)
-{
-    return events.ringbuf_reserve(size);
-}
-
-static __always_inline void ring_submit(void *record)
-{
-    events.ringbuf_submit(record, 0);
-}
-
-static __always_inline void ring_discard(void *record)
-{
-    events.ringbuf_discard(record, 0);
-}
-
-#endif
-
+// Every event is dated when it is emitted, at syscall exit: records leave in
+// that order, so the recorder's short hold restores time order even for a
+// call that blocked for seconds (dated at entry, it would arrive late).
 static __always_inline void fill_header(struct wtrec_event_header *h, struct wtrec_pending *p,
-                                        u64 pid_tgid, u64 ts_ns, u16 direction)
+                                        u64 pid_tgid, u16 direction)
 {
     h->kind = KIND_EVENT;
     h->flags = p->flags;
-    h->ts_ns = ts_ns;
+    h->ts_ns = bpf_ktime_get_boot_ns();
+    h->entry_ns = p->ts_ns;
     h->count = p->count;
     h->ret = p->ret;
     h->pid = pid_tgid >> 32;
@@ -373,6 +382,12 @@ static __always_inline void fill_header(struct wtrec_event_header *h, struct wtr
     h->syscall = p->syscall;
     h->direction = direction;
     bpf_get_current_comm(&h->comm, sizeof(h->comm));
+    u32 zero = 0, tgid = h->pid;
+    u32 *any = notes_lost.lookup(&zero);
+    if (any && *any && stale_fds.lookup(&tgid)) {
+        h->flags |= FLAG_FDS_STALE;
+        stale_fds.delete(&tgid);
+    }
 }
 
 static __always_inline u16 direction_of(u32 syscall)
@@ -380,100 +395,35 @@ static __always_inline u16 direction_of(u32 syscall)
     return syscall >= SC_READ ? 1 : 0;
 }
 
-static __always_inline u64 event_time(struct wtrec_pending *p)
+// Emit an event with `n` (<= CHUNK_MAX) bytes from `base` inline. A fault
+// reading them sends the event without data, flagged FLAG_READ_FAULT.
+static __always_inline void emit_inline(void *ctx, struct wtrec_pending *p, u64 pid_tgid,
+                                        u64 base, u64 n)
 {
-    // Writes are dated when they were asked for, reads when data arrived.
-    return direction_of(p->syscall) ? bpf_ktime_get_boot_ns() : p->ts_ns;
-}
-
-// Emit an event with `n` (<= CHUNK_MAX) bytes from `base` inline.
-#if WTREC_USE_PERF
-static __always_inline int emit_inline(void *ctx, struct wtrec_pending *p, u64 pid_tgid,
-                                       u64 base, u64 n)
-{
-    struct perf_scratch *s = scratch_take();
-    if (!s) {
-        count_lost(0);
-        return 0;
-    }
     if (n > CHUNK_MAX)
         n = CHUNK_MAX;
-    p->captured = n;
-    fill_header(&s->u.event.h, p, pid_tgid, event_time(p), direction_of(p->syscall));
-    if (n && bpf_probe_read_user(s->u.event.data, n, (void *)base) != 0) {
-        s->u.event.h.captured = 0;
-        s->u.event.h.flags |= FLAG_READ_FAULT;
-        n = 0;
-    }
-    if (perf_out(ctx, &s->u.event, sizeof(struct wtrec_event_header) + n) < 0)
-        count_lost(0);
-    scratch_give(s);
-    return 0;
-}
-#else
-// A ring buffer record must have a constant size: reserve the smallest
-// size class that fits, then fill it by one code path (one copy of the
-// code, not one per class, keeps the compile short).
-static __always_inline void *reserve_class(u64 header, u64 n)
-{
-    if (n <= 64)
-        return ring_reserve(header + 64);
-    if (n <= 256)
-        return ring_reserve(header + 256);
-    if (n <= 1024)
-        return ring_reserve(header + 1024);
-    if (n <= 4096)
-        return ring_reserve(header + 4096);
-    return ring_reserve(header + CHUNK_MAX);
-}
-
-static __always_inline int emit_inline(void *ctx, struct wtrec_pending *p, u64 pid_tgid,
-                                       u64 base, u64 n)
-{
-    if (n > CHUNK_MAX)
-        return 0;
-    struct wtrec_event_header *h = reserve_class(sizeof(*h), n);
+    struct wtrec_event_header *h = out_reserve(sizeof(*h), n);
     if (!h) {
-        count_lost(0);
-        return 0;
+        count(COUNT_LOST_EVENTS);
+        return;
     }
     p->captured = n;
-    fill_header(h, p, pid_tgid, event_time(p), direction_of(p->syscall));
+    fill_header(h, p, pid_tgid, direction_of(p->syscall));
     if (n && bpf_probe_read_user((u8 *)(h + 1), n, (void *)base) != 0) {
         h->captured = 0;
         h->flags |= FLAG_READ_FAULT;
+        n = 0;
     }
-    ring_submit(h);
-    return 0;
+    count(out_submit(ctx, h, sizeof(*h) + n) < 0 ? COUNT_LOST_EVENTS : COUNT_SENT_EVENTS);
 }
-#endif
 
-// ---------------------------------------------------------------- gather
-
-// One chunk of `n` bytes at the gather position; 0 on success.
-#if WTREC_USE_PERF
-static __always_inline int emit_chunk(void *ctx, struct wtrec_pending *p, u32 tid,
-                                      struct perf_scratch *s, u64 n)
-{
-    if (n > CHUNK_MAX)
-        n = CHUNK_MAX;
-    s->u.chunk.h.kind = KIND_CHUNK;
-    s->u.chunk.h.len = n;
-    s->u.chunk.h.ts_ns = p->ts_ns;
-    s->u.chunk.h.tid = tid;
-    s->u.chunk.h.offset = p->offset;
-    if (bpf_probe_read_user(s->u.chunk.data, n, (void *)p->base) != 0)
-        return 1;
-    // A chunk that does not fit leaves its event incomplete, not lost.
-    return perf_out(ctx, &s->u.chunk, sizeof(struct wtrec_chunk_header) + n) < 0;
-}
-#else
-static __always_inline int emit_chunk(void *ctx, struct wtrec_pending *p, u32 tid, void *unused,
-                                      u64 n)
+// One chunk of `n` bytes at the gather position; 0 on success. A chunk
+// that cannot be sent leaves its event incomplete, not lost.
+static __always_inline int emit_chunk(void *ctx, struct wtrec_pending *p, u32 tid, u64 n)
 {
     if (n > CHUNK_MAX)
         return 1;
-    struct wtrec_chunk_header *h = reserve_class(sizeof(*h), n);
+    struct wtrec_chunk_header *h = out_reserve(sizeof(*h), n);
     if (!h)
         return 1;
     h->kind = KIND_CHUNK;
@@ -482,34 +432,23 @@ static __always_inline int emit_chunk(void *ctx, struct wtrec_pending *p, u32 ti
     h->tid = tid;
     h->offset = p->offset;
     if (bpf_probe_read_user((u8 *)(h + 1), n, (void *)p->base) != 0) {
-        ring_discard(h);
+        out_discard(h);
+        p->flags |= FLAG_READ_FAULT;
         return 1;
     }
-    ring_submit(h);
-    return 0;
+    return out_submit(ctx, h, sizeof(*h) + n) < 0;
 }
-#endif
 
-// Tail-called from the exit handlers (so the verifier checks the loop
+// Tail-called from the exit handler (so the verifier checks the loop
 // once): sums the iovec lengths, copies up to the capture length in
 // chunks, then emits the event record.
-int gather_and_emit(void *ctx)
+int gather_and_emit(struct bpf_raw_tracepoint_args *ctx)
 {
     u64 pid_tgid = bpf_get_current_pid_tgid();
     u32 tid = pid_tgid;
     struct wtrec_pending *p = pending.lookup(&tid);
     if (!p)
         return 0;
-    void *s = 0;
-#if WTREC_USE_PERF
-    struct perf_scratch *ps = scratch_take();
-    if (!ps) {
-        count_lost(0);
-        pending.delete(&tid);
-        return 0;
-    }
-    s = ps;
-#endif
     // Vectored calls: the requested count is the sum of the iovec lengths.
     if (p->iov) {
         p->count = 0;
@@ -558,7 +497,7 @@ int gather_and_emit(void *ctx)
             n = left;
         if (n > CHUNK_MAX)
             n = CHUNK_MAX;
-        if (emit_chunk(ctx, p, tid, s, n) != 0) {
+        if (emit_chunk(ctx, p, tid, n) != 0) {
             p->flags |= FLAG_INCOMPLETE;
             break;
         }
@@ -569,20 +508,13 @@ int gather_and_emit(void *ctx)
     }
     p->captured = p->offset;
     p->flags |= FLAG_CHUNKED;
-#if WTREC_USE_PERF
-    fill_header(&ps->u.event.h, p, pid_tgid, event_time(p), direction_of(p->syscall));
-    if (perf_out(ctx, &ps->u.event.h, sizeof(struct wtrec_event_header)) < 0)
-        count_lost(0);
-    scratch_give(ps);
-#else
-    struct wtrec_event_header *h = ring_reserve(sizeof(*h));
+    struct wtrec_event_header *h = out_reserve(sizeof(*h), 0);
     if (h) {
-        fill_header(h, p, pid_tgid, event_time(p), direction_of(p->syscall));
-        ring_submit(h);
+        fill_header(h, p, pid_tgid, direction_of(p->syscall));
+        count(out_submit(ctx, h, sizeof(*h)) < 0 ? COUNT_LOST_EVENTS : COUNT_SENT_EVENTS);
     } else {
-        count_lost(0);
+        count(COUNT_LOST_EVENTS);
     }
-#endif
     pending.delete(&tid);
     return 0;
 }
@@ -636,65 +568,72 @@ static __always_inline int data_exit(void *ctx, u64 pid_tgid, struct wtrec_pendi
         p->flags |= FLAG_INCOMPLETE;
         emit_inline(ctx, p, pid_tgid, base, CHUNK_MAX);
     } else {
-        count_lost(0);
+        count(COUNT_LOST_EVENTS);
     }
     pending.delete(&tid);
     return 0;
 }
 
-// Attached to every traced sys_exit_*: match the entry, keep the return
-// value, emit (data) or tail-call fd_exit (fd-making syscalls).
-int exit_any(struct exit_ctx *ctx)
+// Every syscall exit: match the entry, keep the return value, emit (data)
+// or tail-call fd_exit (fd-making syscalls).
+int on_sys_exit(struct bpf_raw_tracepoint_args *ctx)
 {
+    s64 nr = 0;
+    bpf_probe_read_kernel(&nr, sizeof(nr), (u8 *)ctx->args[0] + NR_OFFSET);
+    if (!sc_of(nr))
+        return 0;
     u64 pid_tgid = bpf_get_current_pid_tgid();
     u32 tid = pid_tgid;
     struct wtrec_pending *p = pending.lookup(&tid);
     if (!p)
         return 0;
-    if (p->nr != ctx->nr) {  // a stale entry from an exit we never saw
+    if (p->nr != nr) {  // a stale entry from an exit we never saw
         pending.delete(&tid);
         return 0;
     }
-    p->ret = ctx->ret;
+    p->ret = ctx->args[1];
     if (p->syscall < SC_SOCKET)
         return data_exit(ctx, pid_tgid, p);
+    if (p->syscall >= SC_CLONE) {  // sched_process_fork has seen it already
+        pending.delete(&tid);
+        return 0;
+    }
     programs.call(ctx, PROG_FD_EXIT);
     pending.delete(&tid);  // only reached if the tail call failed
+    note_lost(pid_tgid);
     return 0;
 }
 
 // ---------------------------------------------------------------- fd notes
 
-static __always_inline struct wtrec_fd_note *note_begin(void **holder)
+// A lost fd note leaves the recorder's idea of that process's descriptors
+// possibly wrong: remember the process, and flag its next event so the
+// recorder forgets what it knew (names become "unknown (lost)", never wrong).
+static __always_inline void note_lost(u64 pid_tgid)
 {
-#if WTREC_USE_PERF
-    struct perf_scratch *s = scratch_take();
-    *holder = s;
-    if (!s)
+    u32 tgid = pid_tgid >> 32, zero = 0;
+    u8 one = 1;
+    count(COUNT_LOST_FD_NOTES);
+    stale_fds.update(&tgid, &one);
+    u32 *any = notes_lost.lookup(&zero);
+    if (any)
+        *any = 1;
+}
+
+// A zeroed fd note to fill, or 0 (then counted lost).
+static __always_inline void *note_begin(u64 pid_tgid)
+{
+    struct wtrec_fd_note *n = out_reserve(sizeof(struct wtrec_fd_note), 0);
+    if (!n) {
+        note_lost(pid_tgid);
         return 0;
-    __builtin_memset(&s->u.note, 0, sizeof(s->u.note));
-    return &s->u.note;
-#else
-    struct wtrec_fd_note *n = ring_reserve(sizeof(struct wtrec_fd_note));
-    if (n)
-        __builtin_memset(n, 0, sizeof(*n));
-    *holder = n;
+    }
+    __builtin_memset(n, 0, sizeof(*n));
     return n;
-#endif
 }
 
-static __always_inline void note_end(void *ctx, void *holder, struct wtrec_fd_note *n)
-{
-#if WTREC_USE_PERF
-    perf_out(ctx, n, sizeof(*n));
-    scratch_give((struct perf_scratch *)holder);
-#else
-    ring_submit(n);
-#endif
-}
-
-static __always_inline void note_fill(struct wtrec_fd_note *n, u32 op, u64 pid_tgid, s64 ret,
-                                      s32 fd, s32 fd2)
+static __always_inline void note_end(void *ctx, struct wtrec_fd_note *n, u32 op, u64 pid_tgid,
+                                     s64 ret, s32 fd, s32 fd2)
 {
     n->kind = KIND_FD;
     n->op = op;
@@ -704,10 +643,14 @@ static __always_inline void note_fill(struct wtrec_fd_note *n, u32 op, u64 pid_t
     n->tid = (u32)pid_tgid;
     n->fd = fd;
     n->fd2 = fd2;
+    if (out_submit(ctx, n, sizeof(*n)) < 0)
+        note_lost(pid_tgid);
+    else
+        count(COUNT_SENT_FD_NOTES);
 }
 
 // Exit of an fd-making syscall (tail-called): say what the new fd is.
-int fd_exit(void *ctx)
+int fd_exit(struct bpf_raw_tracepoint_args *ctx)
 {
     u64 pid_tgid = bpf_get_current_pid_tgid();
     u32 tid = pid_tgid;
@@ -720,10 +663,9 @@ int fd_exit(void *ctx)
     pending.delete(&tid);
     if (ret < 0 && syscall != SC_CONNECT)
         return 0;
-    void *holder;
-    struct wtrec_fd_note *n = note_begin(&holder);
+    struct wtrec_fd_note *n = note_begin(pid_tgid);
     if (!n)
-        return 0;  // an fd note lost only costs a name, not data
+        return 0;
     s32 fd = ret, fd2 = -1;
     u64 addr = 0, path = 0, pair = 0;
     u32 addrlen = 0;
@@ -769,35 +711,24 @@ int fd_exit(void *ctx)
         if (bpf_probe_read_user(n->blob, 128, (void *)addr) == 0)
             n->len = addrlen;
     }
-    note_fill(n, syscall, pid_tgid, ret, fd, fd2);
-    note_end(ctx, holder, n);
+    note_end(ctx, n, syscall, pid_tgid, ret, fd, fd2);
     return 0;
 }
 
-// ---------------------------------------------------------------- close, tcp, processes
-
-static __always_inline int close_note(void *ctx, u64 pid_tgid, s32 fd)
-{
-    void *holder;
-    struct wtrec_fd_note *n = note_begin(&holder);
-    if (!n)
-        return 0;
-    note_fill(n, SC_CLOSE, pid_tgid, 0, fd, -1);
-    note_end(ctx, holder, n);
-    return 0;
-}
+// ---------------------------------------------------------------- tcp, processes
 
 // A TCP connect() in progress. At SYN_SENT (in the connecting thread) the
 // local port is not chosen yet, and later transitions may run in softirq
 // context, so remember the socket by its address (a key, never read) and
-// note the fd's addresses at its next transition, whoever runs it.
+// note the fd's addresses at its next transition, whoever runs it. An LRU
+// map: a socket that never moves on cannot pin an entry for ever.
 struct connecting_fd {
     u32 pid;
     u32 tid;
     s32 fd;
     u32 pad;
 };
-BPF_HASH(connecting, u64, struct connecting_fd, 4096);
+BPF_TABLE("lru_hash", u64, struct connecting_fd, connecting, 4096);
 
 TRACEPOINT_PROBE(sock, inet_sock_set_state)
 {
@@ -821,8 +752,7 @@ TRACEPOINT_PROBE(sock, inet_sock_set_state)
     connecting.delete(&sk);
     if (args->newstate != 1 /* TCP_ESTABLISHED */)
         return 0;
-    void *holder;
-    struct wtrec_fd_note *n = note_begin(&holder);
+    struct wtrec_fd_note *n = note_begin(((u64)saved.pid << 32) | saved.tid);
     if (!n)
         return 0;
     n->a0 = args->family;
@@ -836,31 +766,54 @@ TRACEPOINT_PROBE(sock, inet_sock_set_state)
         __builtin_memcpy(n->blob + 16, args->daddr_v6, 16);
     }
     n->len = 32;
-    note_fill(n, OP_TCP_CONNECT, ((u64)saved.pid << 32) | saved.tid, 0, saved.fd, -1);
-    note_end(args, holder, n);
+    note_end(args, n, OP_TCP_CONNECT, ((u64)saved.pid << 32) | saved.tid, 0, saved.fd, -1);
     return 0;
 }
 
-// Follow children, and forget processes that are gone (their pid may be reused).
+// Follow child processes (a tracepoint: the raw one hands over kernel
+// structs). It runs in the parent, inside its clone/fork syscall, whose
+// flags entry kept: a new thread is not a process and takes no entry.
+// A child the full table cannot take is counted, and said in the summary.
+#if WTREC_FOLLOW
 TRACEPOINT_PROBE(sched, sched_process_fork)
 {
-#if WTREC_FOLLOW
-    u32 parent = bpf_get_current_pid_tgid() >> 32;
-    if (pid_filter.lookup(&parent)) {
-        u32 child = args->child_pid;
-        u8 one = 1;
-        pid_filter.update(&child, &one);
+    u64 pid_tgid = bpf_get_current_pid_tgid();
+    u32 parent = pid_tgid >> 32, tid = pid_tgid;
+    if (!pid_filter.lookup(&parent))
+        return 0;
+    struct wtrec_pending *p = pending.lookup(&tid);
+    if (p && (p->syscall == SC_CLONE || p->syscall == SC_CLONE3) && (p->a0 & CLONE_THREAD))
+        return 0;
+    u32 child = args->child_pid;
+    u8 one = 1;
+    if (pid_filter.update(&child, &one) != 0) {
+        count(COUNT_UNFOLLOWED);
+        return 0;
     }
-#endif
+    struct wtrec_fd_note *n = note_begin(pid_tgid);
+    if (n)
+        note_end(args, n, OP_FORK, pid_tgid, 0, -1, child);
     return 0;
 }
+#endif
 
-TRACEPOINT_PROBE(sched, sched_process_exit)
+// Forget threads and processes that are gone (their ids may be reused). A
+// raw tracepoint: it needs only the current task's ids, and attaches and
+// detaches in microseconds where a tracepoint takes a tenth of a second.
+int on_process_exit(struct bpf_raw_tracepoint_args *ctx)
 {
     u64 pid_tgid = bpf_get_current_pid_tgid();
     u32 tid = pid_tgid;
     pending.delete(&tid);
+    // The thread group leader's exit: tell the recorder, so it can forget
+    // the process's descriptors (its pid may be reused).
+    if (tid == pid_tgid >> 32 && traced(pid_tgid)) {
+        struct wtrec_fd_note *n = note_begin(pid_tgid);
+        if (n)
+            note_end(ctx, n, OP_EXIT, pid_tgid, 0, -1, -1);
+    }
     // With --follow, new threads' ids land in the filter too: drop them all.
     pid_filter.delete(&tid);
+    stale_fds.delete(&tid);
     return 0;
 }

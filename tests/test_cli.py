@@ -167,6 +167,7 @@ def test_print_bpf_shows_the_defines_and_source():
     result = runner.invoke(app, ["record", "-c", "x", "-o", "unused", "-s", "100", "--print-bpf"])
     assert result.exit_code == 0
     assert "#define WTREC_SNAPLEN 100" in result.stdout
-    assert "//   syscalls:sys_enter_write -> enter3" in result.stdout
-    assert "//   syscalls:sys_exit_sendmsg -> exit_any" in result.stdout
-    assert "int exit_any(struct exit_ctx *ctx)" in result.stdout
+    assert "// wanted map: write, writev, pwrite64, pwritev, pwritev2, sendto, sendmsg, socket" \
+        in result.stdout
+    assert "struct wtrec_event_header {" in result.stdout  # the shared header
+    assert "int on_sys_exit(struct bpf_raw_tracepoint_args *ctx)" in result.stdout

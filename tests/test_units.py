@@ -1,24 +1,39 @@
 """Plain-Python parts of recording: kernel record decoding, fd names, /proc, compat."""
 
+import shutil
 import socket
 import struct
+import subprocess
 
 import pytest
 from conftest import DATA
+from kernel_bytes import encode_chunk, encode_event, encode_fd_note
 
 from wtrec.capture import compat32, proc_fds
 from wtrec.capture.fd_table import FdTable
 from wtrec.capture.kernel_records import (
+    C_LAYOUTS,
     FLAG_CHUNKED,
+    FLAG_FDS_STALE,
     FLAG_INCOMPLETE,
+    FLAG_READ_FAULT,
+    KIND_CHUNK,
+    KIND_EVENT,
+    KIND_FD,
+    SYSCALL_NAMES,
     BadKernelEvent,
     FdNote,
     KernelDecoder,
-    encode_chunk,
-    encode_event,
-    encode_fd_note,
+    layout,
 )
 from wtrec.capture.ordering import ReorderBuffer
+from wtrec.capture.probe import (
+    COUNT_LOST_EVENTS,
+    COUNT_LOST_FD_NOTES,
+    COUNT_SENT_EVENTS,
+    COUNT_SENT_FD_NOTES,
+    bpf_dir,
+)
 from wtrec.capture.sockaddr import parse_sockaddr, socket_kind
 from wtrec.format import CaptureReader
 from wtrec.records import FdIdentity, IoEvent
@@ -38,10 +53,11 @@ def test_an_inline_event_decodes():
 
 def test_chunks_are_joined_in_offset_order():
     decoder = KernelDecoder()
-    big = event(syscall="writev", count=10, ret=10, data=b"0123456789")
+    # Chunks are named by the call's entry time; the event is dated at its exit.
+    big = event(syscall="writev", count=10, ret=10, data=b"0123456789", ts_ns=9)
     assert decoder.decode(encode_chunk(11, 5, 4, b"456789")) is None
     assert decoder.decode(encode_chunk(11, 5, 0, b"0123")) is None
-    got = decoder.decode(encode_event(big, flags=FLAG_CHUNKED, captured=10))
+    got = decoder.decode(encode_event(big, flags=FLAG_CHUNKED, captured=10, entry_ns=5))
     assert got == big and decoder.stats.incomplete == 0
 
 
@@ -59,8 +75,37 @@ def test_orphan_chunks_of_a_thread_are_dropped_at_its_next_event():
     decoder.decode(encode_chunk(11, 1, 0, b"orphan"))
     decoder.decode(encode_chunk(11, 5, 0, b"mine"))
     got = decoder.decode(encode_event(event(data=b""), flags=FLAG_CHUNKED, captured=4))
-    assert got.data == b"mine" and decoder.stats.orphan_chunks == 1
+    assert got.data == b"mine" and decoder.stats.incomplete == 0
+    assert decoder._chunks == {}  # the orphan was freed, not kept for ever
 
+
+def test_a_read_fault_is_counted_not_taken_for_truncation():
+    decoder = KernelDecoder()
+    got = decoder.decode(encode_event(event(data=b""), flags=FLAG_READ_FAULT))
+    assert got.data == b"" and got.count == 6
+    assert decoder.stats.read_faults == 1 and decoder.stats.incomplete == 0
+
+
+def test_the_batch_decoder_gives_what_one_at_a_time_gives():
+    """The same kernel records as the tests above, in one batch, as memoryviews of one buffer."""
+    big = event(syscall="writev", count=10, ret=10, data=b"0123456789", ts_ns=7)
+    opened = note("openat", fd=5, ret=5, blob=b"/tmp/x\0")
+    records = [encode_event(event(), pad_to=200), encode_chunk(11, 7, 4, b"456789"),
+               encode_fd_note(opened), encode_chunk(11, 7, 0, b"0123"),
+               encode_event(big, flags=FLAG_CHUNKED, captured=10),
+               encode_event(event(data=b""), flags=FLAG_READ_FAULT)]
+    one_by_one = KernelDecoder()
+    expected = [item for item in map(one_by_one.decode, records) if item is not None]
+    buffer = memoryview(b"".join(records))
+    views, offset = [], 0
+    for raw in records:
+        views.append(buffer[offset:offset + len(raw)])
+        offset += len(raw)
+    batch = KernelDecoder()
+    got = batch.decode_batch(views)
+    assert got == expected == [event(), opened, big, event(data=b"")]
+    assert all(type(item.data) is bytes for item in got if hasattr(item, "data"))
+    assert batch.stats == one_by_one.stats
 
 @pytest.mark.parametrize("raw", [b"", b"\x01\x00", b"\x09\x00\x00\x00" + bytes(100),
                                  encode_event(event())[:-3]])
@@ -78,9 +123,46 @@ def note(op, fd=3, fd2=-1, ret=0, a0=0, a1=0, a2=0, blob=b"", pid=10) -> FdNote:
                   blob=blob)
 
 
-def test_fd_notes_round_trip_through_the_kernel_layout():
-    original = note("connect", blob=sockaddr_in("10.1.2.3", 80))
-    assert KernelDecoder().decode(encode_fd_note(original)) == original
+def c_constant_name(name: str) -> str:
+    return {"tcp_connect": "OP_TCP_CONNECT", "exit": "OP_EXIT", "inherit": "OP_FORK"}.get(
+        name, "SC_" + name.upper())
+
+
+def test_the_decoder_layouts_are_the_c_structs_as_compiled(tmp_path):
+    """Compiles bpf/wtrec_records.h and compares every field's offset and size,
+    each struct's size and every constant with what the decoder uses."""
+    compiler = shutil.which("cc") or shutil.which("gcc")
+    assert compiler, "a C compiler is needed (scripts/bootstrap installs build-essential)"
+    lines = []
+    for struct_name, fields in C_LAYOUTS.items():
+        c_type = f"struct {struct_name}"
+        lines.append(f'printf("{struct_name} %zu\\n", sizeof({c_type}));')
+        for field, _code in fields:
+            lines.append(f'printf("{struct_name}.{field} %zu %zu\\n", offsetof({c_type}, {field}), '
+                         f'sizeof((({c_type} *)0)->{field}));')
+    constants = {"KIND_EVENT": KIND_EVENT, "KIND_CHUNK": KIND_CHUNK, "KIND_FD": KIND_FD,
+                 "FLAG_READ_FAULT": FLAG_READ_FAULT, "FLAG_CHUNKED": FLAG_CHUNKED,
+                 "FLAG_INCOMPLETE": FLAG_INCOMPLETE, "FLAG_FDS_STALE": FLAG_FDS_STALE,
+                 "COUNT_LOST_EVENTS": COUNT_LOST_EVENTS, "COUNT_LOST_FD_NOTES": COUNT_LOST_FD_NOTES,
+                 "COUNT_SENT_EVENTS": COUNT_SENT_EVENTS, "COUNT_SENT_FD_NOTES": COUNT_SENT_FD_NOTES}
+    constants.update({c_constant_name(name): number for number, name in SYSCALL_NAMES.items()})
+    lines += [f'printf("{name} %d\\n", (int)({name}));' for name in constants]
+    source = tmp_path / "layout.c"
+    source.write_text("#include <stddef.h>\n#include <stdio.h>\n#include \"wtrec_records.h\"\n"
+                      "int main(void)\n{\n" + "\n".join(lines) + "\nreturn 0;\n}\n")
+    binary = tmp_path / "layout"
+    subprocess.run([compiler, "-Wall", "-Werror", f"-I{bpf_dir()}", "-o", str(binary),
+                    str(source)], check=True)
+    printed = subprocess.run([str(binary)], capture_output=True, text=True, check=True).stdout
+    got = dict(line.split(" ", 1) for line in printed.splitlines())
+    expected = {}
+    for struct_name, fields in C_LAYOUTS.items():
+        expected[struct_name] = str(layout(fields).size)
+        for index, (field, code) in enumerate(fields):
+            offset = struct.calcsize("<" + "".join(c for _f, c in fields[:index]))
+            expected[f"{struct_name}.{field}"] = f"{offset} {struct.calcsize('<' + code)}"
+    expected.update({name: str(value) for name, value in constants.items()})
+    assert got == expected
 
 
 def test_fd_table_follows_socket_connect_close_and_reuse():

@@ -15,7 +15,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import BinaryIO
 
 from wtrec import __version__
@@ -24,12 +24,25 @@ from wtrec.capture.fd_table import FdTable
 from wtrec.capture.kernel_records import BadKernelEvent, FdNote, KernelDecoder
 from wtrec.capture.launch import HeldCommand
 from wtrec.capture.ordering import ReorderBuffer
-from wtrec.capture.probe import Probe, ProbeConfig
+from wtrec.capture.probe import Probe, ProbeConfig, RecordCounts
 from wtrec.errors import OutputError, ProbeError
 from wtrec.format import FORMAT_MAJOR, FORMAT_MINOR, CaptureWriter
-from wtrec.records import End, FdInfo, Filters, Header, IoEvent, Lost
+from wtrec.records import End, FdIdentity, FdInfo, Filters, Header, IoEvent, Lost
 
-POLL_MS = 100
+# The reading loop: each step takes at most STEP_BYTES of kernel records, so
+# a signal is seen within a step whatever the load; when a step found little,
+# the loop sleeps POLL_S (the BPF program never wakes the reader).
+STEP_BYTES = 256 << 10
+POLL_S = 0.02
+QUIET_STEP_BYTES = 32 << 10
+# After a signal, what is still in the buffer is taken until this long after
+# the signal and the rest counted lost, so Ctrl-C ends a recording within a
+# second. Other stops (duration, count, the command's exit) take it all.
+DRAIN_BUDGET_NS = 250_000_000
+# When the kernel buffer is found empty, the open frame goes to the file once
+# its oldest record is this old: a trickle of events is on disk within a
+# fraction of a second, a busy stream still fills whole frames.
+IDLE_FLUSH_NS = 200_000_000
 STATUS_EVERY_NS = 500_000_000
 
 
@@ -46,6 +59,9 @@ class Stats:
     bytes: int = 0
     lost: int = 0
     incomplete: int = 0
+    read_faults: int = 0
+    lost_fd_notes: int = 0
+    unfollowed: int = 0
     started_ns: int = 0
 
     def rate(self, now_ns: int) -> float:
@@ -67,20 +83,28 @@ class Recording:
 
     def __init__(self, probe: Probe, writer: CaptureWriter, rule: StopRule,
                  status: Callable[[Stats], None] | None = None,
-                 fds: FdTable | None = None):
+                 fds: FdTable | None = None, sleep: Callable[[float], None] = time.sleep):
         self._probe = probe
         self._writer = writer
         self._rule = rule
         self._status = status
+        self._sleep = sleep
         self._decoder = KernelDecoder()
         self._reorder = ReorderBuffer()
-        self._fds = fds or FdTable()
-        self._fd_written: dict[tuple[int, int], object] = {}
+        self._fds = fds if fds is not None else FdTable()
+        # The identity last written per pid and fd.
+        self._fd_written: dict[int, dict[int, FdIdentity]] = {}
         self._stop_requested = False
+        self._stop_requested_ns = 0
         self._seen_lost = 0
+        self._unread = RecordCounts()  # sent by the kernel, never taken: set at the end
+        self._unflushed_since: int | None = None  # when the open frame got its first record
         self.stats = Stats(started_ns=boot_ns())
 
     def stop(self) -> None:
+        """Asks the loop to stop, soon: the drain that follows is time-boxed."""
+        if not self._stop_requested:
+            self._stop_requested_ns = boot_ns()
         self._stop_requested = True
 
     def _done(self) -> bool:
@@ -99,69 +123,106 @@ class Recording:
         """Records until a stop rule fires, then drains, flushes and closes."""
         last_status = 0
         while not self._done():
-            self._probe.poll(POLL_MS)
-            self._move(final=False)
-            self._writer.tick()
+            taken = self._step()
             now = boot_ns()
+            self._writer.tick()
+            if (taken == 0 and self._unflushed_since is not None
+                    and now - self._unflushed_since >= IDLE_FLUSH_NS):
+                self._writer.flush()
+                self._unflushed_since = None
             if self._status and now - last_status >= STATUS_EVERY_NS:
                 self._status(self.stats)
                 last_status = now
-        # Drain what is already in the buffer: those events happened before the stop.
-        self._probe.poll(0)
-        self._move(final=True)
+            if taken < QUIET_STEP_BYTES and not self._done():
+                self._sleep(POLL_S)
+        # Nothing is captured after the stop; what is in the buffer happened
+        # before it and is taken while the budget lasts, the rest counted lost.
+        self._probe.stop_producing()
+        while self._step() and not (self._stop_requested
+                                    and boot_ns() >= self._stop_requested_ns + DRAIN_BUDGET_NS):
+            pass
+        self._probe.skip_unread()
+        sent, decoded = self._probe.handed_over(), self._decoder.stats
+        self._unread = RecordCounts(events=sent.events - decoded.events,
+                                    fd_notes=sent.fd_notes - decoded.fd_notes)
+        self._write_ready(final=True)
         self._writer.close(End(ts_ns=boot_ns(), events=self.stats.events,
                                bytes=self.stats.bytes, lost=self.stats.lost))
         return self.stats
 
-    def _move(self, final: bool) -> None:
-        raw_records = self._probe.raw_events
-        decoder = self._decoder
-        while raw_records:
-            try:
-                item = decoder.decode(raw_records.popleft())
-            except BadKernelEvent as exc:
-                raise ProbeError(f"the BPF program sent a malformed record: {exc}") from None
-            if item is None:
-                continue
-            if isinstance(item, IoEvent):
+    def _step(self) -> int:
+        """Takes one batch from the kernel and writes what is ready; returns bytes taken."""
+        raw_records = self._probe.read(STEP_BYTES)
+        taken = sum(map(len, raw_records))
+        try:
+            items = self._decoder.decode_batch(raw_records)
+        except BadKernelEvent as exc:
+            raise ProbeError(f"the BPF program sent a malformed record: {exc}") from None
+        prefetch = self._fds.prefetch
+        push = self._reorder.push
+        for item in items:
+            if type(item) is IoEvent:
                 # Ask /proc while the process may still be alive.
-                self._fds.prefetch(item.pid, item.fd)
-            self._reorder.push(item)
+                prefetch(item.pid, item.fd)
+            push(item)
+        self._write_ready(final=False)
+        return taken
+
+    def _write_ready(self, final: bool) -> None:
+        """Writes what the reorder buffer releases (everything, if final)."""
         ready = self._reorder.drain() if final else self._reorder.release(boot_ns())
         for item in ready:
-            if isinstance(item, FdNote):
-                self._fds.apply(item)
+            if type(item) is FdNote:
+                self._note(item)
             else:
                 self._write(item)
-        self.stats.incomplete = decoder.stats.incomplete
+        self.stats.incomplete = self._decoder.stats.incomplete
+        self.stats.read_faults = self._decoder.stats.read_faults
         self._record_losses()
+
+    def _note(self, note: FdNote) -> None:
+        self._fds.apply(note)
+        # Forget what was written for descriptors that are gone, so the
+        # recorder's tables shrink again when processes exit or close.
+        if note.op == "close":
+            written = self._fd_written.get(note.pid)
+            if written is not None:
+                written.pop(note.fd, None)
+        elif note.op == "exit":
+            self._fd_written.pop(note.pid, None)
 
     def _write(self, event: IoEvent) -> None:
         rule = self._rule
         if rule.max_events is not None and self.stats.events >= rule.max_events:
             return  # past --count: not lost, just not asked for
-        key = (event.pid, event.fd)
-        identity = self._fds.identity(*key)
-        if self._fd_written.get(key) != identity:
+        identity = self._fds.identity(event.pid, event.fd)
+        written = self._fd_written.setdefault(event.pid, {})
+        last = written.get(event.fd)
+        if last is not identity and last != identity:
             self._writer.write(FdInfo(ts_ns=event.ts_ns, pid=event.pid, fd=event.fd,
                                       identity=identity))
-            self._fd_written[key] = identity
-        self._writer.write(_with_seq(event, self.stats.events))
+            written[event.fd] = identity
+        # The event was made by our decoder a moment ago and nothing else
+        # holds it: numbering it in place saves dataclasses.replace, which
+        # cost a third of the recorder's time per event.
+        event.__dict__["seq"] = self.stats.events
+        self._writer.write(event)
+        if self._unflushed_since is None:
+            self._unflushed_since = boot_ns()
         self.stats.events += 1
         self.stats.bytes += len(event.data)
 
     def _record_losses(self) -> None:
-        lost = self._probe.lost_events()
-        if lost > self._seen_lost:
+        kernel = self._probe.lost()
+        events = kernel.events + self._unread.events
+        if events > self._seen_lost:
             source = "perf" if self._probe.config.use_perf else "ringbuf"
-            count = lost - self._seen_lost
+            count = events - self._seen_lost
             self._writer.write(Lost(ts_ns=boot_ns(), count=count, source=source))
             self.stats.lost += count
-            self._seen_lost = lost
-
-
-def _with_seq(event: IoEvent, seq: int) -> IoEvent:
-    return replace(event, seq=seq)
+            self._seen_lost = events
+        self.stats.lost_fd_notes = kernel.fd_notes + self._unread.fd_notes
+        self.stats.unfollowed = self._probe.unfollowed()
 
 
 Notify = Callable[[str], None]
@@ -190,7 +251,31 @@ def summary_line(stats: Stats, output_name: str) -> str:
     text = f"{stats.events} events, {stats.bytes} bytes, {stats.lost} lost"
     if stats.incomplete:
         text += f", {stats.incomplete} with data missing"
+
     return f"{text} -> {output_name}"
+
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+def _interrupt_start_up(_signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def summary_warnings(stats: Stats) -> list[str]:
+    """What the summary line has no room for: data the kernel could not read, names lost."""
+    warnings = []
+    if stats.read_faults:
+        warnings.append(f"warning: {stats.read_faults} events carry less data than asked: "
+                        "the process's memory could not be read (bad pointer or page not "
+                        "resident)")
+    if stats.unfollowed:
+        warnings.append(f"warning: {stats.unfollowed} new processes were not followed: the "
+                        "process table was full (--follow-max); their calls are missing")
+    if stats.lost_fd_notes:
+        warnings.append(f"warning: {stats.lost_fd_notes} descriptor notes were lost (buffer "
+                        "full): some descriptors may be unnamed")
+    return warnings
 
 
 def _warn_32bit(config: ProbeConfig, child: HeldCommand | None, notify: Notify) -> None:
@@ -211,6 +296,12 @@ def record_session(out: BinaryIO, *, output_name: str, config: ProbeConfig,
 
     Returns the totals and the command's exit status (0 without a command).
     """
+    # A stop during start-up (the compile takes a second) is an interrupt:
+    # the held command is killed, never left to run untraced, and the CLI
+    # removes the output file it created. Python runs the handler once the
+    # compile returns.
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, _interrupt_start_up)
     child = HeldCommand(list(command)) if command else None
     try:
         probe = Probe(config)
@@ -219,12 +310,17 @@ def record_session(out: BinaryIO, *, output_name: str, config: ProbeConfig,
             child.abandon()
         raise
     try:
-        _warn_32bit(config, child, notify)
-        header = recording_header(config, command)
         try:
-            writer = CaptureWriter(out, header)
-        except OSError as exc:
-            raise OutputError(f"cannot write {output_name}: {exc.strerror}") from None
+            _warn_32bit(config, child, notify)
+            header = recording_header(config, command)
+            try:
+                writer = CaptureWriter(out, header)
+            except OSError as exc:
+                raise OutputError(f"cannot write {output_name}: {exc.strerror}") from None
+        except BaseException:
+            if child:
+                child.abandon()
+            raise
         recording = Recording(probe, writer, StopRule(duration_s, max_events,
                                                       child.process if child else None),
                               status)
@@ -232,7 +328,7 @@ def record_session(out: BinaryIO, *, output_name: str, config: ProbeConfig,
         def stop(_signum: int, _frame: object) -> None:
             recording.stop()
 
-        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        for signum in STOP_SIGNALS:
             signal.signal(signum, stop)
         buffer_name = "perf buffer" if config.use_perf else "ring buffer"
         what = (f"{' '.join(command)} (pid {child.pid}) and its children" if child
@@ -247,8 +343,8 @@ def record_session(out: BinaryIO, *, output_name: str, config: ProbeConfig,
         except OSError as exc:
             raise OutputError(f"cannot write {output_name}: {exc.strerror}") from None
         notify(summary_line(stats, output_name))
+        for warning in summary_warnings(stats):
+            notify(warning)
         return stats, (child.exit_status() if child else 0)
     finally:
-        # Detaching tens of tracepoints takes the kernel seconds; the capture
-        # is complete and summarised before that.
         probe.close()

@@ -14,44 +14,92 @@ from wtrec.capture.sockaddr import AF_UNIX, format_inet, parse_sockaddr, socket_
 from wtrec.records import FdIdentity
 
 UNKNOWN = FdIdentity("unknown")
+# A descriptor of a process whose fd notes were partly lost: it may have
+# been opened, closed or replaced unseen, so neither the table nor /proc
+# (which tells the present, not the event's time) can be trusted for it.
+LOST = FdIdentity("unknown", path="(fd notes lost)")
 
 
 class FdTable:
-    """Current identity per (pid, fd), updated in event order."""
+    """Current identity per (pid, fd), updated in event order.
+
+    Kept per process, so a process's exit (the kernel's "exit" note) frees
+    all it held: a long recording of many short-lived processes stays small,
+    and a reused pid does not inherit a dead process's descriptors.
+    """
 
     def __init__(self, resolver: Callable[[int, int], FdIdentity | None] = proc_fds.resolve):
         self._resolve = resolver
-        self._known: dict[tuple[int, int], FdIdentity] = {}
-        self._from_proc: dict[tuple[int, int], FdIdentity | None] = {}
+        self._known: dict[int, dict[int, FdIdentity]] = {}
+        self._from_proc: dict[int, dict[int, FdIdentity | None]] = {}
+        self._stale: set[int] = set()  # pids with lost notes: unnamed fds are LOST
+
+    def __len__(self) -> int:
+        """Descriptors held, all processes."""
+        return (sum(map(len, self._known.values()))
+                + sum(map(len, self._from_proc.values())))
 
     def prefetch(self, pid: int, fd: int) -> None:
         """Asks /proc now, while the process still lives, unless we know already."""
-        key = (pid, fd)
-        if key not in self._known and key not in self._from_proc:
-            self._from_proc[key] = self._resolve(pid, fd)
+        known = self._known.get(pid)
+        if known is not None and fd in known or pid in self._stale:
+            return
+        asked = self._from_proc.setdefault(pid, {})
+        if fd not in asked:
+            asked[fd] = self._resolve(pid, fd)
 
     def identity(self, pid: int, fd: int) -> FdIdentity:
-        key = (pid, fd)
-        if key in self._known:
-            return self._known[key]
-        if key not in self._from_proc:
-            self._from_proc[key] = self._resolve(pid, fd)
-        return self._from_proc[key] or UNKNOWN
+        known = self._known.get(pid)
+        if known is not None and fd in known:
+            return known[fd]
+        if pid in self._stale:
+            return LOST
+        asked = self._from_proc.setdefault(pid, {})
+        if fd not in asked:
+            asked[fd] = self._resolve(pid, fd)
+        return asked[fd] or UNKNOWN
 
     def _current(self, pid: int, fd: int) -> FdIdentity | None:
-        key = (pid, fd)
-        return self._known.get(key) or self._from_proc.get(key) or self._resolve(pid, fd)
+        if pid in self._stale:
+            return self._known.get(pid, {}).get(fd)
+        return (self._known.get(pid, {}).get(fd) or self._from_proc.get(pid, {}).get(fd)
+                or self._resolve(pid, fd))
 
     def _set(self, pid: int, fd: int, identity: FdIdentity) -> None:
-        self._known[(pid, fd)] = identity
-        self._from_proc.pop((pid, fd), None)
+        self._known.setdefault(pid, {})[fd] = identity
+        self._from_proc.get(pid, {}).pop(fd, None)
+
+    def _forget(self, pid: int, fd: int) -> None:
+        for table in (self._known, self._from_proc):
+            fds = table.get(pid)
+            if fds is not None:
+                fds.pop(fd, None)
+                if not fds:
+                    del table[pid]
 
     def apply(self, note: FdNote) -> None:
         """Updates the table with one kernel note."""
         pid, op = note.pid, note.op
         if op == "close":
-            self._known.pop((pid, note.fd), None)
-            self._from_proc.pop((pid, note.fd), None)
+            self._forget(pid, note.fd)
+        elif op == "exit":
+            self._known.pop(pid, None)
+            self._from_proc.pop(pid, None)
+            self._stale.discard(pid)
+        elif op == "inherit":
+            # The child starts with copies of its parent's descriptors.
+            child = note.fd2
+            self._known.pop(child, None)
+            self._from_proc.pop(child, None)
+            if pid in self._known:
+                self._known[child] = dict(self._known[pid])
+            if pid in self._stale:
+                self._stale.add(child)
+        elif op == "fds-lost":
+            # Some note of this process never came: forget all it had.
+            self._known.pop(pid, None)
+            self._from_proc.pop(pid, None)
+            self._stale.add(pid)
         elif op == "socket":
             self._set(pid, note.fd, FdIdentity(socket_kind(note.a0, note.a1)))
         elif op in ("connect", "bind"):

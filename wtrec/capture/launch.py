@@ -36,9 +36,11 @@ class HeldCommand:
         # Popen returns only once the child has exec'd, so the child cannot
         # simply block before exec: a tiny interpreter waits for the go byte
         # on a pipe, then execs the command in place (same pid, already traced).
+        # End of file instead (the recorder died or gave up): never run it.
         shim = ("import os, sys\n"
                 "go = int(sys.argv[1])\n"
-                "os.read(go, 1)\n"
+                "if os.read(go, 1) != b'g':\n"
+                "    os._exit(125)\n"
                 "os.close(go)\n"
                 "try:\n"
                 "    os.execvp(sys.argv[2], sys.argv[2:])\n"
@@ -76,8 +78,9 @@ class HeldCommand:
         return 128 - code if code < 0 else code
 
     def abandon(self) -> None:
-        """The recording failed before start: never let the command run."""
+        """The recording failed or was stopped before start: never let the command run."""
         self.process.kill()
+        self.process.wait()
         try:
             os.close(self._go)
         except OSError:

@@ -1,20 +1,34 @@
-"""The bcc glue: compiles and attaches bpf/write_tracer.bpf.c, hands out raw events.
+"""The bcc glue: compiles and attaches bpf/write_tracer.bpf.c, hands out raw records.
 
-The only module that imports bcc. Callbacks from bcc run inside ctypes, which
-swallows exceptions, so they only copy bytes into a queue; decoding and error
-handling happen in the recorder's loop.
+The only module that imports bcc. Two raw tracepoints (sys_enter, sys_exit)
+carry every syscall, a third sees processes exit; two plain tracepoints note
+TCP connections and (with follow) forks. Records are taken in batches of bounded size:
+
+- ring buffer: read straight from the buffer's mapped pages (`RingReader`),
+  so each step takes at most a given number of bytes and the rest waits in
+  the kernel (bcc's poll keeps draining while data arrives, which leaves the
+  caller deaf and its memory unbounded under a writer that never pauses);
+- perf buffer (the fallback for kernels before 5.8): bcc's per-record
+  callback, which only queues the bytes; past `MAX_QUEUED_BYTES` waiting
+  it drops and counts instead, so memory stays bounded. Slower per event.
+
+The BPF program submits without waking the reader; `Probe.read` is called
+on a short timer.
 """
 
 import ctypes
+import mmap
 import os
 import re
+import struct
 import tempfile
 from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
-from wtrec.capture.kernel_records import WRITE_FAMILY
+from wtrec.capture.kernel_records import KIND_EVENT, KIND_FD, SYSCALL_IDS, WRITE_FAMILY
 from wtrec.errors import BccMissingError, KernelHeadersMissingError, ProbeError
 
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
@@ -22,18 +36,28 @@ MAX_SNAPLEN_RINGBUF = 1 << 20
 MAX_SNAPLEN_PERF = 1 << 20  # large captures go out in 16 KiB chunks
 # Tail-called programs, in the order of the PROG_* indexes in the BPF source.
 SHARED_PROGRAMS = (b"gather_and_emit", b"fd_exit")
-# How many argument slots each syscall's entry needs: which enterN program
-# serves it (a program may not read past the end of the shortest record).
-ENTRY_SLOTS = {
-    "write": 3, "writev": 3, "pwrite64": 3, "pwritev": 3, "pwritev2": 3, "sendto": 3,
-    "sendmsg": 2, "read": 3, "readv": 3, "pread64": 3, "recvfrom": 3, "recvmsg": 2,
-    "socket": 3, "connect": 3, "bind": 3, "accept": 3, "accept4": 3, "openat": 2, "open": 1,
-    "close": 1, "pipe": 1, "pipe2": 1, "socketpair": 4, "dup": 1, "dup2": 1, "dup3": 1,
-}
+RAW_TRACEPOINTS = ((b"sys_enter", b"on_sys_enter"), (b"sys_exit", b"on_sys_exit"),
+                   (b"sched_process_exit", b"on_process_exit"))
 # Traced whatever --syscalls says: they name the descriptors.
 FD_SYSCALLS = ("socket", "connect", "bind", "accept", "accept4", "openat", "open", "close",
                "pipe", "pipe2", "socketpair", "dup", "dup2", "dup3")
+# Seen with follow, to tell a new process from a new thread.
+CLONE_SYSCALLS = ("clone", "clone3", "fork", "vfork")
+DEFAULT_PID_TABLE = 16384
 PERF_WAKEUP_EVENTS = 64
+# Perf buffer mode: bytes queued in Python before the callback drops.
+MAX_QUEUED_BYTES = 16 << 20
+# Slots of the BPF program's counts array (COUNT_* in wtrec_records.h).
+COUNT_LOST_EVENTS, COUNT_LOST_FD_NOTES, COUNT_SENT_EVENTS, COUNT_SENT_FD_NOTES = 0, 1, 2, 3
+COUNT_UNFOLLOWED = 4
+
+# The BPF ring buffer's record header (include/uapi/linux/bpf.h): u32 length
+# with two flag bits, u32 page offset; records are 8-byte aligned.
+RINGBUF_BUSY_BIT = 1 << 31
+RINGBUF_DISCARD_BIT = 1 << 30
+RINGBUF_HEADER = 8
+U32 = struct.Struct("<I")
+U64 = struct.Struct("<Q")
 
 
 @dataclass(frozen=True)
@@ -48,6 +72,7 @@ class ProbeConfig:
     follow: bool = False
     syscalls: tuple[str, ...] = WRITE_FAMILY
     buffer_bytes: int = 32 << 20
+    pid_table: int = DEFAULT_PID_TABLE  # most processes traced by pid at once
     self_tgid: int = field(default_factory=os.getpid)
 
     def buffer_pages(self) -> int:
@@ -68,28 +93,33 @@ class ProbeConfig:
             f"-DWTREC_TRACE_ALL={int(self.trace_all)}",
             f"-DWTREC_FOLLOW={int(self.follow)}",
             f"-DWTREC_SELF_TGID={self.self_tgid}",
+            f"-DWTREC_PID_TABLE={self.pid_table}",
         ]
 
-    def attachments(self) -> list[tuple[str, str]]:
-        """(tracepoint, program) pairs: the chosen syscalls and the fd-naming ones."""
-        pairs = []
-        for name in dict.fromkeys(self.syscalls + FD_SYSCALLS):
-            pairs.append((f"syscalls:sys_enter_{name}", f"enter{ENTRY_SLOTS[name]}"))
-            if name != "close":
-                pairs.append((f"syscalls:sys_exit_{name}", "exit_any"))
-        return pairs
+    def wanted_syscalls(self) -> tuple[str, ...]:
+        """The chosen data syscalls and the fd-naming ones, as the `wanted` map holds them."""
+        return tuple(dict.fromkeys(self.syscalls + FD_SYSCALLS
+                                   + (CLONE_SYSCALLS if self.follow else ())))
+
+
+def bpf_dir() -> Path:
+    """The folder of the BPF C files, from a checkout or an installed package alike."""
+    return Path(str(resources.files("wtrec.bpf")))
 
 
 def bpf_source_path() -> Path:
-    """The BPF C file, from a checkout or an installed package alike."""
-    return Path(str(resources.files("wtrec.bpf").joinpath("write_tracer.bpf.c")))
+    return bpf_dir() / "write_tracer.bpf.c"
 
 
 def bpf_program_text(config: ProbeConfig) -> str:
-    """What `--print-bpf` shows: the defines, then the source as loaded."""
+    """What `--print-bpf` shows: the defines, the wanted syscalls, then the sources as loaded."""
     defines = "\n".join("#define " + flag[2:].replace("=", " ", 1) for flag in config.cflags())
-    attached = "\n".join(f"//   {tp} -> {prog}" for tp, prog in config.attachments())
-    return (f"// compiled with:\n{defines}\n// attached:\n{attached}\n\n"
+    wanted = ", ".join(config.wanted_syscalls())
+    header = (bpf_dir() / "wtrec_records.h").read_text()
+    return (f"// compiled with:\n{defines}\n// wanted map: {wanted}\n"
+            f"// attached: raw_tracepoint sys_enter, sys_exit, sched_process_exit; tracepoint "
+            f"sock:inet_sock_set_state, sched:sched_process_fork (with follow)\n\n"
+            f"// ---- wtrec_records.h\n{header}\n// ---- write_tracer.bpf.c\n"
             f"{bpf_source_path().read_text()}")
 
 
@@ -111,14 +141,6 @@ class _StderrCapture:
         return False
 
 
-def _tracepoint_exists(tracepoint: str) -> bool:
-    from wtrec.capture.preflight import syscall_events_dir
-
-    events = syscall_events_dir()
-    category, name = tracepoint.split(":")
-    return events is None or (events.parent / category / name).is_dir()
-
-
 def _first_error(text: str) -> str:
     for line in text.splitlines():
         if "error" in line.lower():
@@ -127,12 +149,76 @@ def _first_error(text: str) -> str:
     return lines[-1] if lines else "no message from bcc"
 
 
+@dataclass
+class RecordCounts:
+    """How many event records and fd notes (sent, lost, taken...)."""
+
+    events: int = 0
+    fd_notes: int = 0
+
+
+class RingReader:
+    """Reads a BPF ring buffer through its mapped pages, a bounded batch at a time.
+
+    The kernel maps the consumer position (one writable page), then the
+    producer position and the data pages twice in a row, so a record that
+    wraps is still contiguous. A batch is copied out in one piece before the
+    consumer position moves past it (after that the kernel may reuse it).
+    """
+
+    def __init__(self, map_fd: int, data_bytes: int):
+        self._mask = data_bytes - 1
+        self._consumer = mmap.mmap(map_fd, PAGE_SIZE, mmap.MAP_SHARED,
+                                   mmap.PROT_READ | mmap.PROT_WRITE, offset=0)
+        self._producer = mmap.mmap(map_fd, PAGE_SIZE + 2 * data_bytes, mmap.MAP_SHARED,
+                                   mmap.PROT_READ, offset=PAGE_SIZE)
+
+    def _spans(self, max_bytes: int) -> tuple[int, int, list[tuple[int, int]]]:
+        """(consumer position, end position, [(start, length)] of committed records)."""
+        consumer = U64.unpack_from(self._consumer, 0)[0]
+        producer = U64.unpack_from(self._producer, 0)[0]
+        data, mask = self._producer, self._mask
+        position = consumer
+        spans = []
+        limit = consumer + max_bytes
+        while position < producer and position < limit:
+            start = PAGE_SIZE + (position & mask)
+            length = U32.unpack_from(data, start)[0]
+            if length & RINGBUF_BUSY_BIT:
+                break  # reserved, not yet submitted: later records wait for it
+            size = length & ~(RINGBUF_BUSY_BIT | RINGBUF_DISCARD_BIT)
+            if not length & RINGBUF_DISCARD_BIT:
+                spans.append((position - consumer + RINGBUF_HEADER, size))
+            position += (size + RINGBUF_HEADER + 7) & ~7
+        return consumer, position, spans
+
+    def read(self, max_bytes: int) -> list[memoryview]:
+        """Up to about `max_bytes` of committed records, oldest first, copied out."""
+        consumer, end, spans = self._spans(max_bytes)
+        if end == consumer:
+            return []
+        start = PAGE_SIZE + (consumer & self._mask)
+        batch = memoryview(self._producer[start:start + (end - consumer)])
+        U64.pack_into(self._consumer, 0, end)
+        return [batch[offset:offset + size] for offset, size in spans]
+
+    def skip_all(self) -> None:
+        """Releases every record without reading it."""
+        U64.pack_into(self._consumer, 0, U64.unpack_from(self._producer, 0)[0])
+
+    def close(self) -> None:
+        self._consumer.close()
+        self._producer.close()
+
+
 class Probe:
     """The loaded program and its output buffer.
 
-    `raw_events` fills with the bytes of each kernel record; `perf_lost`
-    counts the records the perf buffer reported lost; `lost_events()` turns
-    that and the BPF map of drops into lost events.
+    `read()` takes a bounded batch of raw records; `stop_producing()`
+    detaches the programs, so what follows is a drain of what was captured
+    while recording; `lost()` says what the kernel (and, in perf mode, the
+    bounded queue) could not hand over, `handed_over()` what it did, taken
+    by the recorder or not.
     """
 
     def __init__(self, config: ProbeConfig):
@@ -142,12 +228,17 @@ class Probe:
             raise BccMissingError(
                 f"cannot import bcc ({exc}): install python3-bpfcc") from None
         self.config = config
-        self.raw_events: deque[bytes] = deque()
-        self.perf_lost = 0
+        self._queue: deque[bytes] = deque()
+        self._queued_bytes = [0]  # a cell the perf callback updates
+        self._dropped = RecordCounts()
+        self._ring: RingReader | None = None
+        self._detaching: ThreadPoolExecutor | None = None
         failure: Exception | None
+        cflags = [*config.cflags(), f"-I{bpf_dir()}"]
         with _StderrCapture() as captured:
             try:
-                self._bpf = BPF(src_file=str(bpf_source_path()).encode(), cflags=config.cflags())
+                # TRACEPOINT_PROBE programs (tcp, fork, exit) attach here.
+                self._bpf = BPF(src_file=str(bpf_source_path()).encode(), cflags=cflags)
             except Exception as exc:
                 failure = exc
             else:
@@ -160,27 +251,28 @@ class Probe:
             raise ProbeError(f"cannot load the BPF program: {detail}")
         try:
             with _StderrCapture() as captured:
-                self._fill_filters()
+                self._fill_maps()
                 # Attach first, so capture starts as early as it can; the
-                # tail-called programs follow within a fraction of a second
-                # (until then a large or vectored capture is cut to 16 KiB).
-                for tracepoint, program in config.attachments():
-                    if not _tracepoint_exists(tracepoint):
-                        continue  # e.g. open(2) and pipe(2) do not exist on arm64
-                    self._bpf.attach_tracepoint(tp=tracepoint.encode(), fn_name=program.encode())
+                # tail-called programs follow within milliseconds (until
+                # then a large or vectored capture is cut to 16 KiB).
+                for tracepoint, program in RAW_TRACEPOINTS:
+                    self._bpf.attach_raw_tracepoint(tp=tracepoint, fn_name=program)
                 programs = self._bpf["programs"]
                 for index, name in enumerate(SHARED_PROGRAMS):
                     programs[ctypes.c_int(index)] = ctypes.c_int(
-                        self._bpf.load_func(name, BPF.TRACEPOINT).fd)
+                        self._bpf.load_func(name, BPF.RAW_TRACEPOINT).fd)
         except Exception as exc:
             raise ProbeError(f"cannot load the BPF program: "
                              f"{_first_error(captured.text + chr(10) + str(exc))}") from None
         self._open_buffer()
 
-    def _fill_filters(self) -> None:
+    def _fill_maps(self) -> None:
+        one = ctypes.c_uint8(1)
+        wanted = self._bpf["wanted"]
+        for name in self.config.wanted_syscalls():
+            wanted[ctypes.c_int(SYSCALL_IDS[name])] = one
         if self.config.trace_all:
             return
-        one = ctypes.c_uint8(1)
         comms = self._bpf["comm_filter"]
         for comm in self.config.comms:
             key = comms.Key()
@@ -196,43 +288,91 @@ class Probe:
 
     def _open_buffer(self) -> None:
         table = self._bpf["events"]
-        queue = self.raw_events
+        if not self.config.use_perf:
+            self._ring = RingReader(table.map_fd, self.config.buffer_pages() * PAGE_SIZE)
+            return
+        queue, queued, dropped = self._queue, self._queued_bytes, self._dropped
 
-        if self.config.use_perf:
-            def on_perf(_cpu, data, size):
+        def on_perf(_cpu, data, size):
+            if queued[0] < MAX_QUEUED_BYTES:
                 queue.append(ctypes.string_at(data, size))
+                queued[0] += size
+                return
+            # Full: what cannot be taken is counted lost, like the kernel does.
+            # A dropped chunk needs no count: its event arrives incomplete.
+            kind = ctypes.cast(data, ctypes.POINTER(ctypes.c_uint32))[0] if size >= 4 else 0
+            if kind == KIND_EVENT:
+                dropped.events += 1
+            elif kind == KIND_FD:
+                dropped.fd_notes += 1
 
-            def on_lost(count):
-                self.perf_lost += count
+        self._on_event = on_perf
+        # Waking the reader for every event costs ~10 us a write; wake it
+        # every PERF_WAKEUP_EVENTS and let the timer consume the stragglers.
+        table.open_perf_buffer(on_perf, page_cnt=self.config.perf_pages_per_cpu(),
+                               wakeup_events=PERF_WAKEUP_EVENTS)
 
-            self._on_event, self._on_lost = on_perf, on_lost
-            # Waking the reader for every event costs ~10 us a write; wake it
-            # every PERF_WAKEUP_EVENTS and let poll() consume the stragglers.
-            table.open_perf_buffer(on_perf, page_cnt=self.config.perf_pages_per_cpu(),
-                                   lost_cb=on_lost, wakeup_events=PERF_WAKEUP_EVENTS)
-        else:
-            def on_ring(_ctx, data, size):
-                queue.append(ctypes.string_at(data, size))
-                return 0
+    def read(self, max_bytes: int) -> list[memoryview] | list[bytes]:
+        """Raw records the kernel has handed over, about `max_bytes` at most, oldest first.
 
-            self._on_event = on_ring
-            table.open_ring_buffer(on_ring)
-
-    def poll(self, timeout_ms: int) -> None:
-        """Moves whatever the kernel has into `raw_events`, waiting up to timeout_ms."""
-        if self.config.use_perf:
-            self._bpf.perf_buffer_poll(timeout_ms)
-            self._bpf.perf_buffer_consume()
-        else:
-            self._bpf.ring_buffer_poll(timeout_ms)
-
-    def lost_events(self) -> int:
-        """Events lost so far, every cause, all CPUs, as the BPF program counted them.
-
-        `perf_lost` (the perf buffer's own count of lost records) is kept for
-        diagnosis only: it counts chunks and fd notes too, and reports late.
+        Never waits: the caller sleeps between calls when little arrived.
         """
-        return int(sum(self._bpf["lost_counts"][ctypes.c_int(0)]))
+        if self._ring is not None:
+            return self._ring.read(max_bytes)
+        if self._queued_bytes[0] < MAX_QUEUED_BYTES:
+            self._bpf.perf_buffer_consume()
+        taken: list[bytes] = []
+        size = 0
+        queue = self._queue
+        while queue and size < max_bytes:
+            raw = queue.popleft()
+            taken.append(raw)
+            size += len(raw)
+        self._queued_bytes[0] -= size
+        return taken
+
+    def stop_producing(self) -> None:
+        """Detaches the syscall programs: no event is captured after this returns.
+
+        The tracepoints (tcp, fork) are detached in the background: each
+        detach waits ~0.1 s or more in the kernel, time the drain can use.
+        """
+        for tracepoint, _program in RAW_TRACEPOINTS:
+            self._bpf.detach_raw_tracepoint(tp=tracepoint)
+        tracepoints = list(self._bpf.tracepoint_fds)
+        self._detaching = ThreadPoolExecutor(max_workers=max(1, len(tracepoints)))
+        for tracepoint in tracepoints:
+            self._detaching.submit(self._bpf.detach_tracepoint, tp=tracepoint)
+
+    def skip_unread(self) -> None:
+        """Releases what is still waiting (for a stop that cannot wait for it)."""
+        if self._ring is not None:
+            self._ring.skip_all()
+        self._queue.clear()
+        self._queued_bytes[0] = 0
+
+    def _count(self, slot: int) -> int:
+        return int(sum(self._bpf["counts"][ctypes.c_int(slot)]))
+
+    def lost(self) -> RecordCounts:
+        """Events and fd notes lost so far, every cause, all CPUs."""
+        return RecordCounts(
+            events=self._count(COUNT_LOST_EVENTS) + self._dropped.events,
+            fd_notes=self._count(COUNT_LOST_FD_NOTES) + self._dropped.fd_notes)
+
+    def unfollowed(self) -> int:
+        """New processes that were not traced because the process table was full."""
+        return self._count(COUNT_UNFOLLOWED)
+
+    def handed_over(self) -> RecordCounts:
+        """Event records and fd notes sent to user space and not dropped there."""
+        return RecordCounts(
+            events=self._count(COUNT_SENT_EVENTS) - self._dropped.events,
+            fd_notes=self._count(COUNT_SENT_FD_NOTES) - self._dropped.fd_notes)
 
     def close(self) -> None:
+        if self._detaching is not None:
+            self._detaching.shutdown(wait=True)
+        if self._ring is not None:
+            self._ring.close()
         self._bpf.cleanup()

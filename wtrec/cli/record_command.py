@@ -10,6 +10,7 @@ from wtrec.capture import preflight
 from wtrec.capture.kernel_records import READ_FAMILY, WRITE_FAMILY
 from wtrec.capture.output_file import OutputFile, open_output, signals_held, sudo_identity
 from wtrec.capture.probe import (
+    DEFAULT_PID_TABLE,
     MAX_SNAPLEN_PERF,
     MAX_SNAPLEN_RINGBUF,
     ProbeConfig,
@@ -128,6 +129,10 @@ def record(
         "-s", "--snaplen", help="Bytes captured per call, up to 1048576, or 'max'.")] = "4096",
     perf_buffer: Annotated[bool, typer.Option(
         "--perf-buffer", help="Use the per-CPU perf buffer instead of the ring buffer.")] = False,
+    follow_max: Annotated[int, typer.Option(
+        "--follow-max", min=1, max=1 << 20,
+        help="Most processes traced by pid at once (-p, the command, followed children); "
+             "children beyond it are counted, not traced.")] = DEFAULT_PID_TABLE,
     buffer_size: Annotated[str, typer.Option(
         "--buffer-size", help="Kernel buffer size, e.g. 32M (default) or 256K.")] = "32M",
     duration: Annotated[float | None, typer.Option(
@@ -157,7 +162,7 @@ def record(
         config = ProbeConfig(snaplen=parse_snaplen(snaplen, use_perf), use_perf=use_perf,
                              trace_all=trace_all, comms=comms, pids=pids,
                              follow=follow or bool(argv), syscalls=parse_syscalls(syscalls, read),
-                             buffer_bytes=parse_size(buffer_size))
+                             buffer_bytes=parse_size(buffer_size), pid_table=follow_max)
         if print_bpf:
             print(bpf_program_text(config))
             return

@@ -1,0 +1,43 @@
+"""Builds kernel records byte for byte, to feed the decoder in tests.
+
+Test-only: the product never encodes kernel records. The layouts come from
+the decoder's field tables, which test_units checks against the C header.
+"""
+
+from wtrec.capture.kernel_records import (
+    CHUNK_HEADER,
+    EVENT_HEADER,
+    FD_NOTE,
+    FLAG_CHUNKED,
+    KIND_CHUNK,
+    KIND_EVENT,
+    KIND_FD,
+    SYSCALL_IDS,
+    FdNote,
+)
+from wtrec.records import IoEvent
+
+
+def encode_event(event: IoEvent, flags: int = 0, pad_to: int = 0,
+                 captured: int | None = None, entry_ns: int | None = None) -> bytes:
+    """An event record; with FLAG_CHUNKED the data is left out (it comes in chunks,
+    named by the event's entry time, by default its ts_ns)."""
+    chunked = flags & FLAG_CHUNKED
+    head = EVENT_HEADER.pack(
+        KIND_EVENT, flags, event.ts_ns, event.ts_ns if entry_ns is None else entry_ns,
+        event.count, event.ret or 0, event.pid, event.tid,
+        event.uid, event.fd, len(event.data) if captured is None else captured,
+        SYSCALL_IDS[event.syscall], 1 if event.direction == "in" else 0,
+        event.comm.ljust(16, b"\0"))
+    raw = head + (b"" if chunked else event.data)
+    return raw.ljust(pad_to, b"\0")
+
+
+def encode_chunk(tid: int, ts_ns: int, offset: int, data: bytes) -> bytes:
+    return CHUNK_HEADER.pack(KIND_CHUNK, len(data), ts_ns, tid, offset) + data
+
+
+def encode_fd_note(note: FdNote) -> bytes:
+    return FD_NOTE.pack(KIND_FD, SYSCALL_IDS[note.op], note.ts_ns, note.ret, note.pid, note.tid,
+                        note.fd, note.fd2, note.a0, note.a1, note.a2, len(note.blob),
+                        note.blob.ljust(256, b"\0"))
