@@ -545,7 +545,8 @@ def test_a_header_section_over_the_limit_is_one_note_and_decoding_goes_on(head, 
     got = [(o[0], json.loads(o[3]).get("target", json.loads(o[3]).get("status")), o[4]) if o[0] == "message"
            else o for o in out]
     assert got == [("message", "/big", True),
-                   ("note", 0, f"a header section over 65536 bytes; skipped {len(head) + 2} more bytes"),
+                   ("note", 0, "the rest of a header section over 65536 bytes; "
+                               f"skipped {len(head) + 2} bytes"),
                    ("message", "/next", False), ("message", 200, False), ("message", 204, False)]
     latencies = [json.loads(o[3])["latency_ns"] for o in out if o[0] == "message" and "status" in o[3]]
     assert latencies[0] > latencies[1] > 0  # 200 answers /big, 204 answers /next
@@ -685,3 +686,17 @@ def test_http2_notes_hold_no_python_reprs_and_read_well():
     notes = [o[2] for o in decode("http2", [(0, PREFACE + altsvc, 1)]) if o[0] == "note"]
     assert notes == ["HTTP/2 decoding of this direction stops: an ALTSVC frame of 70000 bytes, more than "
                      "the 65536 a decoder holds"]
+
+
+@pytest.mark.parametrize("size", [997, 4096, 65536, 1 << 20])
+def test_a_walked_redis_value_is_the_same_however_the_writes_split_it(size):
+    items = [b"item%d" % i for i in range(3000)] + [b"x" * 70_000] + [b"tail"]
+    conversation = [(0, redis_array([b"LRANGE", b"big", b"0", b"-1"])), (1, redis_array(items)),
+                    (0, redis_array([b"PING"])), (1, b"+PONG\r\n")]
+    out = fed_in_events("redis", conversation, size=size)
+    assert [o.fields.get("command") or o.fields.get("reply") for o in out] == [
+        ["LRANGE", "big", "0", "-1"], None, ["PING"], "PONG"]
+    assert (out[1].fields["items"], out[1].fields["items_read"], out[1].fields["bytes"]) == (
+        3002, 3002, len(redis_array(items)))
+    assert out[1].fields["first_items"] == [f"item{i}" for i in range(8)]
+    assert not any(o.incomplete for o in out)

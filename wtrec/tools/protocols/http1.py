@@ -94,6 +94,8 @@ class Http1Decoder:
             if state.state == "close" and state.message is not None:
                 yield self._complete(flow, state, incomplete=state.suspect)
             elif state.state == "resync":
+                state.skipped += len(state.buf)  # the tail kept in case a start line began in it
+                state.buf.clear()
                 yield from self._skipped_note(flow, state)
             elif state.message is not None or state.buf:
                 yield from self._cut(flow, state, ts_ns, None)
@@ -190,6 +192,8 @@ class Http1Decoder:
         state.state = "resync"
         state.skip_ts = ts_ns
         state.skip_reason = f"a header section over {MAX_HELD} bytes"
+        if message is not None:
+            state.skip_reason = "the rest of " + state.skip_reason
         state.skipped += 0 if message is not None else end - pos
         return end
 
@@ -220,7 +224,7 @@ class Http1Decoder:
 
     def _skipped_note(self, flow: int, state: _Flow) -> Iterator[Output]:
         if state.skip_reason:
-            yield Note(flow, state.skip_ts, f"{state.skip_reason}; skipped {state.skipped} more bytes")
+            yield Note(flow, state.skip_ts, f"{state.skip_reason}; skipped {state.skipped} bytes")
         elif state.skipped:
             yield Note(flow, state.skip_ts, f"skipped {state.skipped} bytes that start no HTTP message")
         state.skipped = 0
