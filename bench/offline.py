@@ -1,17 +1,22 @@
 """How fast the offline commands read a big capture, against zstdcat | grep -a.
 
-    .venv/bin/python bench/offline.py [--gib 1] [--repeat 3] [--keep FILE]
+    .venv/bin/python bench/offline.py [--gib 1] [--small-events 300000] [--repeat 3] [--keep FILE]
 
 Writes a capture of at least --gib GiB of payload with wtrec's own writer
 (4 KiB HTTP-like payloads from a 4 MiB pool of words, so it compresses
 about as well as real text traffic; one event in 1000 holds the needle),
-then times whole commands (median of --repeat runs, page cache warm) and
-prints MB/s of payload and events/s. No root needed.
+and a second one of --small-events events of 200 bytes, then times whole
+commands on each (median of --repeat runs, page cache warm) and prints
+MB/s of payload, events/s, CPU seconds (user + system, all processes of
+the command) and the ratio of each time to `zstdcat | grep -a -c` in the
+same run: on a shared, noisy machine compare ratios, not times. No root needed.
 """
 
 import argparse
+import json
 import os
 import random
+import resource
 import statistics
 import subprocess
 import sys
@@ -41,9 +46,10 @@ def payload_pool(rng: random.Random, count: int = 1024) -> list[bytes]:
     return pool
 
 
-def build(path: str, gib: float) -> tuple[int, int]:
+def build(path: str, gib: float, event_size: int = EVENT_SIZE,
+          max_events: int | None = None) -> tuple[int, int]:
     rng = random.Random(7)
-    pool = payload_pool(rng)
+    pool = [p[:event_size] for p in payload_pool(rng)]
     target = int(gib * (1 << 30))
     header = Header(1, 2, "bench", "bench", "bench", time.time_ns(), 0, time.time_ns(),
                     ("bench",), Filters(comms=("bench",)), 4096, "ringbuf")
@@ -53,7 +59,7 @@ def build(path: str, gib: float) -> tuple[int, int]:
         for fd in range(3, 11):
             writer.write(FdInfo(0, 1000 + fd, fd, FdIdentity("tcp", "10.0.0.1:40000",
                                                              f"10.0.0.2:{8000 + fd}")))
-        while payload < target:
+        while payload < target and (max_events is None or events < max_events):
             data = pool[events % len(pool)]
             if events % 1000 == 999:
                 data = data[:100] + NEEDLE + data[100 + len(NEEDLE):]
@@ -66,34 +72,30 @@ def build(path: str, gib: float) -> tuple[int, int]:
     return events, payload
 
 
-def timed(command: str, repeat: int) -> float:
-    runs = []
+def timed(command: str, repeat: int) -> tuple[float, float]:
+    """Median wall seconds and median CPU seconds of the command and its children."""
+    runs, cpus = [], []
     for _ in range(repeat):
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
         start = time.perf_counter()
         done = subprocess.run(["bash", "-c", command], stdout=subprocess.DEVNULL,
                               stderr=subprocess.PIPE, check=False)
         runs.append(time.perf_counter() - start)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpus.append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
         if done.returncode not in (0, 1):
             raise SystemExit(f"{command}: exit {done.returncode}: {done.stderr.decode()[-300:]}")
-    return statistics.median(runs)
+    return statistics.median(runs), statistics.median(cpus)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--gib", type=float, default=1.0)
-    parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--keep", help="write the capture here and keep it")
-    args = parser.parse_args()
-    path = args.keep or os.path.join(tempfile.mkdtemp(prefix="wtrec-bench-"), "big.wtrace")
-    if args.keep and os.path.exists(path):
-        info = subprocess.run([sys.executable, "-m", "wtrec", "info", "--json", path],
-                              capture_output=True, text=True, check=True, cwd=ROOT).stdout
-        import json
+def totals(path: str) -> tuple[int, int]:
+    info = subprocess.run([sys.executable, "-m", "wtrec", "info", "--json", path],
+                          capture_output=True, text=True, check=True, cwd=ROOT).stdout
+    counts = json.loads(info)["events"]
+    return counts["events"], counts["bytes"]
 
-        totals = json.loads(info)["events"]
-        events, payload = totals["events"], totals["bytes"]
-    else:
-        events, payload = build(path, args.gib)
+
+def measure(path: str, events: int, payload: int, repeat: int) -> None:
     size = os.path.getsize(path)
     wtrec = f"{sys.executable} -m wtrec"
     needle = NEEDLE.decode()
@@ -102,21 +104,53 @@ def main() -> None:
         ("zstdcat | grep -a -c -F", f"zstdcat -q {path} | grep -a -c -F '{needle}'"),
         ("wtrec grep -c", f"{wtrec} grep -c '{needle}' {path}"),
         ("wtrec grep -c -F", f"{wtrec} grep -c -F '{needle}' {path}"),
+        ("wtrec grep -c -i", f"{wtrec} grep -c -i '{needle}' {path}"),
+        ("wtrec grep -c '^X-Needle'", f"{wtrec} grep -c '^{needle}' {path}"),
         ("wtrec grep --stream -c", f"{wtrec} grep --stream -c '{needle}' {path}"),
         ("wtrec grep (print matches)", f"{wtrec} grep '{needle}' {path} > /dev/null"),
         ("wtrec show", f"{wtrec} show {path} > /dev/null"),
+        ("wtrec show | head -1", f"{wtrec} show {path} | head -1"),
         ("wtrec info (index)", f"{wtrec} info {path}"),
         ("wtrec info (scan, stdin)", f"cat {path} | {wtrec} info -"),
+        ("python -c 'import wtrec.cli'", f"{sys.executable} -c 'import wtrec.cli'"),
     ]
     print(f"capture: {events} events, {payload / 1e9:.2f} GB payload, {size / 1e9:.2f} GB file "
-          f"({payload / size:.1f}x); median of {args.repeat} runs, page cache warm")
-    print(f"{'command':<28} {'seconds':>8} {'MB/s':>8} {'events/s':>11}")
+          f"({payload / size:.1f}x); median of {repeat} runs, page cache warm")
+    print(f"{'command':<30} {'seconds':>8} {'x pipe':>7} {'cpu s':>7} {'x pipe':>7} "
+          f"{'MB/s':>8} {'events/s':>11}")
+    base = None
     for name, command in commands:
-        seconds = timed(command, args.repeat)
-        print(f"{name:<28} {seconds:>8.2f} {payload / seconds / 1e6:>8.0f} "
-              f"{events / seconds:>11.0f}", flush=True)
+        seconds, cpu = timed(command, repeat)
+        base = base or (seconds, cpu)
+        print(f"{name:<30} {seconds:>8.2f} {seconds / base[0]:>7.2f} {cpu:>7.2f} "
+              f"{cpu / base[1]:>7.2f} {payload / seconds / 1e6:>8.0f} {events / seconds:>11.0f}",
+              flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--gib", type=float, default=1.0)
+    parser.add_argument("--small-events", type=int, default=300_000,
+                        help="events of 200 B in the second capture (0: none)")
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--keep", help="write the big capture here and keep it")
+    args = parser.parse_args()
+    workdir = tempfile.mkdtemp(prefix="wtrec-bench-")
+    path = args.keep or os.path.join(workdir, "big.wtrace")
+    if args.keep and os.path.exists(path):
+        events, payload = totals(path)
+    else:
+        events, payload = build(path, args.gib)
+    measure(path, events, payload, args.repeat)
     if not args.keep:
         os.unlink(path)
+    if args.small_events:
+        small = os.path.join(workdir, "small.wtrace")
+        events, payload = build(small, 1 << 20, event_size=200, max_events=args.small_events)
+        print()
+        measure(small, events, payload, args.repeat)
+        os.unlink(small)
+    os.rmdir(workdir)
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ a speed factor. A sink is only ever a destination the user named on the
 command line; nothing in the capture chooses where bytes go.
 """
 
+import math
 import select
 import socket
 import time
@@ -38,20 +39,32 @@ def adjust_speed(items: Iterable[Timed], speed: float) -> Iterator[Timed]:
 
 def timed(events: Iterable[IoEvent], speed: float = 1.0,
           max_gap_s: float | None = None) -> Iterator[Timed]:
+    if not (math.isfinite(speed) and speed > 0):
+        raise UsageError(f"--speed takes a positive number, not {speed}")
+    if max_gap_s is not None and not (max_gap_s >= 0):
+        raise UsageError(f"--max-gap takes a number of seconds, not {max_gap_s}")
+    if max_gap_s is not None and math.isinf(max_gap_s):
+        max_gap_s = None  # no cap
     items = to_relative_time(events)
     items = cap_relative_time(items, None if max_gap_s is None else round(max_gap_s * 1e9))
     return adjust_speed(items, speed)
 
 
+MAX_SLEEP_NS = 3600 * 10**9  # one sleep call; longer waits are made of several
+
+
 def paced(items: Iterable[Timed], sleep: Callable[[float], None] = time.sleep,
           clock: Callable[[], int] = time.monotonic_ns) -> Iterator[IoEvent]:
-    """Yields each event when its time comes; delays add up against a clock, not drift."""
+    """Yields each event when its time comes; delays add up against a clock, not drift.
+
+    A gap of any length (a capture may claim centuries) is slept in pieces
+    the OS accepts; --max-gap is how a user shortens it.
+    """
     due = clock()
     for delay, event in items:
         due += delay
-        wait = due - clock()
-        if wait > 0:
-            sleep(wait / 1e9)
+        while (wait := due - clock()) > 0:
+            sleep(min(wait, MAX_SLEEP_NS) / 1e9)
         yield event
 
 

@@ -5,6 +5,7 @@ a bug and says so in one line (WTREC_DEBUG=1 shows the traceback). The
 codes are listed in README.md.
 """
 
+import errno
 import os
 import sys
 from collections.abc import Iterator
@@ -12,7 +13,7 @@ from contextlib import contextmanager
 
 import typer
 
-from wtrec.errors import WtrecError
+from wtrec.errors import OutputError, WtrecError
 
 EXIT_INTERNAL = 70
 EXIT_INTERRUPTED = 130
@@ -38,14 +39,30 @@ def reported_errors() -> Iterator[None]:
         raise typer.Exit(0) from None
     except KeyboardInterrupt:
         raise typer.Exit(EXIT_INTERRUPTED) from None
+    except OSError as exc:
+        if exc.errno not in _FULL_OUTPUT:
+            raise _internal(exc) from None
+        # Only writing fails so (stdout on a full disk or /dev/full).
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        say(f"cannot write the output: {exc.strerror}")
+        raise typer.Exit(OutputError.exit_code) from None
     except (typer.Exit, typer.Abort, SystemExit):
         raise
     except Exception as exc:  # a bug: say so in one line, not a traceback
-        if os.environ.get("WTREC_DEBUG"):
-            raise
-        say(f"internal error (a bug, please report it): {type(exc).__name__}: {exc}; "
-            "WTREC_DEBUG=1 shows the traceback")
-        raise typer.Exit(EXIT_INTERNAL) from None
+        raise _internal(exc) from None
+
+
+_FULL_OUTPUT = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+
+def _internal(exc: Exception) -> typer.Exit:
+    """A bug: says so in one line (WTREC_DEBUG=1 re-raises it for the traceback)."""
+    if os.environ.get("WTREC_DEBUG"):
+        raise exc
+    say(f"internal error (a bug, please report it): {type(exc).__name__}: {exc}; "
+        "WTREC_DEBUG=1 shows the traceback")
+    return typer.Exit(EXIT_INTERNAL)
 
 
 @contextmanager

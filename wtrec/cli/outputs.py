@@ -6,8 +6,10 @@ whatever was there before untouched, and an existing file is replaced only
 with --force. Inputs are never overwritten by their own outputs.
 """
 
+import errno
 import os
 import shutil
+import stat
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -32,6 +34,14 @@ def open_input(path: str) -> BinaryIO:
     return stream
 
 
+def is_seekable(stream: BinaryIO) -> bool:
+    """False for pipes and terminals (whatever arrives is all there is)."""
+    try:
+        return stream.seekable()
+    except (OSError, ValueError):
+        return False
+
+
 def rewindable_input(path: str) -> BinaryIO:
     """The input, seekable: stdin (or a pipe) is spooled to a temporary file first."""
     stream = open_input(path)
@@ -41,6 +51,35 @@ def rewindable_input(path: str) -> BinaryIO:
     shutil.copyfileobj(stream, spool, 1 << 20)
     spool.seek(0)
     return spool
+
+
+class TextOut:
+    """Text for stdout, handed on in writes of about 64 KiB.
+
+    stdout may be unbuffered (PYTHONUNBUFFERED), and then every small write
+    is a system call; `flush` hands on what is gathered and flushes.
+    """
+
+    def __init__(self, limit: int = 1 << 16):
+        self._parts: list[str] = []
+        self._size = 0
+        self._limit = limit
+
+    def write(self, text: str) -> None:
+        self._parts.append(text)
+        self._size += len(text)
+        if self._size >= self._limit:
+            self._hand_on()
+
+    def _hand_on(self) -> None:
+        if self._parts:
+            sys.stdout.write("".join(self._parts))
+            self._parts.clear()
+            self._size = 0
+
+    def flush(self) -> None:
+        self._hand_on()
+        sys.stdout.flush()
 
 
 def warn_truncated(reader: CaptureReader, name: str) -> None:
@@ -59,26 +98,37 @@ def _same_file(a: str, b: str) -> bool:
 @contextmanager
 def result_file(path: str, force: bool, inputs: tuple[str, ...] = (),
                 binary: bool = True) -> Iterator[BinaryIO]:
-    """Yields the stream to write; the file takes its name only if the block succeeds."""
+    """Yields the stream to write; the file takes its name only if the block succeeds.
+
+    An existing character device or FIFO given with --force is written
+    into, as a shell redirection would, never replaced by a file. A write
+    or close that fails is an OutputError (exit 7), unless the block
+    failed first: then its error is the one reported.
+    """
     if path == "-":
         if binary and sys.stdout.isatty():
             raise OutputError("refusing to write binary data to a terminal; "
                               "redirect stdout or give -o FILE")
-        yield sys.stdout.buffer
-        sys.stdout.buffer.flush()
+        with _write_errors("stdout"):
+            yield sys.stdout.buffer
+            sys.stdout.buffer.flush()
         return
     for name in inputs:
         if name != "-" and _same_file(name, path):
             raise UsageError(f"{path} is also an input; write the result elsewhere")
-    if os.path.exists(path) and not force:
+    if os.path.lexists(path) and not force:
         raise OutputError(f"{path} exists; give --force to overwrite it")
+    if _is_device_or_fifo(path):
+        with _opened_device(path) as device:
+            yield device
+        return
     directory = os.path.dirname(os.path.abspath(path))
     try:
         fd, temporary = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", dir=directory)
     except OSError as exc:
         raise OutputError(f"cannot create {path}: {exc.strerror}") from None
     try:
-        with os.fdopen(fd, "wb") as out:
+        with _closing(os.fdopen(fd, "wb"), path) as out:
             yield out
         if force:
             os.replace(temporary, path)
@@ -94,6 +144,66 @@ def result_file(path: str, force: bool, inputs: tuple[str, ...] = (),
     except BaseException:
         _remove(temporary)
         raise
+
+
+def _is_device_or_fifo(path: str) -> bool:
+    try:
+        mode = os.lstat(path).st_mode
+    except OSError:
+        return False
+    return stat.S_ISCHR(mode) or stat.S_ISFIFO(mode)
+
+
+@contextmanager
+def _opened_device(path: str) -> Iterator[BinaryIO]:
+    """A character device or FIFO opened for writing (not followed if a symlink)."""
+    try:
+        # O_NONBLOCK: a FIFO nobody reads fails at once (ENXIO) instead of hanging.
+        fd = os.open(path, os.O_WRONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        os.set_blocking(fd, True)
+    except OSError as exc:
+        reason = "nothing reads that FIFO" if exc.errno == errno.ENXIO else exc.strerror
+        raise OutputError(f"cannot write {path}: {reason}") from None
+    with _write_errors(path), _closing(os.fdopen(fd, "wb"), path) as out:
+        yield out
+
+
+@contextmanager
+def _closing(out: BinaryIO, name: str) -> Iterator[BinaryIO]:
+    """Closes `out`; a failed close is reported only if nothing failed before it."""
+    try:
+        yield out
+        out.flush()
+    except BaseException:
+        try:
+            out.close()
+        except OSError:
+            pass  # the first error is the one to report
+        raise
+    try:
+        out.close()
+    except OSError as exc:
+        raise OutputError(f"cannot write {name}: {exc.strerror}") from None
+
+
+@contextmanager
+def _write_errors(name: str) -> Iterator[None]:
+    """An OSError while writing `name` becomes an OutputError."""
+    try:
+        yield
+    except BrokenPipeError:
+        raise  # the reader went away (| head): not an error, see reported_errors
+    except OSError as exc:
+        if name == "stdout":
+            _drop_stdout()
+        raise OutputError(f"cannot write {name}: {exc.strerror}") from None
+
+
+def _drop_stdout() -> None:
+    """Points stdout at /dev/null, so the final flush at exit does not fail again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
 
 
 def _remove(path: str) -> None:

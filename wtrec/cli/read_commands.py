@@ -6,6 +6,7 @@ stdout and messages on stderr.
 
 import json
 import sys
+from itertools import islice
 from typing import Annotated
 
 import typer
@@ -22,15 +23,21 @@ from wtrec.cli.options import (
     as_tuple,
     use_color,
 )
-from wtrec.cli.outputs import open_input, warn_truncated
+from wtrec.cli.outputs import TextOut, is_seekable, open_input, warn_truncated
 from wtrec.errors import UsageError
-from wtrec.format import CaptureReader, start_reading
+from wtrec.format import CaptureReader, start, start_reading
 from wtrec.records import FdInfo, IoEvent, Lost
 from wtrec.tools.fd_names import FdNames
-from wtrec.tools.grep import MatchPrinter, iter_event_matches, iter_stream_matches
+from wtrec.tools.grep import (
+    MatchPrinter,
+    event_matches,
+    frame_prefilter,
+    iter_stream_matches,
+    payload_test,
+)
 from wtrec.tools.info import as_dict, inspect, text_lines
 from wtrec.tools.redaction import find, preview, rules
-from wtrec.tools.render import JsonRenderer, TextRenderer, escape_bytes
+from wtrec.tools.render import JsonRenderer, TextRenderer, escape_bytes, escape_text
 from wtrec.tools.selection import Selection, compile_pattern, select_records
 
 PatternOpt = Annotated[list[str] | None, typer.Option(
@@ -54,25 +61,33 @@ def show(
     with reported_errors():
         if hex_view and json_view:
             raise UsageError("--hex and --json exclude each other")
-        reader = CaptureReader(open_input(file))
+        stream = open_input(file)
+        reader = CaptureReader(stream)
         renderer: JsonRenderer | TextRenderer | None = None
         selection = Selection(as_tuple(pid), as_tuple(comm), as_tuple(fd))
-        write = sys.stdout.write
+        out = TextOut()
+        write = out.write
+        live = not is_seekable(stream)  # a pipe may be a recording still going on
         for record in select_records(reader, selection, limit):
             if renderer is None:
                 renderer = (JsonRenderer(reader.header) if json_view else
                             TextRenderer(reader.header, hex_view, use_color(color)))
             if isinstance(record, IoEvent):
-                lines = list(renderer.event(record))
+                lines = renderer.event(record)
             elif isinstance(record, Lost):
-                lines = list(renderer.lost(record))
+                lines = renderer.lost(record)
             elif isinstance(record, FdInfo):
-                lines = list(renderer.fd_info(record))
+                lines = renderer.fd_info(record)
             else:
                 continue
-            if lines:
-                write("\n".join(lines) + "\n")
-        sys.stdout.flush()
+            # A batch of lines at a time: a huge payload never becomes one string.
+            batch = list(islice(lines, 1024))
+            while batch:
+                write("\n".join(batch) + "\n")
+                batch = list(islice(lines, 1024)) if len(batch) == 1024 else []
+            if live:  # shown now, not when the next frame arrives
+                out.flush()
+        out.flush()
         if reader.warning and (limit is None or reader.events < limit):
             say(reader.warning)
 
@@ -131,10 +146,16 @@ def grep(
 def _grep_files(files: list[str], regex, *, selection: Selection, count: bool,
                 list_files: bool, invert: bool, context: int | None, hex_view: bool,
                 stream: bool, color: bool) -> bool:
-    write = sys.stdout.write
+    out = TextOut()
+    write = out.write
     found_any = False
     for name in files:
-        reader, records, header = start_reading(open_input(name))
+        if stream or invert:
+            reader = CaptureReader(open_input(name))
+        else:  # only events that match are built; the rest are checked and counted
+            reader = CaptureReader(open_input(name), keep=payload_test(regex),
+                                   frame_may_keep=frame_prefilter(regex))
+        records, header = start(reader)
         names = FdNames()
         events = (e for e in names.events(records) if selection.matches(e))
         printer = MatchPrinter(header, names, f"{name}:" if len(files) > 1 else "", context,
@@ -148,8 +169,8 @@ def _grep_files(files: list[str], regex, *, selection: Selection, count: bool,
                 if not count:
                     write("\n".join(printer.match_lines(match)) + "\n")
         else:
-            for matches, event in iter_event_matches(events, regex):
-                if bool(matches) == invert:
+            for event in events:
+                if (regex.search(event.data) is None) != invert:
                     continue
                 hits += 1
                 if list_files:
@@ -158,15 +179,16 @@ def _grep_files(files: list[str], regex, *, selection: Selection, count: bool,
                     continue
                 if invert:
                     write(printer.event_line(event) + "\n")
-                for match in matches:
+                    continue
+                for match in event_matches(event, regex):
                     write("\n".join(printer.match_lines(match)) + "\n")
         found_any = found_any or bool(hits)
         if count:
             write(f"{name}:{hits}\n" if len(files) > 1 else f"{hits}\n")
         elif list_files and hits:
             write(f"{name}\n")
+        out.flush()
         warn_truncated(reader, name)
-    sys.stdout.flush()
     return found_any
 
 
@@ -197,7 +219,7 @@ def _scan_file(name: str, chosen, *, prefix: str) -> int:
         for hit in hits:
             seq = "" if event.seq is None else f"#{event.seq} "
             print(f"{prefix}{seq}{escape_bytes(event.comm)} pid {event.pid} fd {event.fd} "
-                  f"{event.syscall} @{hit.start}: {hit.rule} "
+                  f"{escape_text(event.syscall)} @{hit.start}: {hit.rule} "
                   f"\"{escape_bytes(preview(event.data, hit))}\" ({hit.end - hit.start} bytes)")
     warn_truncated(reader, name)
     say(f"{name}: {findings} possible secrets in {events_hit} of {reader.events} events")

@@ -226,11 +226,15 @@ def recover(
         stream = rewindable_input(file)
         survey = salvage(stream)  # a first pass, so the header can say what was lost
         kept = sum(1 for record in survey.records if isinstance(record, IoEvent))
+        if kept == 0 and survey.header.host == "unknown":  # an error is one line
+            first = f" ({survey.problems[0]})" if survey.problems else ""
+            raise FormatError(f"nothing in it could be recovered{first}")
         for problem in survey.problems:
             say(problem)
-        if kept == 0 and survey.header.host == "unknown":
-            raise FormatError("nothing in it could be recovered")
-        notes = [("problems", str(len(survey.problems))),
+        if survey.problem_count > len(survey.problems):
+            say(f"... and {survey.problem_count - len(survey.problems)} more problems "
+                "(only the first are listed)")
+        notes = [("problems", str(survey.problem_count)),
                  ("unreadable-bytes", str(survey.lost_bytes)),
                  ("frames", (f"{survey.frames_ok} whole, {survey.frames_partial} cut, "
                              f"{survey.frames_lost} dropped"))]

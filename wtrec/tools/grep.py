@@ -5,15 +5,21 @@ of each (pid, fd, direction) are joined in file order, so a match split
 across two writes is found; only the last STREAM_WINDOW bytes of a stream
 are kept, so a match longer than that can be missed. A stream is cut where
 bytes are missing (a truncated capture) rather than joined across the gap.
+
+Per-event search is fast on big captures because the reader builds only
+the events whose payload matches (`payload_test`), after a test of each
+decompressed frame's bytes at once (`frame_prefilter`) where that test is
+exact; every event is still checked by the reader.
 """
 
+import operator
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 from wtrec.records import Header, IoEvent
 from wtrec.tools.fd_names import FdNames
-from wtrec.tools.render import BOLD, RED, RESET, escape_bytes, format_clock, hex_lines
+from wtrec.tools.render import BOLD, RED, RESET, escape_bytes, escape_text, format_clock, hex_lines
 from wtrec.tools.streams import sent_bytes
 
 STREAM_WINDOW = 8 << 10  # how far back a match spanning writes may start
@@ -33,12 +39,71 @@ class Match:
     stream: bool
 
 
-def iter_event_matches(events: Iterable[IoEvent],
-                       pattern: re.Pattern) -> Iterator[tuple[list[Match], IoEvent]]:
-    """For each event, the list of its matches (empty when none) and the event."""
-    for event in events:
-        yield [Match(event.data, m.start(), m.end(), event, event, m.start(), False)
-               for m in pattern.finditer(event.data)], event
+def event_matches(event: IoEvent, pattern: re.Pattern) -> Iterator[Match]:
+    """The matches in one event's payload, found as they are asked for."""
+    for m in pattern.finditer(event.data):
+        yield Match(event.data, m.start(), m.end(), event, event, m.start(), False)
+
+
+# Zero-width assertions look at the bytes around a match. Around a payload
+# inside a frame those are msgpack bytes, not the payload's edges, so a
+# pattern holding one may match a payload and not the frame, or the reverse.
+# A pattern without them matches some payload only if it matches the frame
+# (the payload is there verbatim); "(?" also covers inline flags, and a
+# '^' in a class is caught too: a needless slow path, never a missed match.
+_CONTEXT_TOKENS = (b"^", b"$", b"\\A", b"\\Z", b"\\b", b"\\B", b"(?")
+
+
+def frame_prefilter(pattern: re.Pattern) -> Callable[[bytes], object] | None:
+    """A test of a whole frame's bytes that is false only if no payload in it can match.
+
+    None when the pattern depends on what surrounds a match (anchors,
+    lookaround, word boundaries), so only payload by payload is exact.
+    """
+    source = pattern.pattern
+    if literal_of(pattern) is None and (
+            isinstance(source, str) or any(token in source for token in _CONTEXT_TOKENS)):
+        return None
+    return payload_test(pattern)
+
+
+_METACHARACTERS = frozenset(b".^$*+?{}[]|()\\")
+
+
+def literal_of(pattern: re.Pattern) -> bytes | None:
+    """The bytes a pattern stands for when it is a plain string (as -F makes), else None.
+
+    With -i (re.IGNORECASE) the pattern matches those bytes in any ASCII case.
+    """
+    source = pattern.pattern
+    if isinstance(source, str):
+        return None
+    out = bytearray()
+    escaped = False
+    for byte in source:
+        if escaped:
+            if chr(byte).isascii() and chr(byte).isalnum():
+                return None  # \d, \1, \x41...: not a plain character
+            out.append(byte)
+            escaped = False
+        elif byte == 0x5C:
+            escaped = True
+        elif byte in _METACHARACTERS:
+            return None
+        else:
+            out.append(byte)
+    return None if escaped else bytes(out)
+
+
+def payload_test(pattern: re.Pattern) -> Callable[[bytes], object]:
+    """Whether the pattern is found in some bytes; a substring test when it is a plain string."""
+    literal = literal_of(pattern)
+    if literal is None:
+        return pattern.search
+    if pattern.flags & re.IGNORECASE:  # a bytes pattern folds ASCII case only, as lower() does
+        folded = literal.lower()
+        return lambda data: folded in data.lower()
+    return operator.methodcaller("__contains__", literal)  # `literal in data`, without a Python frame
 
 
 class _StreamWindow:
@@ -106,10 +171,10 @@ class MatchPrinter:
         if last is not first and last.seq is not None:
             seq += f"..#{last.seq}"
         ident = self.names.get(first.pid, first.fd)
-        what = f" ({escape_bytes(ident.describe().encode())})" if ident else ""
+        what = f" ({escape_text(ident.describe())})" if ident else ""
         return (f"{self.prefix}{seq} {format_clock(self.header, first.ts_ns)} "
                 f"{escape_bytes(first.comm)} pid {first.pid} fd {first.fd}{what} "
-                f"{first.syscall} {where}")
+                f"{escape_text(first.syscall)} {where}")
 
     def _window(self, match: Match) -> tuple[int, int]:
         data = match.data

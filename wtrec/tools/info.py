@@ -9,11 +9,12 @@ import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from itertools import islice
 from typing import BinaryIO
 
 from wtrec.format import CaptureStats, Counts, StatsAccumulator, read_index, start_reading
 from wtrec.records import Derivation, Header
-from wtrec.tools.render import comm_text, escape_bytes, format_clock, header_dict
+from wtrec.tools.render import comm_text, escape_text, format_clock, header_dict
 
 
 @dataclass
@@ -46,8 +47,8 @@ def inspect(name: str, stream: BinaryIO) -> CaptureInfo:
                            _size(stream, None), len(index.frames), compressed, content,
                            "index", note, None)
     accumulator = StatsAccumulator()
-    for record in records:
-        accumulator.add(record)
+    while batch := list(islice(records, 4096)):
+        accumulator.add_batch(batch)
     stats = accumulator.snapshot()
     return CaptureInfo(name, header, version, stats,
                        _size(stream, None), reader.frames, reader.compressed_bytes,
@@ -82,8 +83,7 @@ def _date(wall_ns: int) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(seconds))
 
 
-def _safe(text: str) -> str:
-    return escape_bytes(text.encode("utf-8", "surrogateescape"))
+_safe = escape_text
 
 
 def _traced(header: Header) -> str:

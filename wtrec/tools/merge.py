@@ -10,7 +10,10 @@ import dataclasses
 import heapq
 from collections.abc import Iterable, Iterator
 
+from wtrec.errors import FormatError
 from wtrec.records import End, FdInfo, Header, IoEvent, Lost, Record
+
+U64 = (1 << 64) - 1
 
 
 def _retimed(records: Iterable[Record], source: Header,
@@ -21,7 +24,12 @@ def _retimed(records: Iterable[Record], source: Header,
         if isinstance(record, (Header, End)):
             continue
         if shift:
-            record = dataclasses.replace(record, ts_ns=max(0, record.ts_ns + shift))
+            ts_ns = record.ts_ns + shift
+            if ts_ns > U64:
+                raise FormatError(f"a time of {source.host!r}'s capture, put on the first "
+                                  "capture's clock, passes 2^64 ns; their clock anchors disagree "
+                                  "beyond reason")
+            record = dataclasses.replace(record, ts_ns=max(0, ts_ns))
         yield record
 
 

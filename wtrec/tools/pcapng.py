@@ -20,9 +20,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import BinaryIO
 
+from wtrec.errors import FormatError
 from wtrec.records import FdIdentity, Header, IoEvent, Record
 from wtrec.tools.fd_names import FdNames
-from wtrec.tools.render import escape_bytes
+from wtrec.tools.render import escape_bytes, escape_text
 
 LINKTYPE_RAW = 101
 SEGMENT_MAX = 65000
@@ -30,9 +31,15 @@ SYN, ACK, PSH = 0x02, 0x10, 0x08
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
+OPTION_MAX = 0xFFFF  # an option's length is 16 bits
+COMMENT_MAX = 4096  # bytes of a packet comment; a longer one is cut and marked
+
+
 def _options(*pairs: tuple[int, bytes]) -> bytes:
     out = b""
     for code, value in pairs:
+        if len(value) > OPTION_MAX:
+            value = value[:OPTION_MAX - 3] + b"..."
         out += struct.pack("<HH", code, len(value)) + value + b"\0" * (-len(value) % 4)
     return out + struct.pack("<HH", 0, 0)
 
@@ -53,9 +60,15 @@ def interface_description() -> bytes:
 
 
 def enhanced_packet(wall_ns: int, packet: bytes, original_length: int, comment: str) -> bytes:
+    if not 0 <= wall_ns < 1 << 64:
+        raise FormatError(f"an event's wall-clock time ({wall_ns} ns since 1970) does not fit "
+                          "pcapng's 64-bit timestamp; the capture's clock anchors are wrong")
     body = struct.pack("<IIIII", 0, wall_ns >> 32, wall_ns & 0xFFFFFFFF, len(packet),
                        original_length)
-    body += packet + b"\0" * (-len(packet) % 4) + _options((1, comment.encode()))
+    text = comment.encode()
+    if len(text) > COMMENT_MAX:
+        text = text[:COMMENT_MAX - 3] + b"..."
+    body += packet + b"\0" * (-len(packet) % 4) + _options((1, text))
     return _block(6, body)
 
 
@@ -92,9 +105,10 @@ def _endpoint(text: str | None) -> tuple[IPAddress, int] | None:
         return None
     host, _sep, port = text.rpartition(":")
     try:
-        return ipaddress.ip_address(host.strip("[]")), int(port)
+        address, number = ipaddress.ip_address(host.strip("[]")), int(port)
     except ValueError:
         return None
+    return (address, number) if 0 <= number <= 0xFFFF else None
 
 
 @dataclass
@@ -122,7 +136,7 @@ def _conversation(pid: int, fd: int, identity: FdIdentity | None) -> _Conversati
     what = identity.describe() if identity else "unknown"
     seed = zlib.crc32(f"{pid}/{fd}".encode())
     return _Conversation(local, remote, bool(identity and identity.kind == "udp"),
-                         f"fd {fd} ({escape_bytes(what.encode())})",
+                         f"fd {fd} ({escape_text(what)})",
                          local_seq=seed, remote_seq=seed ^ 0x5A5A5A5A)
 
 
@@ -187,7 +201,7 @@ class PcapngWriter:
         moved = event.expected if event.ret is None else event.ret
         data = event.data[:moved]
         comment = (f"pid {event.pid} tid {event.tid} comm {escape_bytes(event.comm)} "
-                   f"{conv.comment} {event.syscall}"
+                   f"{conv.comment} {escape_text(event.syscall)}"
                    + ("" if event.seq is None else f" #{event.seq}")
                    + f" count {event.count} ret {event.ret} captured {len(event.data)}"
                    + (" (truncated)" if event.truncated else ""))

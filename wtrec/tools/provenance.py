@@ -14,6 +14,8 @@ from wtrec import __version__
 from wtrec.format import CaptureWriter
 from wtrec.records import FORMAT_MAJOR, FORMAT_MINOR, Derivation, End, Header, Record
 
+U64 = (1 << 64) - 1
+
 
 def derived_header(inputs: list[Header], op: str, argv: Iterable[str],
                    notes: Iterable[tuple[str, str]] = ()) -> Header:
@@ -38,7 +40,10 @@ def write_capture(writer: CaptureWriter, records: Iterable[Record], end_ns: int 
         last_ns = max(last_ns, getattr(record, "ts_ns", 0))
     writer.flush()  # the totals count what has been written out
     stats = writer.stats
-    end = End(ts_ns=end_ns if end_ns is not None else last_ns, events=stats.all.events,
-              bytes=stats.all.captured, lost=stats.lost)
+    # Totals of crafted inputs (counts of 2^64 - 1) can pass 64 bits; the
+    # end record holds them saturated, and the index is left out (readers scan).
+    end = End(ts_ns=end_ns if end_ns is not None else last_ns,
+              events=min(stats.all.events, U64), bytes=min(stats.all.captured, U64),
+              lost=min(stats.lost, U64))
     writer.close(end)
     return end

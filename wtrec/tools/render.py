@@ -7,6 +7,7 @@ Unicode tricks) ever reaches a terminal raw.
 
 import base64
 import errno
+import functools
 import json
 import re
 import time
@@ -36,6 +37,18 @@ def escape_bytes(data: bytes) -> str:
     """Printable ASCII as is, everything else as \\n, \\t, \\xNN escapes."""
     # Runs of plain text are copied by the regex engine; only escapes cost a call.
     return _NEEDS_ESCAPE.sub(_escape_match, data).decode("ascii")
+
+
+def escape_text(text: str) -> str:
+    """escape_bytes for a text field from a capture (syscall, addresses, header strings)."""
+    if len(text) <= 256:  # the short ones (syscall names, addresses) repeat: remembered
+        return _escape_short_text(text)
+    return escape_bytes(text.encode("utf-8", "surrogateescape"))
+
+
+@functools.lru_cache(maxsize=4096)
+def _escape_short_text(text: str) -> str:
+    return escape_bytes(text.encode("utf-8", "surrogateescape"))
 
 
 _TERMINAL_TEXT = list(_BYTE_TEXT)
@@ -77,31 +90,70 @@ def _wrap(text: str, width: int) -> list[str]:
     return pieces
 
 
+RAW_SLICE = 4096  # payload bytes escaped at a time, so one huge line never becomes one string
+
+
+def iter_quoted_lines(data: bytes, width: int = WRAP) -> Iterator[str]:
+    """The escaped payload as quoted strings, broken after newlines and at `width`.
+
+    Made piece by piece, so a payload of any size costs a few KiB at a time.
+    """
+    if not data:
+        yield '""'
+        return
+    for match in _LINES.finditer(data):
+        line = match[0]
+        carry = ""  # the last, possibly unfinished piece of the slice before
+        for start in range(0, len(line), RAW_SLICE):
+            pieces = _wrap(carry + escape_bytes(line[start:start + RAW_SLICE]), width)
+            carry = pieces.pop() if start + RAW_SLICE < len(line) else ""
+            for piece in pieces:
+                yield '"' + piece + '"'
+
+
+SMALL_PAYLOAD = 64 << 10  # rendered in one go; bigger ones piece by piece
+
+
 def quoted_lines(data: bytes, width: int = WRAP) -> list[str]:
-    """The escaped payload as quoted strings, broken after newlines and at `width`."""
+    """iter_quoted_lines as a list (built in one go for a payload of up to 64 KiB)."""
+    if len(data) > SMALL_PAYLOAD:
+        return list(iter_quoted_lines(data, width))
     lines: list[str] = []
     for line in _LINES.findall(data):
-        lines += _wrap(escape_bytes(line), width)
-    return ['"' + line + '"' for line in lines or [""]]
+        text = escape_bytes(line)
+        if len(text) <= width:
+            lines.append('"' + text + '"')
+        else:
+            lines.extend(['"' + piece + '"' for piece in _wrap(text, width)])
+    return lines or ['""']
 
 
-def hex_lines(data: bytes) -> list[str]:
+def iter_hex_lines(data: bytes) -> Iterator[str]:
     """A hexdump -C style dump: offset, two groups of 8 bytes, ASCII gutter."""
-    out = []
     for offset in range(0, len(data), 16):
         row = data[offset:offset + 16]
         left = " ".join(f"{b:02x}" for b in row[:8])
         right = " ".join(f"{b:02x}" for b in row[8:])
         gutter = "".join(_GUTTER[b] for b in row)
-        out.append(f"{offset:08x}  {left:<23}  {right:<23}  |{gutter}|")
-    return out
+        yield f"{offset:08x}  {left:<23}  {right:<23}  |{gutter}|"
+
+
+def hex_lines(data: bytes) -> list[str]:
+    """iter_hex_lines as a list."""
+    return list(iter_hex_lines(data))
 
 
 def format_clock(header: Header | None, ts_ns: int) -> str:
     """Local wall-clock time of an event, to the nanosecond."""
     wall = header.wall_ns(ts_ns) if header else ts_ns
     seconds, nanos = divmod(wall, 1_000_000_000)
-    return time.strftime("%H:%M:%S", time.localtime(seconds)) + f".{nanos:09d}"
+    return _clock_seconds(seconds) + f".{nanos:09d}"
+
+
+@functools.lru_cache(maxsize=64)
+def _clock_seconds(seconds: int) -> str:
+    """HH:MM:SS of a second (events come many to a second: asked for again and again)."""
+    return time.strftime("%H:%M:%S", time.localtime(seconds))
 
 
 def comm_text(comm: bytes) -> str:
@@ -147,21 +199,26 @@ class TextRenderer:
         identity = self.fds.get(event.pid, event.fd)
         where = f"fd {event.fd}"
         if identity is not None:
-            where += f" ({escape_bytes(identity.describe().encode())})"
-        detail = f"  {event.syscall} {where}  {describe_result(event)}"
+            where += f" ({escape_text(identity.describe())})"
+        detail = f"  {escape_text(event.syscall)} {where}  {describe_result(event)}"
         if event.truncated:
             detail += f", captured {captured} (truncated: {captured} of {event.expected} bytes)"
         elif event.ret is None:
             detail += f"  captured {captured}"
         yield self._paint(BOLD, title)
         yield detail
-        body = hex_lines(event.data) if self.hex_view else quoted_lines(event.data)
-        for line in body:
-            yield "  " + line
+        if len(event.data) <= SMALL_PAYLOAD:  # the body as one string: one step, not one a line
+            lines = hex_lines(event.data) if self.hex_view else quoted_lines(event.data)
+            if lines:
+                yield "  " + "\n  ".join(lines)
+        else:
+            body = iter_hex_lines(event.data) if self.hex_view else iter_quoted_lines(event.data)
+            for line in body:
+                yield "  " + line
         yield ""
 
     def lost(self, lost: Lost) -> Iterator[str]:
-        text = (f"-- {lost.count} events lost ({lost.source} buffer full) "
+        text = (f"-- {lost.count} events lost ({escape_text(lost.source)} buffer full) "
                 f"at {format_clock(self.header, lost.ts_ns)} --")
         yield self._paint(RED, text)
         yield ""

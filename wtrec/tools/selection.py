@@ -1,5 +1,6 @@
 """Chooses which records an offline command sees: by pid, comm, fd, syscall, time, content."""
 
+import math
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -84,9 +85,13 @@ def parse_time(text: str, header: Header, option: str) -> int:
     """'12.5' (seconds from the start) or an ISO time -> boot-clock nanoseconds."""
     start_boot = header.anchor_boot_ns + (header.start_ns - header.anchor_real_ns)
     try:
-        return start_boot + round(float(text) * 1e9)
+        seconds = float(text)
     except ValueError:
         pass
+    else:
+        if not math.isfinite(seconds):
+            raise UsageError(f"{option} takes a finite number of seconds, not {text!r}")
+        return start_boot + round(seconds * 1e9)
     try:
         moment = datetime.fromisoformat(text)
     except ValueError:

@@ -12,7 +12,7 @@ from wtrec.errors import UsageError
 from wtrec.format import CaptureReader, Counts, start_reading
 from wtrec.records import FdIdentity, IoEvent, Record
 from wtrec.tools.fd_names import FdNames
-from wtrec.tools.render import escape_bytes
+from wtrec.tools.render import escape_bytes, escape_text
 from wtrec.tools.selection import Selection
 
 
@@ -26,7 +26,7 @@ class StreamSummary:
     into: Counts = field(default_factory=Counts)
 
     def describe(self) -> str:
-        what = escape_bytes(self.identity.describe().encode()) if self.identity else "unknown"
+        what = escape_text(self.identity.describe()) if self.identity else "unknown"
         return (f"--pid {self.pid} --fd {self.fd}  {escape_bytes(self.comm)}  {what}  "
                 f"out {self.out.events} events {self.out.captured} bytes, "
                 f"in {self.into.events} events {self.into.captured} bytes")

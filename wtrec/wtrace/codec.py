@@ -9,6 +9,7 @@ leaves is FormatError. docs/FORMAT.md lists every field.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from itertools import islice
 
 import msgpack
 
@@ -75,34 +76,229 @@ def _reject_ext(code: int, data: bytes) -> None:
     raise ValueError(f"msgpack extension type {code} is not used by wtrace")
 
 
-def decode_records(content: bytes, offset: int, expect_header: bool) -> Iterator[Record]:
-    """Decodes one frame's records; a record cut at the frame's end is corruption.
+# Reader bounds on msgpack objects, so memory follows the bytes a frame
+# really holds: one byte of content can make a 56-byte Python object, so
+# bytes alone do not bound it. The writer's frames hold at most 1024 records
+# of about a dozen objects each.
+MAX_FRAME_OBJECTS = 1 << 18  # arrays, maps and their elements in one frame
+CHUNK_RECORDS = 128  # records unpacked, checked and handed on at a time
+READ_SLICE = 64 << 10  # bytes of a frame msgpack takes at a time
 
-    `offset` (of the frame in the file) only goes into error messages.
+
+def no_events(_data: bytes) -> bool:
+    """A `keep` that hands on no event (and is known to, so nothing is tried)."""
+    return False
+
+
+class _TooManyObjects(Exception):
+    pass
+
+
+def _object_budget() -> tuple[Callable[[list], list], Callable[[dict], dict]]:
+    """msgpack hooks that count every array, map and element, and stop at the frame bound."""
+    left = [MAX_FRAME_OBJECTS]
+
+    def count_list(value: list) -> list:
+        left[0] -= len(value) + 1
+        if left[0] < 0:
+            raise _TooManyObjects()
+        return value
+
+    def count_map(value: dict) -> dict:
+        left[0] -= 2 * len(value) + 1
+        if left[0] < 0:
+            raise _TooManyObjects()
+        return value
+
+    return count_list, count_map
+
+
+def decode_frame(content: bytes, offset: int, expect_header: bool,
+                 keep: Callable[[bytes], object] | None = None) -> tuple[list[Record], int]:
+    """One frame's records, every field checked, and how many events it holds.
+
+    With `keep`, an event is handed on only if keep(payload) is true; the
+    others are checked and counted all the same. Records other than events
+    are always handed on. Raises FormatError (only).
+    """
+    tally = [0]
+    records = [r for chunk in iter_frame(content, offset, expect_header, keep, tally)
+               for r in chunk]
+    return records, tally[0]
+
+
+def decode_prefix(content: bytes, offset: int) -> tuple[list[Record], FormatError | None]:
+    """The whole records a damaged frame starts with, and what stopped them (for salvage)."""
+    records: list[Record] = []
+    try:
+        for chunk in iter_frame(content, offset, False, None, [0], chunk_records=1):
+            records += chunk
+    except FormatError as exc:
+        return records, exc
+    return records, None
+
+
+class _ContentThenNil:
+    """A frame's content, then one nil, read a slice at a time (msgpack copies no more)."""
+
+    def __init__(self, content: bytes):
+        self._view = memoryview(content)
+        self._position = 0
+        self._nil = True
+
+    def read(self, size: int) -> bytes:
+        if self._position < len(self._view):
+            piece = bytes(self._view[self._position:self._position + size])
+            self._position += len(piece)
+            return piece
+        if self._nil:
+            self._nil = False
+            return b"\xc0"
+        return b""
+
+
+def iter_frame(content: bytes, offset: int, expect_header: bool,
+               keep: Callable[[bytes], object] | None, tally: list[int],
+               chunk_records: int = CHUNK_RECORDS) -> Iterator[list[Record]]:
+    """decode_frame's work a chunk of records at a time; adds the events it checks to tally[0].
+
+    Lazy, so a reader holds one chunk's records, and a caller keeps what
+    came before an error.
     """
     limit = min(len(content), MAX_FRAME_CONTENT) or 1
+    # Every msgpack object takes at least a byte, so a frame of at most
+    # MAX_FRAME_OBJECTS bytes is within the bound without counting.
+    hooks = {} if len(content) <= MAX_FRAME_OBJECTS else dict(zip(
+        ("list_hook", "object_hook"), _object_budget(), strict=True))
+    # Iteration stops at the end of the bytes, also inside a record; a nil
+    # after the content unpacks as itself only after a record boundary.
     unpacker = msgpack.Unpacker(
-        raw=False, use_list=True, strict_map_key=True, ext_hook=_reject_ext,
-        max_buffer_size=limit, max_bin_len=limit, max_str_len=limit,
+        _ContentThenNil(content), read_size=READ_SLICE,
+        raw=False, use_list=True, strict_map_key=True, ext_hook=_reject_ext, **hooks,
+        max_buffer_size=MAX_FRAME_CONTENT + 1, max_bin_len=limit, max_str_len=limit,
         max_array_len=MAX_RECORD_FIELDS, max_map_len=MAX_RECORD_FIELDS, max_ext_len=0)
-    unpacker.feed(content)
-    consumed = 0  # tell() also counts a partly read record, so track whole ones
-    while True:
-        try:
-            obj = unpacker.unpack()
-        except msgpack.OutOfData:
-            break
-        except Exception as exc:
-            raise FormatError(f"bad msgpack record in frame ({exc})", offset) from None
-        consumed = unpacker.tell()
+    objects = MAX_FRAME_OBJECTS
+    try:
+        chunk = list(islice(unpacker, chunk_records))
+        if not chunk:  # not even the nil: the content ends inside a record
+            raise msgpack.OutOfData()
+        while chunk:
+            following = list(islice(unpacker, chunk_records))
+            if not following:  # the last chunk: it must end with the nil
+                if chunk[-1] is not None:
+                    raise msgpack.OutOfData()
+                chunk.pop()
+            objects -= len(chunk)
+            if objects < 0:
+                raise _TooManyObjects()
+            records: list[Record] = []
+            if expect_header and chunk:
+                header = _decode_record(chunk[0], offset)
+                if not isinstance(header, Header):
+                    raise FormatError("the first record is not a header", offset)
+                records.append(header)
+                chunk = chunk[1:]
+                expect_header = False
+            tally[0] += _decode_chunk(chunk, offset, keep, records)
+            yield records
+            chunk = following
+    except FormatError:
+        raise
+    except _TooManyObjects:
+        raise FormatError(f"frame holds more than {MAX_FRAME_OBJECTS} msgpack objects",
+                          offset) from None
+    except msgpack.OutOfData:
+        raise FormatError("frame ends inside a msgpack record", offset) from None
+    except Exception as exc:
+        raise FormatError(f"bad msgpack record in frame ({exc})", offset) from None
+    if expect_header:
+        raise FormatError("the first record is not a header", offset)
+
+
+_INT = {int}
+_BYTES = {bytes}
+_STR = {str}
+
+
+def _ints_within(column: tuple, low: int, high: int) -> bool:
+    return set(map(type, column)) == _INT and low <= min(column) and max(column) <= high
+
+
+def _event_columns(rows: list[list]) -> tuple | None:
+    """The columns of event-shaped rows when every field passes its check, else None.
+
+    The same checks as _fast_io, made a column at a time by C loops (set,
+    map, min, max), so the cost per event is a few machine loops, not Python.
+    """
+    (kinds, ts, pid, tid, uid, comm, fd, count, data, syscall, ret, seq) = zip(*rows, strict=True)
+    if not (set(kinds) <= {TYPE_WRITE, TYPE_READ} and set(map(type, kinds)) == _INT
+            and _ints_within(ts, 0, U64) and _ints_within(pid, 0, U32)
+            and _ints_within(tid, 0, U32) and _ints_within(uid, 0, U32)
+            and _ints_within(fd, I32_MIN, I32_MAX) and _ints_within(count, 0, U64)
+            and _ints_within(ret, -(1 << 63), (1 << 63) - 1) and _ints_within(seq, 0, U64)
+            and set(map(type, comm)) == _BYTES and set(map(type, data)) == _BYTES
+            and set(map(type, syscall)) == _STR and all(syscall)):
+        return None
+    return kinds, ts, pid, tid, uid, comm, fd, count, data, syscall, ret, seq
+
+
+def _decode_chunk(chunk: list, offset: int, keep: Callable[[bytes], object] | None,
+                  out: list[Record]) -> int:
+    """Appends the chunk's records (events only if kept) to `out`; returns its event count."""
+    if not chunk:
+        return 0
+    if set(map(type, chunk)) != {list}:
+        return _decode_slowly(chunk, offset, keep, out)
+    lengths = list(map(len, chunk))
+    if lengths.count(12) == len(chunk):
+        positions = None  # all event-shaped: the common case
+        rows = chunk
+    else:
+        positions = [i for i, n in enumerate(lengths) if n == 12]
+        rows = [chunk[i] for i in positions]
+    columns = _event_columns(rows) if rows else None
+    if columns is None:
+        return _decode_slowly(chunk, offset, keep, out)
+    directions = ["in" if kind == TYPE_READ else "out" for kind in columns[0]]
+    args = (*columns[1:], directions)
+    if keep is None:
+        wanted: list[int] | range = range(len(rows))
+        built = list(map(IoEvent, *args))
+    elif keep is no_events:
+        wanted, built = [], []
+    else:
+        wanted = [i for i, hit in enumerate(map(keep, columns[8])) if hit]
+        built = [IoEvent(*(arg[i] for arg in args)) for i in wanted]
+    if positions is None:
+        out.extend(built)
+        return len(rows)
+    # Mixed: put the other records back between the kept events, in file order.
+    event_at = dict(zip((positions[i] for i in wanted), built, strict=True))
+    is_event = set(positions)
+    events = len(rows)
+    for i, obj in enumerate(chunk):
+        event = event_at.get(i)
+        if event is not None:
+            out.append(event)
+        elif i not in is_event:
+            events += _decode_slowly([obj], offset, keep, out)
+    return events
+
+
+def _decode_slowly(chunk: list, offset: int, keep: Callable[[bytes], object] | None,
+                   out: list[Record]) -> int:
+    """Record by record, for chunks the column checks do not cover (and for their errors)."""
+    events = 0
+    for obj in chunk:
         record = _decode_record(obj, offset)
-        if expect_header and not isinstance(record, Header):
-            raise FormatError("the first record is not a header", offset)
-        expect_header = False
-        if record is not None:
-            yield record
-    if consumed != len(content):
-        raise FormatError("frame ends inside a msgpack record", offset)
+        if record is None:
+            continue
+        if isinstance(record, IoEvent):
+            events += 1
+            if keep is not None and not keep(record.data):
+                continue
+        out.append(record)
+    return events
 
 
 def _fast_io(obj: list) -> IoEvent | None:

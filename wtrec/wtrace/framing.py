@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import zstandard
+from zstandard import ZstdDecompressor
 
 from wtrec.errors import FormatError, NewerFormatError
 from wtrec.records import FORMAT_MAJOR, FORMAT_MINOR
@@ -123,6 +124,27 @@ class ByteSource:
         self.offset += size
         return data
 
+    def read_into(self, buffer: bytearray, at: int, size: int) -> None:
+        """Exactly `size` bytes into buffer[at:at + size] (grown as needed), or Truncated."""
+        if len(buffer) < at + size:
+            buffer.extend(bytes(at + size - len(buffer)))
+        need, position = size, at
+        readinto = getattr(self._stream, "readinto", None)
+        with memoryview(buffer) as view:
+            while need:
+                if readinto is not None:
+                    with view[position:position + min(need, 1 << 20)] as window:
+                        got = readinto(window)
+                else:
+                    chunk = self._stream.read(min(need, 1 << 20))
+                    got = len(chunk)
+                    view[position:position + got] = chunk
+                if not got:
+                    raise Truncated()
+                need -= got
+                position += got
+        self.offset += size
+
     def read_magic(self) -> bytes:
         """Four bytes, or b'' at a clean end of input."""
         first = self._stream.read(1)
@@ -153,6 +175,21 @@ def read_preamble(src: ByteSource) -> tuple[int, int]:
 
 def read_zstd_frame(src: ByteSource, raw_magic: bytes, start: int) -> bytes:
     """The content of the zstd frame whose magic was just read, sizes checked first."""
+    raw, content_size = read_raw_frame(src, raw_magic, start)
+    with raw:
+        return decompress_frame(zstandard.ZstdDecompressor(), raw, content_size, start)
+
+
+def read_raw_frame(src: ByteSource, raw_magic: bytes, start: int,
+                   buffer: bytearray | None = None) -> tuple[memoryview, int]:
+    """The compressed bytes of the zstd frame whose magic was just read, and its content size.
+
+    Every size is checked against its bound before anything is allocated.
+    The bytes are read into `buffer` (reused from frame to frame, so big
+    reads do not fault in fresh pages each time); the view is valid until
+    the buffer's next use.
+    """
+    buffer = bytearray() if buffer is None else buffer
     first = src.read(1)
     rest = src.read(frame_header_size(first[0]) - 5)
     frame = parse_frame_header(raw_magic + first + rest)
@@ -169,27 +206,45 @@ def read_zstd_frame(src: ByteSource, raw_magic: bytes, start: int) -> bytes:
         raise FormatError(
             f"zstd frame declares {content_size} bytes, over the {MAX_FRAME_CONTENT} limit",
             start)
-    parts = [raw_magic, first, rest]
+    head = raw_magic + first + rest
+    used = len(head)
+    if len(buffer) < used:
+        buffer.extend(bytes(used - len(buffer)))
+    buffer[:used] = head
     budget = 2 * content_size + 1024  # compressed blocks are never much larger
     while True:
-        block_header = src.read(3)
-        value = int.from_bytes(block_header, "little")
+        src.read_into(buffer, used, 3)
+        value = int.from_bytes(buffer[used:used + 3], "little")
+        used += 3
         last, block_type, block_size = value & 1, (value >> 1) & 3, value >> 3
         if block_type == 3:
             raise FormatError("zstd block of reserved type", src.offset - 3)
         if block_size > MAX_BLOCK:
             raise FormatError(f"zstd block of {block_size} bytes", src.offset - 3)
-        body = src.read(1 if block_type == 1 else block_size)
-        parts += [block_header, body]
-        budget -= len(body) + 3
+        body = 1 if block_type == 1 else block_size
+        budget -= body + 3
         if budget < 0:
             raise FormatError("zstd frame larger than its content allows", start)
+        src.read_into(buffer, used, body)
+        used += body
         if last:
             break
     if frame.has_checksum:
-        parts.append(src.read(4))
+        src.read_into(buffer, used, 4)
+        used += 4
+    return memoryview(buffer)[:used], content_size
+
+
+def new_decompressor() -> ZstdDecompressor:
+    """One per thread; reusing it spares setting up a window per frame."""
+    return zstandard.ZstdDecompressor()
+
+
+def decompress_frame(decompressor: ZstdDecompressor, raw: memoryview,
+                     content_size: int, start: int) -> bytes:
+    """A frame read by read_raw_frame, decompressed (zstd releases the GIL meanwhile)."""
     try:
-        content = zstandard.ZstdDecompressor().decompress(b"".join(parts))
+        content = decompressor.decompress(raw)
     except zstandard.ZstdError as exc:
         raise FormatError(f"zstd frame does not decode ({exc})", start) from None
     if len(content) != content_size:

@@ -75,7 +75,10 @@ def _identity_out(identity: FdIdentity | None) -> list | None:
 
 
 def encode_index_frame(offset: int, frames: list[FrameEntry], stats: CaptureStats) -> bytes | None:
-    """The whole index frame for a file whose data ends at `offset`; None if too big."""
+    """The whole index frame for a file whose data ends at `offset`; None if it cannot be one.
+
+    None when it would be too big, or a total does not fit 64 bits.
+    """
     body = {
         "version": INDEX_VERSION,
         "frames": [[f.offset, f.size, f.content_size, f.records, f.events, f.first_ns, f.last_ns]
@@ -90,7 +93,10 @@ def encode_index_frame(offset: int, frames: list[FrameEntry], stats: CaptureStat
         "end": None if stats.end is None else [stats.end.ts_ns, stats.end.events,
                                                  stats.end.bytes, stats.end.lost],
     }
-    packed = msgpack.packb(body, use_bin_type=True)
+    try:
+        packed = msgpack.packb(body, use_bin_type=True)
+    except OverflowError:
+        return None  # a total passed 2^64 (absurd counts in a crafted input): readers scan
     payload = packed + FOOTER.pack(offset, zlib.crc32(packed), INDEX_TAG)
     if len(payload) > MAX_INDEX_PAYLOAD:
         return None  # readers would refuse it; they scan instead
