@@ -1,8 +1,11 @@
 """Conversations and protocol decoders on crafted bytes and captures (no root needed)."""
 
 import base64
+import itertools
 import json
 import struct
+import subprocess
+import sys
 import tracemalloc
 
 import h2.config
@@ -15,7 +18,9 @@ from typer.testing import CliRunner
 
 from wtrec.cli import app
 from wtrec.records import FdIdentity, FdInfo, IoEvent, Lost
+from wtrec.tools.conversations import Side, pair_sides
 from wtrec.tools.protocols import PROTOCOLS, Message, Note, guess, new_decoder
+from wtrec.tools.protocols.http2 import PREFACE
 
 runner = CliRunner()
 BASE = 1_000_000_000
@@ -492,3 +497,206 @@ def test_a_loss_while_a_message_is_open_marks_it_incomplete_and_no_other(capture
     got = [json.loads(line) for line in invoke("messages", "--json", capture(records)).stdout.splitlines()]
     assert [(m.get("method"), m.get("status"), m["incomplete"]) for m in got] == [
         ("GET", None, False), (None, 200, True), ("GET", None, False), (None, 200, False)]
+
+
+# ---- QA defects (notes/qa-note.md): each test failed before its fix -----------------------
+
+def fed_in_events(proto: str, conversation: list[tuple[int, bytes]], size: int = 65536,
+                  most: int = 1000) -> list:
+    """A conversation fed as a recorder hands it over: one event per `size` bytes, 1 us apart.
+
+    At most `most` outputs per call are taken, so a decoder that loops or
+    floods fails the test on its count instead of hanging it.
+    """
+    decoder = new_decoder(proto)
+    out: list = []
+    ts = 0
+    for flow, data in conversation:
+        for start in range(0, len(data), size):
+            ts += 1000
+            out += itertools.islice(decoder.feed(flow, data[start:start + size], ts), most)
+    out += itertools.islice(decoder.finish(ts + 1000), most)
+    return out
+
+
+def one_connection(path, pieces, port=8080) -> str:
+    """A capture of pid 100 fd 3 talking to 127.0.0.1:`port`, in 64 KiB events."""
+    records = [FdInfo(BASE, 100, 3, FdIdentity("tcp", "127.0.0.1:40000", f"127.0.0.1:{port}"))]
+    ts = 1
+    for direction, data in pieces:
+        for start in range(0, len(data), 65536):
+            records.append(io(ts, 100, 3, data[start:start + 65536], direction, comm=b"client"))
+            ts += 1
+    path.write_bytes(build_capture(records))
+    return str(path)
+
+
+def run_wtrec(*args: str) -> subprocess.CompletedProcess:
+    """The real command in a child, so a hang fails on the timeout instead of hanging the suite."""
+    return subprocess.run([sys.executable, "-m", "wtrec", *args], capture_output=True, timeout=120)
+
+
+@pytest.mark.parametrize("head", [b"X-a: b\r\n" * 20000, b"X: " + b"B" * 300_000 + b"\r\n"],
+                         ids=["many-lines", "one-long-line"])
+def test_a_header_section_over_the_limit_is_one_note_and_decoding_goes_on(head, tmp_path):
+    conversation = [(0, b"GET /big HTTP/1.1\r\n" + head + b"\r\nGET /next HTTP/1.1\r\n\r\n"),
+                    (1, b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\nHTTP/1.1 204 No Content\r\n\r\n")]
+    out = [as_tuple(o) for o in fed_in_events("http", conversation)]
+    got = [(o[0], json.loads(o[3]).get("target", json.loads(o[3]).get("status")), o[4]) if o[0] == "message"
+           else o for o in out]
+    assert got == [("message", "/big", True),
+                   ("note", 0, "the rest of a header section over 65536 bytes; "
+                               f"skipped {len(head) + 2} bytes"),
+                   ("message", "/next", False), ("message", 200, False), ("message", 204, False)]
+    latencies = [json.loads(o[3])["latency_ns"] for o in out if o[0] == "message" and "status" in o[3]]
+    assert latencies[0] > latencies[1] > 0  # 200 answers /big, 204 answers /next
+    path = one_connection(tmp_path / "h.wtrace", [("out", conversation[0][1])])
+    result = run_wtrec("messages", path)
+    assert result.returncode == 0 and result.stdout.count(b"\n") == 3, result.stdout[:500]
+
+
+def redis_array(items: list[bytes]) -> bytes:
+    return b"*%d\r\n" % len(items) + b"".join(b"$%d\r\n%s\r\n" % (len(i), i) for i in items)
+
+
+def test_a_redis_reply_over_the_limit_is_one_counted_reply_and_pairing_holds():
+    items = [b"item%d" % i for i in range(20000)]
+    big = redis_array(items)
+    out = fed_in_events("redis", [(0, redis_array([b"LRANGE", b"big", b"0", b"-1"])), (1, big),
+                                  (0, redis_array([b"PING"])), (1, b"+PONG\r\n")])
+    assert [type(o).__name__ for o in out] == ["Message"] * 4, out[:6]
+    reply = out[1].fields
+    assert (reply["type"], reply["items"], reply["items_read"], reply["bytes"], reply["kept"]) == \
+        ("array", 20000, 20000, len(big), False)
+    assert reply["first_items"] == ["item0", "item1", "item2", "item3", "item4", "item5", "item6", "item7"]
+    assert reply["latency_ns"] == out[1].ts_ns - out[0].ts_ns and not out[1].incomplete
+    assert out[1].summary.startswith(f'array of 20000 items, {len(big)} B, not kept: ["item0", "item1"')
+    assert out[3].fields == {"reply": "PONG", "latency_ns": out[3].ts_ns - out[2].ts_ns}
+
+
+def test_a_redis_array_claiming_more_items_than_come_is_one_incomplete_reply():
+    claim = b"*2147483647\r\n" + b":1\r\n" * 200_000
+    out = fed_in_events("redis", [(0, redis_array([b"KEYS", b"*"])), (1, claim)])
+    assert len(out) == 2 and out[1].incomplete
+    assert (out[1].fields["items"], out[1].fields["items_read"]) == (2147483647, 200_000)
+    assert out[1].summary.startswith("array of 2147483647 items (200000 read), 800013 B, not kept")
+
+
+def test_a_redis_value_over_the_limit_keeps_its_command_words_and_counts_what_the_snaplen_cut():
+    decoder = new_decoder("redis")
+    command = b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$100000\r\n" + b"v" * 100_000 + b"\r\n"
+    out = list(decoder.feed(0, command[:4096], 1)) + list(decoder.gap(0, len(command) - 4096, 1))
+    out += list(decoder.feed(1, b"+OK\r\n", 2)) + list(decoder.finish(3))
+    assert [o.fields.get("command", o.fields.get("reply")) for o in out] == [["SET", "k"], "OK"]
+    assert out[0].fields["captured"] is False and not out[0].incomplete
+    assert out[0].fields["bytes"] == len(command)
+    assert out[0].summary == f"SET k ... (array of 3 items, {len(command)} B, not kept)"
+
+
+@pytest.mark.parametrize("flow", [0, 1])
+def test_deeply_nested_resp_gives_one_note_per_resynchronisation(flow):
+    nested = b"*1\r\n" * 200_000 + b":1\r\n"
+    ping = redis_array([b"PING"])
+    out = fed_in_events("redis", [(0, ping), (flow, nested), (0, ping), (1, b"+PONG\r\n")])
+    notes = [o for o in out if isinstance(o, Note)]
+    assert len(notes) == 1 and "nested deeper than 32" in notes[0].text, notes[:3]
+    assert len(out) <= 6 and out[-1].fields["reply"] == "PONG"
+    if flow == 1:  # what is left of the nesting answered the first PING; the second pairs right
+        assert out[-1].fields["latency_ns"] == out[-1].ts_ns - out[-2].ts_ns
+
+
+def test_messages_escapes_backslashes_and_json_gives_the_exact_bytes_back(tmp_path, utc):
+    command = [b"SET", b"\x9b", b"\\x9b", b"caf\xc3\xa9"]
+    pieces = [("out", redis_array(command)), ("in", b"+OK\r\n")]
+    path = one_connection(tmp_path / "amb.wtrace", pieces, port=6379)
+    human = invoke("messages", path).stdout.splitlines()
+    assert human[0].endswith("-> SET \\x9b \\\\x9b caf\\xc3\\xa9"), human
+    got = [json.loads(line) for line in invoke("messages", "--json", path).stdout.splitlines()]
+    assert got[0]["command"][3] == "café"  # valid UTF-8 stays text
+    assert [word.encode("utf-8", "surrogateescape") for word in got[0]["command"]] == command
+
+
+def test_a_shortened_redis_reply_ends_with_an_ascii_mark_after_its_closing_quote():
+    out = fed_in_events("redis", [(0, redis_array([b"HELLO"])), (1, redis_array([b"version", b"v" * 40]))])
+    assert out[1].summary.startswith('["version", "vvvvvvvvvvvvvvv"...]'), out[1].summary
+    assert "…" not in out[1].summary
+
+
+def test_messages_with_a_stream_number_that_is_not_there_is_a_usage_error(capture):
+    result = invoke("messages", "--stream", "9", capture(both_ends()))
+    assert result.exit_code == 2 and "no stream 9" in result.output
+    assert invoke("messages", "--stream", "1", capture(both_ends())).exit_code == 0
+
+
+def failed_read_first(server_port: int, client_port: int) -> list:
+    """Both ends traced; the server's first call is a read that failed (EAGAIN)."""
+    client = FdIdentity("tcp", f"127.0.0.1:{client_port}", f"127.0.0.1:{server_port}")
+    server = FdIdentity("tcp", f"127.0.0.1:{server_port}", f"127.0.0.1:{client_port}")
+    return [FdInfo(BASE, 200, 4, server), FdInfo(BASE, 100, 3, client),
+            io(5, 200, 4, b"", "in", comm=b"srv", count=100, ret=-11),
+            io(10, 100, 3, REQUEST, "out", comm=b"cli"), io(20, 200, 4, REQUEST, "in", comm=b"srv"),
+            io(30, 200, 4, RESPONSE, "out", comm=b"srv"), io(40, 100, 3, RESPONSE, "in", comm=b"cli")]
+
+
+@pytest.mark.parametrize("ports", [(8080, 40000), (5000, 6000)], ids=["ephemeral-port", "first-send"])
+def test_with_both_ends_traced_the_side_that_connected_leads_whatever_failed_first(capture, ports):
+    path = capture(failed_read_first(*ports))
+    got = [json.loads(line) for line in invoke("messages", "--json", path).stdout.splitlines()]
+    assert [(m["pid"], m["direction"], m.get("method"), m.get("status")) for m in got] == [
+        (100, "out", "GET", None), (100, "in", None, 200)]
+    turns = [line for line in invoke("follow", path).stdout.splitlines() if line.startswith(("->", "<-"))]
+    assert [turn.split("(")[1] for turn in turns] == ["cli 100 fd 3 write)", "cli 100 fd 3 read)"]
+
+
+def test_with_both_ends_traced_the_listening_address_shows_the_client():
+    server = FdIdentity("tcp", "127.0.0.1:40000", "127.0.0.1:50001")  # a server on a high port
+    sides = [Side(200, 4, b"srv", server, BASE, BASE, first_ok_ns=BASE, first_ok_direction="out"),
+             Side(201, 5, b"srv", FdIdentity("tcp", "127.0.0.1:40000", "127.0.0.1:50002"), BASE, BASE),
+             Side(100, 3, b"cli", FdIdentity("tcp", "127.0.0.1:50001", "127.0.0.1:40000"), BASE + 1,
+                  BASE + 1, first_ok_ns=BASE + 1, first_ok_direction="in")]
+    paired = [c for c in pair_sides(sides) if len(c.sides) == 2]
+    assert [side.pid for side in paired[0].sides] == [100, 200]
+
+
+def test_notes_at_the_end_carry_their_own_streams_time(capture):
+    other = FdIdentity("tcp", "127.0.0.1:40001", "127.0.0.1:8080")
+    records = [FdInfo(BASE, 100, 3, CLIENT), FdInfo(BASE, 100, 4, other),
+               io(10, 100, 3, b"junk junk", "out"), io(10_000_000, 100, 4, b"more junk", "out")]
+    got = [json.loads(line) for line in
+           invoke("messages", "--json", "--proto", "http", capture(records)).stdout.splitlines()]
+    assert [(m["fd"], m["ts_ns"]) for m in got] == [(3, BASE + 10_000), (4, BASE + 10_000_000_000)]
+
+
+def test_postgres_counts_the_body_does_not_hold_are_noted():
+    rows = pg(b"T", b"\xff\xffone\0" + bytes(18)) + pg(b"D", b"\xff\xff") + pg(b"D", b"\0\2\0\0\0\0011")
+    out = decode("postgres", [(0, pg_startup(), 1), (0, pg(b"Q", b"select 1\0"), 2), (1, rows, 3)])
+    assert [o[2] for o in out if o[0] == "note"] == [
+        "malformed RowDescription message (28 bytes): 65535 fields claimed, room for 1; skipped",
+        "malformed DataRow message (6 bytes): 65535 values claimed, room for 0; skipped",
+        "malformed DataRow message (11 bytes): 2 values claimed, room for 1; skipped"]
+
+
+def test_http2_notes_hold_no_python_reprs_and_read_well():
+    hpack_overflow = b"\x3f" + b"\xff" * 200 + b"\x01"  # an HPACK integer that never ends
+    headers = struct.pack(">I", len(hpack_overflow))[1:] + b"\x01\x05" + struct.pack(">I", 1) + hpack_overflow
+    notes = [o[2] for o in decode("http2", [(0, PREFACE + headers, 1)]) if o[0] == "note"]
+    assert notes == ["HTTP/2 decoding of this direction stops: HPACK could not decode a header block "
+                     "(Variable integer representation is too long)"]
+    altsvc = struct.pack(">I", 70_000)[1:] + b"\x0a\x00" + bytes(4)
+    notes = [o[2] for o in decode("http2", [(0, PREFACE + altsvc, 1)]) if o[0] == "note"]
+    assert notes == ["HTTP/2 decoding of this direction stops: an ALTSVC frame of 70000 bytes, more than "
+                     "the 65536 a decoder holds"]
+
+
+@pytest.mark.parametrize("size", [997, 4096, 65536, 1 << 20])
+def test_a_walked_redis_value_is_the_same_however_the_writes_split_it(size):
+    items = [b"item%d" % i for i in range(3000)] + [b"x" * 70_000] + [b"tail"]
+    conversation = [(0, redis_array([b"LRANGE", b"big", b"0", b"-1"])), (1, redis_array(items)),
+                    (0, redis_array([b"PING"])), (1, b"+PONG\r\n")]
+    out = fed_in_events("redis", conversation, size=size)
+    assert [o.fields.get("command") or o.fields.get("reply") for o in out] == [
+        ["LRANGE", "big", "0", "-1"], None, ["PING"], "PONG"]
+    assert (out[1].fields["items"], out[1].fields["items_read"], out[1].fields["bytes"]) == (
+        3002, 3002, len(redis_array(items)))
+    assert out[1].fields["first_items"] == [f"item{i}" for i in range(8)]
+    assert not any(o.incomplete for o in out)

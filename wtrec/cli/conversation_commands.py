@@ -155,15 +155,25 @@ def messages(
     file: FileArg,
     proto: Annotated[ProtoChoice, typer.Option("--proto", help="Decode as this protocol; auto "
                                                "guesses per conversation.")] = ProtoChoice.auto,
-    json_view: Annotated[bool, typer.Option("--json", help="One JSON object per message.")] = False,
+    json_view: Annotated[bool, typer.Option("--json", help=(
+        "One JSON object per message. Strings are the protocol's bytes as UTF-8; a byte that is "
+        "not valid UTF-8 is a lone surrogate \\udcNN (Python: s.encode('utf-8', "
+        "'surrogateescape') gives the bytes back)."))] = False,
     number: StreamOpt = None,
     every_fd: AllOpt = False,
     color: ColorOpt = ColorMode.auto,
 ) -> None:
-    """Decode each conversation into protocol messages (HTTP/1.x, HTTP/2, Redis, Postgres)."""
+    """Decode each conversation into protocol messages (HTTP/1.x, HTTP/2, Redis, Postgres).
+
+    The human view escapes all but printable ASCII (a backslash as \\\\, as `show` does).
+    """
     with reported_errors():
         stream, _header, conversations = _conversations(file, every_fd)
         if number:
+            known = {c.number for c in conversations}
+            for wanted in number:
+                if wanted not in known:
+                    raise UsageError(f"no stream {wanted}; `wtrec streams FILE` lists {len(conversations)}")
             conversations = [c for c in conversations if c.number in number]
         reader, records, header = start_reading(stream)
         forced = None if proto is ProtoChoice.auto else proto.value

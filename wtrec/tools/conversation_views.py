@@ -17,14 +17,24 @@ from wtrec.tools.render import BOLD, RED, RESET, escape_bytes, format_clock, hex
 
 GREEN, CYAN, YELLOW = "\x1b[32m", "\x1b[36m", "\x1b[33m"
 ARROWS = {"out": "->", "in": "<-"}
-_UNSAFE = re.compile(r"[^\x20-\x7e]")
-_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t", "\0": "\\0"}
+_UNSAFE = re.compile(r"[^\x20-\x5b\x5d-\x7e]")  # a backslash is escaped too, as `show` does
+_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t", "\0": "\\0", "\\": "\\\\"}
 
 
 def safe_text(value: str) -> str:
-    """Decoded protocol text for a terminal: anything but printable ASCII as an escape."""
-    return _UNSAFE.sub(lambda m: _NAMED.get(m[0]) or "".join(
-        f"\\x{b:02x}" for b in m[0].encode("utf-8", "surrogatepass")), value)
+    """Decoded protocol text for a terminal: printable ASCII but `\\`, the rest as escapes.
+
+    A backslash shows as \\\\, so the text `\\x9b` and the byte 0x9b (a lone
+    surrogate from protocols.base.text) never look alike.
+    """
+    return _UNSAFE.sub(lambda m: _NAMED.get(m[0]) or "".join(f"\\x{b:02x}" for b in _utf8(m[0])), value)
+
+
+def _utf8(char: str) -> bytes:
+    try:
+        return char.encode("utf-8", "surrogateescape")  # U+DC80..U+DCFF: the byte it stands for
+    except UnicodeEncodeError:
+        return char.encode("utf-8", "surrogatepass")  # any other lone surrogate, as it is
 
 
 class Painter:
@@ -79,7 +89,7 @@ def stream_json(header: Header | None, conversation: Conversation) -> str:
     sides = []
     for side in conversation.sides:
         ident = side.identity
-        sides.append({"pid": side.pid, "fd": side.fd, "comm": side.comm.decode("utf-8", "backslashreplace"),
+        sides.append({"pid": side.pid, "fd": side.fd, "comm": side.comm.decode("utf-8", "surrogateescape"),
                       "kind": ident.kind if ident else None, "local": ident.local if ident else None,
                       "remote": ident.remote if ident else None, "path": ident.path if ident else None,
                       "first_ns": side.first_ns, "last_ns": side.last_ns,
@@ -179,7 +189,7 @@ def message_json(decoded: Decoded, proto: str) -> str:
     obj: dict = {"proto": proto, "direction": decoded.direction, "pid": side.pid, "fd": side.fd,
                  "ts_ns": side.first_ns if item is None else item.ts_ns,
                  "stream": decoded.conversation.number,
-                 "comm": side.comm.decode("utf-8", "backslashreplace")}
+                 "comm": side.comm.decode("utf-8", "surrogateescape")}
     if item is None:
         obj["note"] = "no decoder recognises this conversation"
     elif isinstance(item, Message):

@@ -4,8 +4,10 @@ A side is one (pid, fd) while it keeps one identity (the fd-name tracker
 says which); a conversation is one side, or two when both ends of a TCP
 connection were traced in the capture (paired by their address 4-tuple).
 A conversation has two flows: flow 0 the bytes its first side sent, flow
-1 the bytes it received. When both ends were traced each flow is read from
-the side that captured more of it, so nothing is decoded twice.
+1 the bytes it received; when both ends were traced the first side is the
+one that connected (the client), so -> always reads "client sent". Each
+flow is then read from the side that captured more of it, so nothing is
+decoded twice.
 
 Reading takes two passes over the capture: `list_conversations` learns the
 sides, pairs them and guesses each protocol; `iter_pieces` then hands out
@@ -40,6 +42,9 @@ class Side:
     into: Counts = field(default_factory=Counts)
     first_out: bytes = b""
     first_in: bytes = b""
+    # the first call that did not fail (a failed read says nothing of who spoke first)
+    first_ok_ns: int | None = None
+    first_ok_direction: str = ""
 
     @property
     def key(self) -> SideKey:
@@ -121,6 +126,9 @@ def list_conversations(records: Iterable[Record], *, every_fd: bool = False) -> 
         side.last_ns = max(side.last_ns, event.ts_ns)
         side.first_ns = min(side.first_ns, event.ts_ns)
         side.counts(event.direction).add(event)
+        succeeded = event.ret is None or event.ret >= 0
+        if succeeded and (side.first_ok_ns is None or event.ts_ns < side.first_ok_ns):
+            side.first_ok_ns, side.first_ok_direction = event.ts_ns, event.direction
         data, _missing = payload(event)
         if event.direction == "in":
             if len(side.first_in) < FIRST_BYTES:
@@ -174,15 +182,56 @@ def pair_sides(sides: list[Side]) -> list[Conversation]:
             half = _partly_known_peer(side, ends, others)
             if half is not None:
                 peers[side.key], peers[half.key] = half, side
+    listening = _listening_ports(tcp, ends)
     conversations: list[Conversation] = []
     done: set[SideKey] = set()
     for side in ordered:
         if side.key in done:
             continue
-        members = [side] + ([peers[side.key]] if side.key in peers else [])
+        members = [side] if side.key not in peers else _connecting_first(side, peers[side.key], listening)
         done.update(m.key for m in members)
         conversations.append(Conversation(len(conversations) + 1, members, sources=_sources(members)))
     return conversations
+
+
+def _port(address: str | None) -> str | None:
+    return address.rsplit(":", 1)[1] if address and ":" in address else None
+
+
+def _listening_ports(tcp: list[Side], ends: dict[SideKey, tuple[str | None, str | None]]) -> set[str]:
+    """Local addresses two or more ends share: a listening socket's, which accept() hands on."""
+    seen: dict[str, int] = {}
+    for side in tcp:
+        local = ends[side.key][0]
+        if local:
+            seen[local] = seen.get(local, 0) + 1
+    return {local for local, count in seen.items() if count > 1}
+
+
+EPHEMERAL_PORTS = 32768  # Linux's default ip_local_port_range starts here; servers listen below
+
+
+def _connecting_first(one: Side, other: Side, listening: set[str]) -> list[Side]:
+    """The two ends of a connection, the one that connected (the client) first.
+
+    Its remote address is the other's listening one (shared by several
+    accepted connections), or else its own port is ephemeral and the
+    other's is not; failing both, it is the end whose first successful
+    call was a send, and failing that the one that succeeded first. Failed
+    calls (an EAGAIN read of a server waiting) never decide.
+    """
+    for client, server in ((one, other), (other, one)):
+        if _ends(client)[1] in listening and _ends(server)[0] in listening:
+            return [client, server]
+    for client, server in ((one, other), (other, one)):
+        mine, theirs = _port(_ends(client)[0]), _port(_ends(server)[0])
+        if mine and theirs and int(mine) >= EPHEMERAL_PORTS > int(theirs):
+            return [client, server]
+    sends = [s for s in (one, other) if s.first_ok_direction == "out"]
+    if len(sends) == 1:
+        return [sends[0], other if sends[0] is one else one]
+    never = 1 << 64
+    return sorted((one, other), key=lambda s: never if s.first_ok_ns is None else s.first_ok_ns)
 
 
 def _ends(side: Side) -> tuple[str | None, str | None]:
@@ -288,7 +337,7 @@ def iter_messages(records: Iterable[Record], conversations: list[Conversation], 
             yield Decoded(conversation, side, direction, item)
 
     said_unknown: set[int] = set()
-    last_ts = 0
+    last_ts: dict[int, int] = {}  # per conversation: its last piece, when what is open at the end is said
     for piece in iter_pieces(records, conversations):
         if isinstance(piece, Lost):
             for conversation in conversations:
@@ -298,7 +347,7 @@ def iter_messages(records: Iterable[Record], conversations: list[Conversation], 
                         yield from tag(conversation, decoder.gap(flow, None, piece.ts_ns))
             continue
         conversation = piece.conversation
-        last_ts = max(last_ts, piece.event.ts_ns)
+        last_ts[conversation.number] = piece.event.ts_ns
         decoder = decoders.get(conversation.number)
         if decoder is None:
             if conversation.number not in said_unknown:
@@ -314,4 +363,5 @@ def iter_messages(records: Iterable[Record], conversations: list[Conversation], 
     for conversation in conversations:
         decoder = decoders.get(conversation.number)
         if decoder is not None:
-            yield from tag(conversation, decoder.finish(max(last_ts, conversation.last_ns)))
+            end = last_ts.get(conversation.number, conversation.last_ns)
+            yield from tag(conversation, decoder.finish(end))

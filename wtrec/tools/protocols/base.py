@@ -58,8 +58,20 @@ class ConversationDecoder(Protocol):
 
 
 def text(data: bytes | bytearray | memoryview) -> str:
-    """Protocol bytes as str for JSON: UTF-8, undecodable bytes as \\xNN escapes."""
-    return bytes(data).decode("utf-8", "backslashreplace")
+    """Protocol bytes as str, losslessly: UTF-8, each undecodable byte as a lone surrogate.
+
+    This is Python's "surrogateescape": byte 0xNN that is not part of valid
+    UTF-8 becomes U+DCNN (JSON `\\udcNN`), and `value.encode("utf-8",
+    "surrogateescape")` gives the exact bytes back. Valid UTF-8 never decodes
+    to a lone surrogate, so nothing is ambiguous. The human view escapes it
+    as \\xNN (conversation_views.safe_text).
+    """
+    return bytes(data).decode("utf-8", "surrogateescape")
+
+
+def quoted(value: str) -> str:
+    """A decoded value inside double quotes for a note or summary (escaped later, when shown)."""
+    return f'"{value}"'
 
 
 def size_text(size: int) -> str:

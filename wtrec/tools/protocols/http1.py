@@ -8,10 +8,10 @@ skips to the next line that starts a request or a response.
 
 import re
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass, field
 
-from wtrec.tools.protocols.base import FLOWS, MAX_HELD, Message, Note, Output, duration_text, text
+from wtrec.tools.protocols.base import FLOWS, MAX_HELD, Message, Note, Output, duration_text, quoted, text
 
 PROTO = "http"
 METHODS = (b"GET|HEAD|POST|PUT|DELETE|OPTIONS|PATCH|CONNECT|TRACE|PROPFIND|PROPPATCH|MKCOL|"
@@ -44,6 +44,7 @@ class _Flow:
     suspect: bool = False  # records were lost while this message was open
     skipped: int = 0
     skip_ts: int = 0
+    skip_reason: str = ""  # why the bytes being skipped are skipped, when not "no HTTP message"
     start_ts: int = 0  # time of the event that held the first unconsumed byte
 
 
@@ -93,6 +94,8 @@ class Http1Decoder:
             if state.state == "close" and state.message is not None:
                 yield self._complete(flow, state, incomplete=state.suspect)
             elif state.state == "resync":
+                state.skipped += len(state.buf)  # the tail kept in case a start line began in it
+                state.buf.clear()
                 yield from self._skipped_note(flow, state)
             elif state.message is not None or state.buf:
                 yield from self._cut(flow, state, ts_ns, None)
@@ -115,7 +118,7 @@ class Http1Decoder:
         pos = 0
         while pos < len(buf):
             if state.state == "resync":
-                if not state.skipped:
+                if not state.skipped and not state.skip_reason:
                     state.skip_ts = ts_ns
                 match = _MESSAGE_START.search(buf, pos)
                 if match is None:
@@ -131,8 +134,7 @@ class Http1Decoder:
                 end = _HEAD_END.search(buf, pos)
                 if end is None:
                     if len(buf) - pos > MAX_HELD:
-                        yield Note(flow, ts_ns, f"header section over {MAX_HELD} bytes; skipped")
-                        state.state = "resync"
+                        pos = yield from self._oversized_head(flow, state, pos, ts_ns)
                         continue
                     break
                 if pos:  # something before it was consumed in this event: it starts here
@@ -164,6 +166,37 @@ class Http1Decoder:
                 yield from self._chunk_line(flow, state, line, ts_ns)
         del buf[:pos]
 
+    def _oversized_head(self, flow: int, state: _Flow, pos: int, ts_ns: int) -> Generator[Output, None, int]:
+        """A head over MAX_HELD: its start line comes out incomplete, the rest is skipped.
+
+        Returns where to go on: past the start line (or past all that is held
+        when the line itself is that long), so the resync after it cannot find
+        the same start line again. The skip is said once, when it ends.
+        """
+        buf = state.buf
+        newline = buf.find(b"\n", pos)
+        end = len(buf) if newline < 0 else newline + 1
+        line = bytes(buf[pos:newline])
+        message = None if newline < 0 else self._start_line(flow, state, line, state.start_ts)
+        if message is not None:
+            fields = message.fields
+            fields["headers"] = None  # not kept
+            if "method" in fields:
+                self.pending[flow].append((state.start_ts, fields["method"]))
+            else:  # a final response answers the oldest request, as in _head
+                pending = self.pending[1 - flow]
+                request = pending.popleft() if pending and fields["status"] >= 200 else None
+                fields["latency_ns"] = state.start_ts - request[0] if request else None
+            state.message, state.body_len = message, 0
+            yield self._complete(flow, state, incomplete=True)
+        state.state = "resync"
+        state.skip_ts = ts_ns
+        state.skip_reason = f"a header section over {MAX_HELD} bytes"
+        if message is not None:
+            state.skip_reason = "the rest of " + state.skip_reason
+        state.skipped += 0 if message is not None else end - pos
+        return end
+
     def _chunk_line(self, flow: int, state: _Flow, line: bytes, ts_ns: int) -> Iterator[Output]:
         if state.state == "chunk-end":
             if line.strip(b"\r"):
@@ -190,9 +223,12 @@ class Http1Decoder:
         state.state = "resync"
 
     def _skipped_note(self, flow: int, state: _Flow) -> Iterator[Output]:
-        if state.skipped:
+        if state.skip_reason:
+            yield Note(flow, state.skip_ts, f"{state.skip_reason}; skipped {state.skipped} bytes")
+        elif state.skipped:
             yield Note(flow, state.skip_ts, f"skipped {state.skipped} bytes that start no HTTP message")
         state.skipped = 0
+        state.skip_reason = ""
 
     def _start_line(self, flow: int, state: _Flow, line: bytes, ts_ns: int) -> Message | None:
         line = line.rstrip(b"\r") + b"\r"
@@ -219,7 +255,7 @@ class Http1Decoder:
         for raw in lines[1:]:
             name, colon, value = raw.rstrip(b"\r").partition(b":")
             if not colon or not name or name != name.strip():
-                yield Note(flow, ts_ns, f"malformed HTTP header line {text(raw[:60])!r} ignored")
+                yield Note(flow, ts_ns, f"malformed HTTP header line {quoted(text(raw[:60]))} ignored")
                 continue
             headers.append([text(name), text(value.strip())])
         message.fields["headers"] = headers
@@ -250,7 +286,7 @@ class Http1Decoder:
             state.state = "chunk-size"
         elif length is not None:
             if not length.isdigit() or len(length) > 18:
-                yield from self._malformed(flow, state, ts_ns, f"Content-Length {length[:30]!r}")
+                yield from self._malformed(flow, state, ts_ns, f"Content-Length {quoted(length[:30])}")
                 return
             state.remaining = int(length)
             state.state = "length"

@@ -8,6 +8,7 @@ lost bytes, so after a gap that is not inside a DATA frame, decoding of
 that flow stops with a note rather than guess.
 """
 
+import re
 import struct
 from collections.abc import Iterator
 
@@ -94,7 +95,7 @@ class Http2Decoder:
             try:
                 frame, length = Frame.parse_frame_header(memoryview(bytes(buf[pos:pos + 9])))
             except HyperframeError as exc:
-                yield from self._stop(flow, ts_ns, f"a bad frame header ({exc})")
+                yield from self._stop(flow, ts_ns, f"a bad frame header ({_reason(exc)})")
                 return
             if length > _MAX_FRAME:
                 yield from self._stop(flow, ts_ns, f"a frame of {length} bytes")
@@ -112,7 +113,7 @@ class Http2Decoder:
                 state.frame_ts = ts_ns
                 continue
             if length > MAX_HELD:
-                yield from self._stop(flow, ts_ns, f"a {_name(frame)} frame of {length} bytes, more "
+                yield from self._stop(flow, ts_ns, f"{_a(_name(frame))} frame of {length} bytes, more "
                                       f"than the {MAX_HELD} a decoder holds")
                 return
             if len(buf) - pos < 9 + length:
@@ -122,7 +123,8 @@ class Http2Decoder:
             try:
                 frame.parse_body(body)
             except HyperframeError as exc:
-                yield Note(flow, ts_ns, f"malformed {_name(frame)} frame on stream {frame.stream_id}: {exc}")
+                yield Note(flow, ts_ns,
+                           f"malformed {_name(frame)} frame on stream {frame.stream_id}: {_reason(exc)}")
                 state.frame_ts = ts_ns
                 continue
             yield from self._frame(flow, state, frame, length)
@@ -169,7 +171,8 @@ class Http2Decoder:
         try:
             headers = [[text(name), text(value)] for name, value in state.hpack.decode(block, raw=True)]
         except (HPACKError, ValueError, IndexError) as exc:
-            yield from self._stop(flow, message.ts_ns, f"HPACK could not decode a header block ({exc})")
+            yield from self._stop(flow, message.ts_ns,
+                                  f"HPACK could not decode a header block ({_reason(exc)})")
             return
         message.fields["headers"] = headers
         pseudo = {name: value for name, value in headers if name.startswith(":")}
@@ -232,3 +235,17 @@ class Http2Decoder:
 def _name(frame: Frame) -> str:
     return _FRAME_NAMES.get(frame.type if frame.type is not None else -1,
                             f"0x{getattr(frame, 'type', 0) or 0:02x}")
+
+
+_OBJECT_REPR = re.compile(r"<[^<>]* at 0x[0-9a-fA-F]+>")
+
+
+def _reason(exc: Exception) -> str:
+    """A library's error text without Python object reprs (hpack puts `<memory at 0x…>` in some)."""
+    cleaned = " ".join(_OBJECT_REPR.sub("", str(exc)).split()).rstrip(" :")
+    return cleaned or type(exc).__name__
+
+
+def _a(name: str) -> str:
+    """`a HEADERS`, `an ALTSVC`: the article as the frame name is read aloud."""
+    return f"an {name}" if name[:1] in "AEIO" else f"a {name}"

@@ -10,9 +10,9 @@ malformed bytes the decoder looks for the next plausible type + length.
 """
 
 import struct
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
-from wtrec.tools.protocols.base import FLOWS, MAX_HELD, Message, Note, Output, text
+from wtrec.tools.protocols.base import FLOWS, MAX_HELD, Message, Note, Output, quoted, text
 
 PROTO = "postgres"
 PROTOCOL_3 = 196608
@@ -61,12 +61,34 @@ class _Body:
         value, self.pos = self.data[self.pos:end], end + 1
         return text(value)
 
+    def count(self, what: str, each: int) -> int:
+        """An Int16 count of items of at least `each` bytes, checked against what the body holds."""
+        value = self.int(2) & 0xFFFF  # the server sends these unsigned in all but name
+        if value * each > len(self.data) - self.pos:
+            raise _BadCount(f"{value} {what} claimed, room for {(len(self.data) - self.pos) // each}")
+        return value
+
+    def skip(self, size: int) -> bytes:
+        if size < 0 or self.pos + size > len(self.data):
+            raise IndexError("past the end")
+        value, self.pos = self.data[self.pos:self.pos + size], self.pos + size
+        return value
+
+    def rest(self) -> None:
+        """The body must be used up: bytes left over mean the counts lied."""
+        if self.pos != len(self.data):
+            raise _BadCount(f"{len(self.data) - self.pos} bytes left over")
+
     def int(self, size: int) -> int:
         if self.pos + size > len(self.data):
             raise IndexError("past the end")
         value = int.from_bytes(self.data[self.pos:self.pos + size], "big", signed=True)
         self.pos += size
         return value
+
+
+class _BadCount(ValueError):
+    """A count or length inside a message that its body does not bear out."""
 
 
 class _Flow:
@@ -119,9 +141,9 @@ class PostgresDecoder:
                 state.resync, state.skipped = False, 0
             if flow != self.client and self.awaiting_ssl_answer:
                 self.awaiting_ssl_answer = False
-                answer = chr(buf[pos])
+                answer = text(buf[pos:pos + 1])
                 yield Message(flow, ts_ns, {"type": "SSLResponse", "accepted": answer == "S"},
-                              f"SSLResponse {answer!r}")
+                              f"SSLResponse {quoted(answer)}")
                 pos += 1
                 continue
             startup = flow == self.client and self.awaiting_startup
@@ -203,16 +225,15 @@ class PostgresDecoder:
                 elif name == "Bind":
                     fields["portal"] = body.cstring()
                     fields["statement"] = body.cstring()
-                    formats = [body.int(2) for _ in range(body.int(2))]
+                    formats = [body.int(2) for _ in range(body.count("parameter formats", 2))]
                     values: list[str | None] = []
-                    for number in range(body.int(2)):
+                    for number in range(body.count("parameters", 4)):
                         size = body.int(4)
-                        raw = body.data[body.pos:body.pos + max(size, 0)]
-                        body.pos += max(size, 0)
+                        raw = body.skip(max(size, 0))
                         binary = formats and formats[number if len(formats) > 1 else 0] == 1
                         values.append(None if size < 0 else (raw.hex() if binary else text(raw)))
                     fields["parameters"] = values
-                    summary = f"Bind {fields['statement'] or '(unnamed)'} {values}"
+                    summary = f"Bind {fields['statement'] or '(unnamed)'} {_listed(values)}"
                 elif name == "Execute":
                     fields["portal"] = body.cstring()
                     fields["max_rows"] = body.int(4)
@@ -220,14 +241,18 @@ class PostgresDecoder:
             else:
                 if name == "RowDescription":
                     columns = []
-                    for _ in range(body.int(2)):
+                    for _ in range(body.count("fields", 19)):
                         column = body.cstring()
-                        body.pos += 18  # table oid, column number, type oid, size, modifier, format
+                        body.skip(18)  # table oid, column number, type oid, size, modifier, format
                         columns.append(column)
+                    body.rest()
                     fields["columns"] = columns
-                    summary = f"RowDescription {columns}"
+                    summary = f"RowDescription {_listed(columns)}"
                 elif name == "DataRow":
-                    fields["values"] = body.int(2)
+                    fields["values"] = body.count("values", 4)
+                    for _ in range(fields["values"]):
+                        body.skip(max(body.int(4), 0))  # -1 is NULL
+                    body.rest()
                 elif name == "CommandComplete":
                     fields["tag"] = body.cstring()
                     summary = f"CommandComplete {fields['tag']}"
@@ -249,8 +274,10 @@ class PostgresDecoder:
                 elif name == "Authentication":
                     fields["code"] = body.int(4)
                     summary = f"Authentication {fields['code']}"
+        except _BadCount as exc:
+            return Note(flow, ts_ns, f"malformed {fields['type']} message ({length} bytes): {exc}; skipped")
         except (IndexError, ValueError):
-            return Note(flow, ts_ns, f"malformed {name} message ({length} bytes); skipped")
+            return Note(flow, ts_ns, f"malformed {fields['type']} message ({length} bytes); skipped")
         return Message(flow, ts_ns, fields, summary)
 
     def gap(self, flow: int, size: int | None, ts_ns: int) -> Iterator[Output]:
@@ -290,3 +317,8 @@ class PostgresDecoder:
     def finish(self, ts_ns: int) -> Iterator[Output]:
         for flow in FLOWS:
             yield from self._cut(flow, ts_ns)
+
+
+def _listed(values: Sequence[str | None]) -> str:
+    """`["a", NULL]`: decoded values for a summary, without Python's repr."""
+    return "[" + ", ".join("NULL" if v is None else quoted(v) for v in values) + "]"

@@ -11,7 +11,7 @@ import re
 from collections import deque
 from collections.abc import Iterator
 
-from wtrec.tools.protocols.base import FLOWS, MAX_HELD, Message, Note, Output, duration_text, text
+from wtrec.tools.protocols.base import FLOWS, MAX_HELD, Message, Note, Output, duration_text, quoted, text
 
 PROTO = "redis"
 _TYPES = b"+-:$*_#,(=%~>|!"
@@ -20,7 +20,9 @@ _LOOKS_LIKE = re.compile(rb"\*[1-9][0-9]*\r\n\$[0-9]+\r\n")
 _VALUE_START = re.compile(rb"(?:\A|(?<=\n))[+\-:$*_#,(=%~>|!]")
 _INLINE = re.compile(rb"[\x20-\x7e\t]+")
 _MAX_DEPTH = 32
-_MAX_ITEMS = 100_000
+_MAX_ITEMS = 100_000  # more items than this are walked and counted, not parsed into a list
+_PREVIEW_ITEMS = 8  # of a walked value: its first items of up to _PREVIEW_BYTES are kept
+_PREVIEW_BYTES = 256
 
 
 def looks_like(first: bytes) -> bool:
@@ -38,11 +40,15 @@ class _NeedMore(Exception):
 
 
 class _Malformed(Exception):
-    """The bytes are not RESP."""
+    """The bytes are not RESP; `at` is where the bad value starts (set by _parse)."""
+
+    def __init__(self, why: str, at: int | None = None):
+        super().__init__(why)
+        self.why, self.at = why, at
 
 
 class _TooBig(Exception):
-    """The value declares more than a decoder holds."""
+    """The value is more than a decoder holds: it is walked (counted), not parsed."""
 
 
 class _Error(str):
@@ -60,12 +66,21 @@ def _line(buf: bytearray, pos: int) -> tuple[bytes, int]:
 
 def _integer(raw: bytes) -> int:
     if not re.fullmatch(rb"-?[0-9]{1,19}", raw):
-        raise _Malformed(f"bad length or integer {text(raw[:20])!r}")
+        raise _Malformed(f"bad length or integer {quoted(text(raw[:20]))}")
     return int(raw)
 
 
 def _parse(buf: bytearray, pos: int, depth: int = 0) -> tuple[object, int]:
     """One RESP value at `pos`: (value, position after it)."""
+    try:
+        return _parse_value(buf, pos, depth)
+    except _Malformed as exc:
+        if exc.at is None:
+            exc.at = pos
+        raise
+
+
+def _parse_value(buf: bytearray, pos: int, depth: int) -> tuple[object, int]:
     if pos >= len(buf):
         raise _NeedMore
     kind = buf[pos]
@@ -87,7 +102,7 @@ def _parse(buf: bytearray, pos: int, depth: int = 0) -> tuple[object, int]:
         if size < 0:
             return None, pos
         if size > MAX_HELD:
-            raise _TooBig(size)
+            raise _TooBig
         if len(buf) < pos + size + 2:
             raise _NeedMore
         if buf[pos + size:pos + size + 2] != b"\r\n":
@@ -98,8 +113,10 @@ def _parse(buf: bytearray, pos: int, depth: int = 0) -> tuple[object, int]:
         count = _integer(line)
         if count < 0:
             return None, pos
-        if depth >= _MAX_DEPTH or count > _MAX_ITEMS:
-            raise _Malformed("an aggregate nested or sized beyond reason")
+        if depth >= _MAX_DEPTH:
+            raise _Malformed(f"aggregates nested deeper than {_MAX_DEPTH}")
+        if count > _MAX_ITEMS:
+            raise _TooBig
         per_item = 2 if kind in b"%|" else 1
         items = []
         for _ in range(count * per_item):
@@ -113,6 +130,142 @@ def _parse(buf: bytearray, pos: int, depth: int = 0) -> tuple[object, int]:
     raise _Malformed(f"byte 0x{kind:02x} starts no RESP value")
 
 
+_KIND_NAMES = {ord("$"): "bulk string", ord("="): "verbatim string", ord("!"): "bulk error",
+               ord("*"): "array", ord("%"): "map", ord("~"): "set", ord(">"): "push", ord("|"): "attribute"}
+
+
+class _Walk:
+    """A value too big to hold, walked line by line: counted, its first few items kept.
+
+    `stack` holds, per open aggregate, how many values it still awaits (the
+    bottom entry is the one top-level value); a bulk payload is skipped by
+    count. Memory is bounded by _MAX_DEPTH and _PREVIEW whatever the value claims.
+    """
+
+    def __init__(self, ts_ns: int) -> None:
+        self.ts_ns = ts_ns
+        self.stack = [1]
+        self.bulk = 0  # payload bytes (and CRLF) of a bulk string still to pass
+        self.size = 0  # bytes walked
+        self.kind = 0  # type byte of the top-level value
+        self.declared = 0  # its length (bulk) or item count (aggregate)
+        self.preview: list[object] = []  # its first top-level items, up to the first one too big
+        self.preview_open = True
+        self.cut = False  # bytes inside a bulk payload were not captured (snaplen)
+
+    @property
+    def done(self) -> bool:
+        return not self.stack
+
+    @property
+    def items_read(self) -> int:
+        """Top-level items complete so far."""
+        if self.kind not in _KIND_NAMES or self.kind in b"$=!":
+            return 0
+        per_item = 2 if self.kind in b"%|" else 1
+        if not self.stack:
+            return self.declared
+        if len(self.stack) < 2:
+            return 0
+        return self.declared - (self.stack[1] + per_item - 1) // per_item
+
+    def run(self, buf: bytearray, pos: int) -> int:
+        """Walks from `pos` as far as the buffer goes; returns where it stopped."""
+        while self.stack and pos < len(buf):
+            if self.bulk:
+                take = min(self.bulk, len(buf) - pos)
+                self.bulk -= take
+                self.size += take
+                pos += take
+                if not self.bulk:
+                    self._one_done()
+                continue
+            try:
+                line, end = _line(buf, pos)
+            except _Malformed as exc:
+                exc.at = pos
+                raise
+            except _NeedMore:
+                break
+            kind = buf[pos]
+            top_item = len(self.stack) == 2
+            try:
+                if kind in b"$=!":
+                    size = _integer(line[1:])
+                    if top_item and self._previewing() and 0 <= size <= _PREVIEW_BYTES:
+                        if len(buf) < end + size + 2:
+                            break  # a small item: wait for it whole, to show it
+                        self.preview.append(text(buf[end:end + size]))
+                    elif top_item and size >= 0:
+                        self.preview_open = False
+                    elif top_item and self._previewing():
+                        self.preview.append(None)
+                    self._start(kind, size)
+                    self.bulk = size + 2 if size >= 0 else 0
+                    if size < 0:
+                        self._one_done()
+                elif kind in b"*%~>|":
+                    count = _integer(line[1:])
+                    if top_item and count >= 0:
+                        self.preview_open = False
+                    elif top_item and self._previewing():
+                        self.preview.append(None)
+                    self._start(kind, count)
+                    if count <= 0:
+                        self._one_done()
+                    elif len(self.stack) > _MAX_DEPTH:
+                        raise _Malformed(f"aggregates nested deeper than {_MAX_DEPTH}")
+                    else:
+                        if kind == ord("|"):  # the attribute comes before the value it annotates
+                            self.stack[-1] += 1
+                        self.stack.append(count * (2 if kind in b"%|" else 1))
+                elif kind in _TYPES:
+                    if top_item and self._previewing():
+                        value, _end = _parse(buf, pos)
+                        self.preview.append(value)
+                    self._start(kind, 0)
+                    self._one_done()
+                else:
+                    raise _Malformed(f"byte 0x{kind:02x} starts no RESP value")
+            except _Malformed as exc:
+                exc.at = pos
+                raise
+            self.size += end - pos
+            pos = end
+        return pos
+
+    def pass_uncaptured(self, size: int) -> bool:
+        """`size` payload bytes the snaplen cut (at most `bulk`); whether the value is now done."""
+        self.bulk -= size
+        self.size += size
+        self.cut = True
+        if not self.bulk:
+            self._one_done()
+        return self.done
+
+    def _previewing(self) -> bool:
+        return self.preview_open and len(self.preview) < _PREVIEW_ITEMS
+
+    def _start(self, kind: int, declared: int) -> None:
+        if not self.size:
+            self.kind, self.declared = kind, declared
+
+    def _one_done(self) -> None:
+        while self.stack:
+            self.stack[-1] -= 1
+            if self.stack[-1] > 0:
+                return
+            self.stack.pop()
+
+    def describe(self) -> str:
+        """`array of 20000 items, 250013 B, not kept`."""
+        name = _KIND_NAMES.get(self.kind, "value")
+        if self.kind in b"$=!":
+            return f"{name} of {self.declared} B, not kept"
+        read = "" if self.done else f" ({self.items_read} read)"
+        return f"{name} of {self.declared} items{read}, {self.size} B, not kept"
+
+
 def _json_value(value: object) -> object:
     if isinstance(value, _Error):
         return {"error": str(value)}
@@ -122,17 +275,20 @@ def _json_value(value: object) -> object:
 
 
 def _short(value: object, room: int = 80) -> str:
+    """A value in at most `room` characters; what is cut is marked with an ASCII "..."."""
     if isinstance(value, _Error):
         shown = f"(error) {value}"
     elif value is None:
         shown = "(nil)"
     elif isinstance(value, str):
-        shown = f'"{value}"'
+        if len(value) + 2 > room:  # the closing quote stays; the mark goes after it
+            return f'"{value[:max(room - 5, 1)]}"...'
+        return f'"{value}"'
     elif isinstance(value, list):
-        shown = "[" + ", ".join(_short(v, 20) for v in value[:8]) + (", …" if len(value) > 8 else "") + "]"
+        shown = "[" + ", ".join(_short(v, 20) for v in value[:8]) + (", ..." if len(value) > 8 else "") + "]"
     else:
         shown = str(value)
-    return shown if len(shown) <= room else shown[:room - 1] + "…"
+    return shown if len(shown) <= room else shown[:room - 3] + "..."
 
 
 class RedisDecoder:
@@ -144,6 +300,9 @@ class RedisDecoder:
         self.suspect = [False, False]
         self.resync = [False, False]
         self.skipped = [0, 0]
+        self.skip_reason: list[str | None] = [None, None]  # why this flow is skipping bytes
+        self.skip_ts = [0, 0]
+        self.walks: list[_Walk | None] = [None, None]
         self.client: int | None = None
         self.pending: deque[int] = deque()  # times of commands awaiting replies
 
@@ -156,6 +315,24 @@ class RedisDecoder:
         buf += data
         pos = 0
         while pos < len(buf):
+            walk = self.walks[flow]
+            if walk is not None:
+                try:
+                    pos = walk.run(buf, pos)
+                except _Malformed as exc:
+                    at = exc.at if exc.at is not None else pos
+                    self.walks[flow] = None
+                    self._skip(flow, ts_ns, f"malformed RESP inside a value over {MAX_HELD} bytes: {exc.why}",
+                               walk.size + (at - pos) + 1)
+                    pos = at + 1
+                    continue
+                if not walk.done:
+                    break
+                self.walks[flow] = None
+                yield self._walked(flow, walk, incomplete=self.suspect[flow])
+                self.suspect[flow] = False
+                self.first_ts[flow] = ts_ns
+                continue
             if self.resync[flow]:
                 match = _VALUE_START.search(buf, pos)
                 if match is None:
@@ -165,39 +342,53 @@ class RedisDecoder:
                 self.skipped[flow] += match.start() - pos
                 pos = match.start()
                 self.resync[flow] = False
-                if self.skipped[flow]:
-                    yield Note(flow, ts_ns, f"skipped {self.skipped[flow]} bytes to the next RESP value")
-                self.skipped[flow] = 0
                 self.first_ts[flow] = ts_ns
             try:
                 if flow == self.client and buf[pos] not in _TYPES:
                     line, end = _line(buf, pos)  # an inline command: words on a line
                     if not _INLINE.fullmatch(line):
-                        raise _Malformed("neither a RESP value nor an inline command")
+                        raise _Malformed("neither a RESP value nor an inline command", pos)
                     value: object = [text(w) for w in line.split()]
                 else:
                     value, end = _parse(buf, pos)
             except _NeedMore:
-                if len(buf) - pos > MAX_HELD:
-                    yield from self._drop(flow, ts_ns, f"a value over {MAX_HELD} bytes")
-                    pos = len(buf)
-                break
-            except _TooBig as exc:
-                yield from self._drop(flow, ts_ns, f"a value of {exc.args[0]} bytes, more than "
-                                      f"the {MAX_HELD} a decoder holds")
-                pos = len(buf)
-                break
-            except _Malformed as exc:
-                yield Note(flow, ts_ns, f"malformed RESP: {exc.args[0]}; resynchronising")
-                self.resync[flow] = True
-                self.skipped[flow] += 1
-                pos += 1
+                if len(buf) - pos <= MAX_HELD:
+                    break
+                yield from self._skipped_note(flow)
+                self.walks[flow] = _Walk(self.first_ts[flow])
                 continue
+            except _TooBig:
+                yield from self._skipped_note(flow)
+                self.walks[flow] = _Walk(self.first_ts[flow])
+                continue
+            except _Malformed as exc:
+                at = exc.at if exc.at is not None else pos
+                self._skip(flow, ts_ns, f"malformed RESP: {exc.why}", at + 1 - pos)
+                pos = at + 1
+                continue
+            yield from self._skipped_note(flow)
             yield self._message(flow, value, self.first_ts[flow], self.suspect[flow])
             self.suspect[flow] = False
             pos = end
             self.first_ts[flow] = ts_ns
         del buf[:pos]
+
+    def _skip(self, flow: int, ts_ns: int, why: str, size: int) -> None:
+        """Bytes skipped; the first reason of a run of skips is the one its one note gives."""
+        if self.skip_reason[flow] is None:
+            self.skip_reason[flow] = why
+            self.skip_ts[flow] = ts_ns
+        self.skipped[flow] += size
+        self.resync[flow] = True
+
+    def _skipped_note(self, flow: int) -> Iterator[Output]:
+        """The one note for a run of skipped bytes, once decoding is back on its feet."""
+        if self.skipped[flow]:
+            why = self.skip_reason[flow] or "bytes missing"
+            yield Note(flow, self.skip_ts[flow],
+                       f"{why}; skipped {self.skipped[flow]} bytes to the next value")
+        self.skipped[flow] = 0
+        self.skip_reason[flow] = None
 
     def _message(self, flow: int, value: object, ts_ns: int, incomplete: bool) -> Message:
         if flow == self.client:
@@ -213,31 +404,63 @@ class RedisDecoder:
         return Message(flow, ts_ns, {"reply": _json_value(value), "latency_ns": latency}, summary,
                        incomplete)
 
-    def _drop(self, flow: int, ts_ns: int, why: str) -> Iterator[Output]:
-        yield self._cut_message(flow, ts_ns)
-        yield Note(flow, ts_ns, f"{why}; skipped, resynchronising")
-        self.buffers[flow].clear()
-        self.resync[flow] = True
+    def _walked(self, flow: int, walk: _Walk, incomplete: bool) -> Message:
+        """One message for a value too big to hold: its type, counts and first items."""
+        fields: dict = {"type": _KIND_NAMES.get(walk.kind, "value"), "bytes": walk.size, "kept": False}
+        if walk.kind in b"$=!":
+            fields["length"] = walk.declared
+        else:
+            fields["items"] = walk.declared
+            fields["items_read"] = walk.items_read
+            fields["first_items"] = _json_value(walk.preview)
+        if walk.cut:
+            fields["captured"] = False
+        incomplete = incomplete or not walk.done
+        if flow == self.client:
+            words = [v if isinstance(v, str) else _short(v) for v in walk.preview]
+            fields["command"] = words
+            self.pending.append(walk.ts_ns)
+            return Message(flow, walk.ts_ns, fields, (" ".join(words)[:120] + " ... " if words else "")
+                           + f"({walk.describe()})", incomplete)
+        preview = ", ".join(_short(v, 20) for v in walk.preview)
+        summary = walk.describe() + (f": [{preview}, ...]" if preview else "")
+        latency = walk.ts_ns - self.pending.popleft() if self.pending else None
+        fields["reply"] = None
+        fields["latency_ns"] = latency
+        if latency is not None:
+            summary += f" ({duration_text(latency)})"
+        return Message(flow, walk.ts_ns, fields, summary, incomplete)
 
     def _cut_message(self, flow: int, ts_ns: int) -> Message:
         """What is known of a value that never completed."""
+        walk = self.walks[flow]
+        if walk is not None:
+            self.walks[flow] = None
+            return self._walked(flow, walk, incomplete=True)
         fields: dict = {"command": None} if flow == self.client else {"reply": None}
         return Message(flow, self.first_ts[flow], fields,
                        f"({len(self.buffers[flow])} bytes of an unfinished value)", True)
 
     def gap(self, flow: int, size: int | None, ts_ns: int) -> Iterator[Output]:
+        walk = self.walks[flow]
         if size is None:
-            self.suspect[flow] = self.suspect[flow] or bool(self.buffers[flow])
+            self.suspect[flow] = self.suspect[flow] or bool(self.buffers[flow]) or walk is not None
             return
-        if self.buffers[flow]:
+        if walk is not None and not self.buffers[flow] and size <= walk.bulk:
+            if walk.pass_uncaptured(size):
+                self.walks[flow] = None
+                yield self._walked(flow, walk, incomplete=self.suspect[flow])
+                self.suspect[flow] = False
+            return
+        if self.buffers[flow] or walk is not None:
             yield self._cut_message(flow, ts_ns)
             self.buffers[flow].clear()
-        self.resync[flow] = True
-        self.skipped[flow] += size
+        self._skip(flow, ts_ns, f"{size} bytes missing", size)
 
     def finish(self, ts_ns: int) -> Iterator[Output]:
         for flow in FLOWS:
-            if self.buffers[flow] and not self.resync[flow]:
+            if self.walks[flow] is not None or (self.buffers[flow] and not self.resync[flow]):
                 yield self._cut_message(flow, ts_ns)
-            elif self.resync[flow] and self.skipped[flow]:
-                yield Note(flow, ts_ns, f"skipped {self.skipped[flow]} bytes at the end")
+            if self.skipped[flow]:
+                why = self.skip_reason[flow] or "bytes missing"
+                yield Note(flow, self.skip_ts[flow], f"{why}; skipped {self.skipped[flow]} bytes at the end")
