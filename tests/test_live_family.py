@@ -267,6 +267,17 @@ def test_command_runs_as_the_sudo_user_with_children_and_its_exit_status(samples
     assert any(e.comm == b"cat" and e.data.startswith(b"grandchild-") for e in events)
 
 
+def test_only_the_command_is_captured_not_wtrecs_launcher(samples, workdir):
+    # The held command starts as a small interpreter that execs it on release;
+    # that interpreter's own reads and writes must not be in the capture.
+    out = os.path.join(workdir, "echo.wtrace")
+    result = run_recorded(out, ["/bin/echo", "hi"], "--read")
+    assert result.returncode == 0, result.stderr
+    events = events_of(read(out))
+    assert {e.comm for e in events} == {b"echo"}  # its loader reads libc: that is echo's own
+    assert [e.data for e in events if e.direction == "out"] == [b"hi\n"]
+
+
 def test_pid_follow_adds_the_children_of_a_running_process(samples, workdir):
     code = ("import os, sys\n"
             "sys.stdin.readline()\n"

@@ -1,9 +1,11 @@
 """Plain-Python parts of recording: kernel record decoding, fd names, /proc, compat."""
 
+import platform
 import shutil
 import socket
 import struct
 import subprocess
+import time
 
 import pytest
 from conftest import DATA
@@ -26,6 +28,7 @@ from wtrec.capture.kernel_records import (
     KernelDecoder,
     layout,
 )
+from wtrec.capture.launch import HeldCommand
 from wtrec.capture.ordering import ReorderBuffer
 from wtrec.capture.probe import (
     COUNT_LOST_EVENTS,
@@ -273,3 +276,31 @@ def test_a_format_1_0_capture_still_reads():
     assert len(events) == 9
     assert all(e.syscall == "write" and e.ret is None and e.seq is None for e in events)
     assert events[1].data == b"GET /hello HTTP/1.1\n"
+
+
+def _syscall_and_io(pid: int) -> tuple[str, str]:
+    with open(f"/proc/{pid}/syscall") as f:
+        number = f.read().split()[0]
+    with open(f"/proc/{pid}/io") as f:
+        counts = [line for line in f if line.startswith(("syscr", "syscw"))]
+    return number, "".join(counts)
+
+
+@pytest.mark.skipif(platform.machine() != "x86_64", reason="syscall numbers of x86_64")
+def test_the_held_command_makes_no_read_or_write_between_ready_and_release():
+    # Its pid is traced from before release: a read or write of the launcher
+    # would be recorded as the command's.
+    held = HeldCommand(["true"])
+    try:
+        deadline = time.monotonic() + 10
+        while _syscall_and_io(held.pid)[0] != "128":  # rt_sigtimedwait
+            assert time.monotonic() < deadline, "the launcher never waited for its signal"
+            time.sleep(0.01)
+        before = _syscall_and_io(held.pid)[1]
+        time.sleep(0.5)  # more than two of its 0.2 s waits: it checks its parent meanwhile
+        assert _syscall_and_io(held.pid)[1] == before
+        held.release()
+        assert held.exit_status() == 0
+    finally:
+        if held.process.poll() is None:
+            held.abandon()
