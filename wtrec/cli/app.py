@@ -6,7 +6,6 @@ replay_command, conversation_commands, doctor_command); this module only puts th
 
 import importlib
 import importlib.util
-import os
 import sys
 from typing import Annotated
 
@@ -77,26 +76,7 @@ def main() -> None:
             say(f"{exc.format_message()} (see {command} --help)")
         sys.exit(exc.exit_code)
     except typer.Abort:
-        _exit_interrupted()
+        sys.exit(EXIT_INTERRUPTED)
     except typer.Exit as exc:
-        if exc.exit_code == EXIT_INTERRUPTED:
-            _exit_interrupted()
         sys.exit(exc.exit_code)
-    if code == EXIT_INTERRUPTED:
-        _exit_interrupted()
     sys.exit(code if isinstance(code, int) else 0)
-
-
-def _exit_interrupted() -> None:
-    """Exit 130 at once, skipping interpreter shutdown.
-
-    A reader's read-ahead thread may be blocked reading stdin (a pipe) while
-    holding its lock; shutdown would then abort ("Fatal Python error ...
-    could not acquire lock", SIGABRT) instead of exiting 130.
-    """
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except (OSError, ValueError):
-            pass
-    os._exit(EXIT_INTERRUPTED)
