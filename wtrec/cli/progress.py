@@ -12,7 +12,8 @@ Progress is input bytes consumed, counted by a thin wrapper around the
 input stream (one addition per read call, i.e. per frame, never per
 event) and polled ten times a second by one thread of our own, which also
 draws; rich's own refresh thread is not used. A regular file shows a bar,
-a percentage and the time left; a pipe shows bytes read and the rate.
+bytes read of its size, the rate and the time left; a pipe shows bytes
+read and the rate. rich is imported only when a bar is to be drawn.
 """
 
 from __future__ import annotations
@@ -23,20 +24,12 @@ import sys
 import threading
 from collections.abc import Callable
 from types import TracebackType
-from typing import BinaryIO
-
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    Progress,
-    TaskID,
-    TextColumn,
-    TimeRemainingColumn,
-    TransferSpeedColumn,
-)
+from typing import TYPE_CHECKING, BinaryIO
 
 from wtrec.tools.render import escape_text
+
+if TYPE_CHECKING:
+    from rich.progress import Progress, TaskID
 
 SHOW_AFTER_S = 0.25
 REFRESH_S = 0.1  # at most ten redraws a second
@@ -95,6 +88,17 @@ class InputProgress:
 
     def __enter__(self) -> InputProgress:
         if self.enabled:
+            # imported only when a bar is drawn: rich costs tens of ms to import
+            from rich.console import Console
+            from rich.progress import (
+                BarColumn,
+                DownloadColumn,
+                Progress,
+                TextColumn,
+                TimeRemainingColumn,
+                TransferSpeedColumn,
+            )
+
             console = Console(file=sys.stderr, force_terminal=True)
             self._progress = Progress(
                 TextColumn("{task.description}", markup=False), BarColumn(), DownloadColumn(),
