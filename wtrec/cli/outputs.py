@@ -24,7 +24,13 @@ from wtrec.format import CaptureReader
 def open_input(path: str) -> BinaryIO:
     """The named file, or stdin for '-'; a missing file or a directory is an InputError."""
     if path == "-":
-        return sys.stdin.buffer
+        # Our own reader over fd 0, not sys.stdin.buffer: a read-ahead thread may be
+        # blocked in it at exit (Ctrl-C, or the capture's end read early), and closing
+        # sys.stdin at shutdown would then abort the interpreter (SIGABRT) on its lock.
+        try:
+            return open(sys.stdin.fileno(), "rb", closefd=False)
+        except (AttributeError, ValueError, OSError):  # a stdin with no fd (tests' CliRunner)
+            return sys.stdin.buffer
     try:
         stream = open(path, "rb")  # noqa: SIM115 - the caller reads it to the end
     except OSError as exc:

@@ -5,14 +5,16 @@ import warnings
 from wtrec.api import Capture
 from wtrec.cli.exits import say
 from wtrec.cli.outputs import open_input, result_file
+from wtrec.cli.progress import InputProgress
 from wtrec.tools.parquet import write_parquet
 
 
 def export_parquet(file: str, output: str, *, pids: tuple[int, ...], comms: tuple[str, ...],
-                   fds: tuple[int, ...], force: bool) -> None:
+                   fds: tuple[int, ...], force: bool, show_progress: bool = False) -> None:
     """One row per chosen event, both directions (docs/PARQUET.md has the columns)."""
-    with result_file(output, force, (file,)) as out:
-        capture = Capture(open_input(file))
+    with (result_file(output, force, (file,)) as out,
+          InputProgress(enabled=show_progress) as progress):
+        capture = Capture(progress.watch(file, open_input(file)))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the "ends early" warning is said below, once
             rows = write_parquet(out, capture.events(pid=pids, comm=comms, fd=fds),

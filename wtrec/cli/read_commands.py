@@ -24,6 +24,8 @@ from wtrec.cli.options import (
     use_color,
 )
 from wtrec.cli.outputs import TextOut, is_seekable, open_input, warn_truncated
+from wtrec.cli.progress import InputProgress
+from wtrec.cli.progress import wanted as progress_wanted
 from wtrec.errors import UsageError
 from wtrec.format import CaptureReader, start, start_reading
 from wtrec.records import FdInfo, IoEvent, Lost
@@ -149,39 +151,43 @@ def _grep_files(files: list[str], regex, *, selection: Selection, count: bool,
     out = TextOut()
     write = out.write
     found_any = False
+    show_progress = progress_wanted(stdout_carries_data=not (count or list_files))
     for name in files:
-        if stream or invert:
-            reader = CaptureReader(open_input(name))
-        else:  # only events that match are built; the rest are checked and counted
-            reader = CaptureReader(open_input(name), keep=payload_test(regex),
-                                   frame_may_keep=frame_prefilter(regex))
-        records, header = start(reader)
-        names = FdNames()
-        events = (e for e in names.events(records) if selection.matches(e))
-        printer = MatchPrinter(header, names, f"{name}:" if len(files) > 1 else "", context,
-                               hex_view, color)
-        hits = 0
-        if stream:
-            for match in iter_stream_matches(events, regex):
-                hits += 1
-                if list_files:
-                    break
-                if not count:
-                    write("\n".join(printer.match_lines(match)) + "\n")
-        else:
-            for event in events:
-                if (regex.search(event.data) is None) != invert:
-                    continue
-                hits += 1
-                if list_files:
-                    break
-                if count:
-                    continue
-                if invert:
-                    write(printer.event_line(event) + "\n")
-                    continue
-                for match in event_matches(event, regex):
-                    write("\n".join(printer.match_lines(match)) + "\n")
+        # the bar is per file and gone before that file's count or name is printed
+        with InputProgress(enabled=show_progress) as progress:
+            source = progress.watch(name, open_input(name))
+            if stream or invert:
+                reader = CaptureReader(source)
+            else:  # only events that match are built; the rest are checked and counted
+                reader = CaptureReader(source, keep=payload_test(regex),
+                                       frame_may_keep=frame_prefilter(regex))
+            records, header = start(reader)
+            names = FdNames()
+            events = (e for e in names.events(records) if selection.matches(e))
+            printer = MatchPrinter(header, names, f"{name}:" if len(files) > 1 else "", context,
+                                   hex_view, color)
+            hits = 0
+            if stream:
+                for match in iter_stream_matches(events, regex):
+                    hits += 1
+                    if list_files:
+                        break
+                    if not count:
+                        write("\n".join(printer.match_lines(match)) + "\n")
+            else:
+                for event in events:
+                    if (regex.search(event.data) is None) != invert:
+                        continue
+                    hits += 1
+                    if list_files:
+                        break
+                    if count:
+                        continue
+                    if invert:
+                        write(printer.event_line(event) + "\n")
+                        continue
+                    for match in event_matches(event, regex):
+                        write("\n".join(printer.match_lines(match)) + "\n")
         found_any = found_any or bool(hits)
         if count:
             write(f"{name}:{hits}\n" if len(files) > 1 else f"{hits}\n")

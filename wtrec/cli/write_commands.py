@@ -30,6 +30,8 @@ from wtrec.cli.outputs import (
     rewindable_input,
     warn_truncated,
 )
+from wtrec.cli.progress import InputProgress
+from wtrec.cli.progress import wanted as progress_wanted
 from wtrec.cli.read_commands import OnlyOpt, PatternOpt
 from wtrec.errors import FormatError, UsageError
 from wtrec.format import CaptureWriter, salvage, start_reading
@@ -72,8 +74,9 @@ def filter_command(
     with reported_errors():
         if invert and match is None:
             raise UsageError("--invert inverts --match; give --match REGEX")
-        with result_file(output, force, (file,)) as out:
-            reader, records, header = start_reading(open_input(file))
+        with (result_file(output, force, (file,)) as out,
+              InputProgress(enabled=progress_wanted(stdout_carries_data=output == "-")) as progress):
+            reader, records, header = start_reading(progress.watch(file, open_input(file)))
             selection = Selection(
                 pids=as_tuple(pid), comms=as_tuple(comm), fds=as_tuple(fd),
                 syscalls=as_tuple(syscall),
@@ -106,16 +109,18 @@ def export(
     """Convert a capture: JSON lines, a stream's raw bytes, pcapng for Wireshark, or Parquet."""
     with reported_errors():
         selection = Selection(as_tuple(pid), as_tuple(comm), as_tuple(fd))
+        show_progress = progress_wanted(stdout_carries_data=output == "-")
         if format_name is ExportFormat.raw:
-            _export_raw(file, output, selection, direction.value, force)
+            _export_raw(file, output, selection, direction.value, force, show_progress)
             return
         if format_name is ExportFormat.parquet:  # needs the parquet extra (pyarrow)
             from wtrec.cli.parquet_export import export_parquet
             export_parquet(file, output, pids=selection.pids, comms=selection.comms,
-                           fds=selection.fds, force=force)
+                           fds=selection.fds, force=force, show_progress=show_progress)
             return
-        with result_file(output, force, (file,), binary=format_name is ExportFormat.pcapng) as out:
-            reader, records, header = start_reading(open_input(file))
+        with (result_file(output, force, (file,), binary=format_name is ExportFormat.pcapng) as out,
+              InputProgress(enabled=show_progress) as progress):
+            reader, records, header = start_reading(progress.watch(file, open_input(file)))
             if format_name is ExportFormat.pcapng:
                 pcap = PcapngWriter(out, header, f"wtrec {__version__}")
                 pcap.write_all(select_for_writing(records, selection))
@@ -133,14 +138,16 @@ def export(
 
 
 def _export_raw(file: str, output: str, selection: Selection, direction: str,
-                force: bool) -> None:
-    chosen, reader, records = one_stream(rewindable_input(file), selection, direction)
-    with result_file(output, force, (file,)) as out:
-        size = 0
-        for event in stream_events(records, chosen, direction):
-            data = sent_bytes(event)
-            out.write(data)
-            size += len(data)
+                force: bool, show_progress: bool) -> None:
+    with InputProgress(enabled=show_progress) as progress:
+        source = progress.watch(file, rewindable_input(file), passes=2)  # one_stream reads twice
+        chosen, reader, records = one_stream(source, selection, direction)
+        with result_file(output, force, (file,)) as out:
+            size = 0
+            for event in stream_events(records, chosen, direction):
+                data = sent_bytes(event)
+                out.write(data)
+                size += len(data)
     warn_truncated(reader, file)
     say(f"{size} bytes of pid {chosen.pid} fd {chosen.fd} ({direction}) -> {output}")
 
@@ -202,15 +209,16 @@ def merge(
             raise UsageError("merge needs at least two captures")
         if files.count("-") > 1:
             raise UsageError("only one input can be stdin")
-        starts = [start_reading(open_input(name)) for name in files]
-        headers = [header for _, _, header in starts]
-        order = sorted(range(len(files)), key=lambda i: headers[i].start_ns)
-        out_header = derived_header([headers[i] for i in order], "merge", sys.argv,
-                                    [("files", str(len(files)))])
-        with result_file(output, force, tuple(files)) as out:
-            writer = CaptureWriter(out, out_header)
-            end = write_capture(writer, merged_records(
-                [(records, header) for _, records, header in starts], out_header))
+        with InputProgress(enabled=progress_wanted(stdout_carries_data=output == "-")) as progress:
+            starts = [start_reading(progress.watch(name, open_input(name))) for name in files]
+            headers = [header for _, _, header in starts]
+            order = sorted(range(len(files)), key=lambda i: headers[i].start_ns)
+            out_header = derived_header([headers[i] for i in order], "merge", sys.argv,
+                                        [("files", str(len(files)))])
+            with result_file(output, force, tuple(files)) as out:
+                writer = CaptureWriter(out, out_header)
+                end = write_capture(writer, merged_records(
+                    [(records, header) for _, records, header in starts], out_header))
         for (reader, _, _), name in zip(starts, files, strict=True):
             warn_truncated(reader, name)
         say(f"{end.events} events from {len(files)} captures -> {output}")
@@ -224,8 +232,11 @@ def recover(
     """Salvage every whole record of a damaged or cut capture into a properly closed one."""
     with reported_errors():
         stream = rewindable_input(file)
-        survey = salvage(stream)  # a first pass, so the header can say what was lost
-        kept = sum(1 for record in survey.records if isinstance(record, IoEvent))
+        show_progress = progress_wanted(stdout_carries_data=output == "-")
+        with InputProgress(enabled=show_progress) as progress:
+            survey = salvage(stream)  # a first pass, so the header can say what was lost
+            progress.track(f"{file} (checking)", survey.size, lambda: survey.examined)
+            kept = sum(1 for record in survey.records if isinstance(record, IoEvent))
         if kept == 0 and survey.header.host == "unknown":  # an error is one line
             first = f" ({survey.problems[0]})" if survey.problems else ""
             raise FormatError(f"nothing in it could be recovered{first}")
@@ -239,11 +250,13 @@ def recover(
                  ("frames", (f"{survey.frames_ok} whole, {survey.frames_partial} cut, "
                              f"{survey.frames_lost} dropped"))]
         stream.seek(0)
-        result = salvage(stream)
-        header = derived_header([result.header], "recover", sys.argv, notes)
-        with result_file(output, force, (file,)) as out:
-            writer = CaptureWriter(out, header)
-            end = write_capture(writer, result.records, result.end_ns)
+        with InputProgress(enabled=show_progress) as progress:
+            result = salvage(stream)
+            progress.track(file, result.size, lambda: result.examined)
+            header = derived_header([result.header], "recover", sys.argv, notes)
+            with result_file(output, force, (file,)) as out:
+                writer = CaptureWriter(out, header)
+                end = write_capture(writer, result.records, result.end_ns)
         say(f"recovered {end.events} events ({result.frames_ok} whole frames, "
             f"{result.frames_partial} cut, {result.frames_lost} dropped; "
             f"{result.lost_bytes} bytes unreadable) -> {output}")

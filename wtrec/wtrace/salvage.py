@@ -50,6 +50,8 @@ class Salvage:
     frames_lost: int = 0
     lost_bytes: int = 0
     end_ns: int | None = None
+    size: int = 0  # of the input, in bytes...
+    examined: int = 0  # ...and how far into it the records handed out so far reach
 
     def note(self, problem: str) -> None:
         """Counts a problem; only the first MAX_PROBLEMS are kept to be told."""
@@ -92,7 +94,7 @@ def salvage(stream: BinaryIO) -> Salvage:
         data = mmap.mmap(stream.fileno(), 0, access=mmap.ACCESS_READ)
     except (ValueError, OSError) as exc:
         raise InputError(f"cannot map the input ({exc}); is it empty?") from None
-    result = Salvage(header=_unknown_header())
+    result = Salvage(header=_unknown_header(), size=len(data))
     frames = _iter_frames(data, result)
     first = next(frames, None)
     pending: list[Record] = []
@@ -144,6 +146,7 @@ def _iter_frames(data: mmap.mmap, result: Salvage) -> Iterator[list[Record]]:
             bad_from = None
 
     while position + 4 <= size:
+        result.examined = position
         magic, = struct.unpack_from("<I", data, position)
         if is_skippable(magic) and position + 8 <= size:
             length, = struct.unpack_from("<I", data, position + 4)
@@ -163,6 +166,7 @@ def _iter_frames(data: mmap.mmap, result: Salvage) -> Iterator[list[Record]]:
         found = _FRAME_START.search(data, position + 1)
         position = size if found is None else found.start()
     end_bad_run(min(position, size))
+    result.examined = size
     if position < size:
         result.lost_bytes += size - position
 
