@@ -38,7 +38,7 @@ QUIET_STEP_BYTES = 32 << 10
 # After a signal, what is still in the buffer is taken until this long after
 # the signal and the rest counted lost, so Ctrl-C ends a recording within a
 # second. Other stops (duration, count, the command's exit) take it all.
-DRAIN_BUDGET_NS = 250_000_000
+DRAIN_BUDGET_NS = 600_000_000
 # When the kernel buffer is found empty, the open frame goes to the file once
 # its oldest record is this old: a trickle of events is on disk within a
 # fraction of a second, a busy stream still fills whole frames.
