@@ -9,7 +9,7 @@ from wtrec.capture.fd_table import FdTable
 from wtrec.capture.kernel_records import FLAG_FDS_STALE, FdNote
 from wtrec.capture.probe import ProbeConfig, RecordCounts
 from wtrec.format import CaptureReader, CaptureWriter
-from wtrec.record import Recording, StopRule, boot_ns, recording_header
+from wtrec.record import Recording, StopRule, boot_ns, recording_header, summary_warnings
 from wtrec.records import End, FdIdentity, FdInfo, IoEvent, Lost
 
 
@@ -103,6 +103,9 @@ def test_records_sent_but_never_taken_are_counted_lost():
     lost = sum(r.count for r in records if isinstance(r, Lost))
     end = records[-1]
     assert isinstance(end, End) and end.lost == lost == 5 and end.events == 5
+    assert _recording.stats.unread_at_stop == 3  # the summary says why those were lost
+    assert any("3 of the lost events were still in the kernel buffer" in line
+               for line in summary_warnings(_recording.stats))
 
 
 def test_a_signal_stops_a_recording_that_is_never_drained_within_the_budget():

@@ -62,6 +62,7 @@ class Stats:
     read_faults: int = 0
     lost_fd_notes: int = 0
     unfollowed: int = 0
+    unread_at_stop: int = 0  # events of `lost` still in the kernel buffer when the drain ended
     started_ns: int = 0
 
     def rate(self, now_ns: int) -> float:
@@ -222,6 +223,7 @@ class Recording:
             self.stats.lost += count
             self._seen_lost = events
         self.stats.lost_fd_notes = kernel.fd_notes + self._unread.fd_notes
+        self.stats.unread_at_stop = self._unread.events
         self.stats.unfollowed = self._probe.unfollowed()
 
 
@@ -272,9 +274,13 @@ def summary_warnings(stats: Stats) -> list[str]:
     if stats.unfollowed:
         warnings.append(f"warning: {stats.unfollowed} new processes were not followed: the "
                         "process table was full (--follow-max); their calls are missing")
+    if stats.unread_at_stop:
+        warnings.append(f"warning: {stats.unread_at_stop} of the lost events were still in the "
+                        f"kernel buffer when the stop signal's {DRAIN_BUDGET_NS / 1e9:.1f} s "
+                        "drain ended; --duration or --count stops take everything")
     if stats.lost_fd_notes:
         warnings.append(f"warning: {stats.lost_fd_notes} descriptor notes were lost (buffer "
-                        "full): some descriptors may be unnamed")
+                        "full, or unread at the stop): some descriptors may be unnamed")
     return warnings
 
 
