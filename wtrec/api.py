@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 
 from wtrec.errors import FormatError, InputError, UsageError
 from wtrec.format import CaptureReader
-from wtrec.records import FdIdentity, FdInfo, Header, IoEvent, Record
+from wtrec.records import FdIdentity, FdInfo, Header, IoEvent, PayloadSizes, Record
 from wtrec.tools.fd_names import FdNames
 from wtrec.tools.selection import Selection
 
@@ -39,7 +39,7 @@ class TruncatedCaptureWarning(UserWarning):
 
 
 @dataclass(frozen=True, slots=True)
-class Event:
+class Event(PayloadSizes):
     """One traced syscall, read-only, with its time on both clocks and its fd resolved.
 
     `ts_ns` is the boot-clock time the kernel stamped, `wall_ns` the same
@@ -72,21 +72,6 @@ class Event:
     def time(self) -> datetime:
         """The wall-clock time as an aware UTC datetime (microseconds; wall_ns keeps all)."""
         return datetime.fromtimestamp(self.wall_ns / 1e9, tz=timezone.utc)
-
-    @property
-    def expected(self) -> int:
-        """Bytes a whole capture would hold: asked-for (out) or received (in)."""
-        if self.direction == "in":
-            return max(self.ret or 0, 0)
-        return self.count
-
-    @property
-    def truncated(self) -> bool:
-        return len(self.data) < self.expected
-
-    @property
-    def failed(self) -> bool:
-        return self.ret is not None and self.ret < 0
 
 
 def open(source: Source | Sequence[str | os.PathLike]) -> Capture:

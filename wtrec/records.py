@@ -71,8 +71,37 @@ class Header:
         return self.anchor_real_ns + (boot_ns - self.anchor_boot_ns)
 
 
+class PayloadSizes:
+    """What a call's sizes say about its payload; shared by every event type.
+
+    For classes with `count` (asked for), `ret` (the return value, None
+    before format 1.1), `data` (what was captured) and `direction`.
+    """
+
+    __slots__ = ()
+    count: int
+    ret: int | None
+    data: bytes
+    direction: str
+
+    @property
+    def expected(self) -> int:
+        """Bytes a whole capture would hold: asked-for (out) or received (in)."""
+        if self.direction == "in":
+            return max(self.ret or 0, 0)
+        return self.count
+
+    @property
+    def truncated(self) -> bool:
+        return len(self.data) < self.expected
+
+    @property
+    def failed(self) -> bool:
+        return self.ret is not None and self.ret < 0
+
+
 @dataclass(frozen=True)
-class IoEvent:
+class IoEvent(PayloadSizes):
     """One traced syscall: what the process asked for, what it did, what we copied.
 
     `count` is the length the process passed; `data` holds at most snaplen
@@ -93,21 +122,6 @@ class IoEvent:
     ret: int | None = None
     seq: int | None = None
     direction: str = "out"  # "out": the write family; "in": the read family
-
-    @property
-    def expected(self) -> int:
-        """Bytes a whole capture would hold: asked-for (out) or received (in)."""
-        if self.direction == "in":
-            return max(self.ret or 0, 0)
-        return self.count
-
-    @property
-    def truncated(self) -> bool:
-        return len(self.data) < self.expected
-
-    @property
-    def failed(self) -> bool:
-        return self.ret is not None and self.ret < 0
 
 
 @dataclass(frozen=True)
