@@ -62,11 +62,13 @@ def encode_record(record: Record) -> list:
         f = record.filters
         filters = {"comms": list(f.comms), "pids": list(f.pids), "all": f.all,
                    "syscalls": list(f.syscalls), "follow": f.follow, "command": list(f.command)}
-        return [TYPE_HEADER, record.format_major, record.format_minor, record.tool_version,
-                record.host, record.kernel, record.start_ns, record.anchor_boot_ns,
-                record.anchor_real_ns, list(record.argv), filters, record.snaplen,
-                record.buffer, [_encode_derivation(step) for step in record.provenance],
-                None if record.series is None else [record.series.id, record.series.index]]
+        fields = [TYPE_HEADER, record.format_major, record.format_minor, record.tool_version,
+                  record.host, record.kernel, record.start_ns, record.anchor_boot_ns,
+                  record.anchor_real_ns, list(record.argv), filters, record.snaplen,
+                  record.buffer, [_encode_derivation(step) for step in record.provenance]]
+        if record.series is not None:  # absent outside a series: such headers stay as in 1.2
+            fields.append([record.series.id, record.series.index])
+        return fields
     raise TypeError(f"not a record: {record!r}")
 
 
