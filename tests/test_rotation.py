@@ -16,7 +16,7 @@ import wtrec
 from wtrec.capture.fd_table import FdTable
 from wtrec.capture.probe import ProbeConfig
 from wtrec.cli import app
-from wtrec.errors import FormatError
+from wtrec.errors import FormatError, OutputError
 from wtrec.format import CaptureReader
 from wtrec.record import Recording, StopRule, boot_ns, recording_header
 from wtrec.records import End, FdIdentity, FdInfo, Header, IoEvent, Lost, SeriesPart
@@ -276,3 +276,23 @@ def test_rotation_usage_errors(args, needle):
     result = CliRunner().invoke(app, ["record", "-c", "x", *args])
     assert result.exit_code == 2, result.output
     assert needle in result.output
+
+
+def test_when_the_next_file_cannot_be_made_the_last_one_is_closed_cleanly():
+    clock, disk = Clock(), {}
+
+    def open_file(path: str) -> FakeFile:
+        if path == "run.001.wtrace":
+            raise OutputError(f"{path} exists; give --force to overwrite it")
+        return FakeFile(path, disk)
+
+    writer = RotatingWriter("run.wtrace", recording_header(ProbeConfig(), ()),
+                            RotationRule(every_ns=1), open_file=open_file, clock=clock)
+    writer.write(IoEvent(ts_ns=1, pid=1, tid=1, uid=0, comm=b"c", fd=3, count=1, data=b"a",
+                         seq=0))
+    clock.now = 1
+    with pytest.raises(OutputError, match="exists"):
+        writer.tick()
+    end = read(disk["run.000.wtrace"])[-1]
+    assert isinstance(end, End) and end.events == 1
+    writer.abandon()  # what the CLI does after the error: nothing left open to close
