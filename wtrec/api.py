@@ -23,6 +23,7 @@ from wtrec.errors import FormatError, InputError, UsageError
 from wtrec.format import CaptureReader
 from wtrec.records import FdIdentity, FdInfo, Header, IoEvent, PayloadSizes, Record
 from wtrec.tools.fd_names import FdNames
+from wtrec.tools.merge import one_series, series_index
 from wtrec.tools.selection import Selection
 
 if TYPE_CHECKING:
@@ -99,6 +100,12 @@ class Capture:
         self._pending: dict[int, tuple[CaptureReader, Iterator[Record]]] = {}
         self.warning: str | None = None  # the last pass's "ends early" message, if any
         self.headers: tuple[Header, ...] = tuple(self._read_header(s) for s in self._sources)
+        if len(self._sources) > 1 and one_series(self.headers):
+            # The files of one rotated recording are read in the order they
+            # were written, whatever order a glob gave (run.1000 < run.101).
+            order = sorted(range(len(self._sources)), key=lambda i: series_index(self.headers[i]))
+            self._sources = [self._sources[i] for i in order]
+            self.headers = tuple(self.headers[i] for i in order)
 
     @property
     def header(self) -> Header:

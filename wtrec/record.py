@@ -16,7 +16,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import BinaryIO, Protocol
 
 from wtrec import __version__
 from wtrec.capture import compat32
@@ -27,7 +27,7 @@ from wtrec.capture.ordering import ReorderBuffer
 from wtrec.capture.probe import Probe, ProbeConfig, RecordCounts
 from wtrec.errors import OutputError, ProbeError
 from wtrec.format import FORMAT_MAJOR, FORMAT_MINOR, CaptureWriter
-from wtrec.records import End, FdIdentity, FdInfo, Filters, Header, IoEvent, Lost
+from wtrec.records import End, FdIdentity, FdInfo, Filters, Header, IoEvent, Lost, Record
 
 # The reading loop: each step takes at most STEP_BYTES of kernel records, so
 # a signal is seen within a step whatever the load; when a step found little,
@@ -79,10 +79,22 @@ class StopRule:
     child: subprocess.Popen | None = None  # stop once it has exited
 
 
+class CaptureSink(Protocol):
+    """What a recording writes into: a CaptureWriter, or a RotatingWriter (wtrec/rotation.py)."""
+
+    def write(self, record: Record) -> None: ...
+
+    def tick(self) -> bool | None: ...  # True: a new file began
+
+    def flush(self) -> None: ...
+
+    def close(self, end: End) -> None: ...
+
+
 class Recording:
     """Drives one probe into one writer; `stop()` may be called from a signal handler."""
 
-    def __init__(self, probe: Probe, writer: CaptureWriter, rule: StopRule,
+    def __init__(self, probe: Probe, writer: CaptureSink, rule: StopRule,
                  status: Callable[[Stats], None] | None = None,
                  fds: FdTable | None = None, sleep: Callable[[float], None] = time.sleep):
         self._probe = probe
@@ -126,7 +138,10 @@ class Recording:
         while not self._done():
             taken = self._step()
             now = boot_ns()
-            self._writer.tick()
+            if self._writer.tick():
+                # A new file of a rotated series: it names each descriptor
+                # again before its first event there, so it stands alone.
+                self._fd_written.clear()
             if (taken == 0 and self._unflushed_since is not None
                     and now - self._unflushed_since >= IDLE_FLUSH_NS):
                 self._writer.flush()
@@ -294,11 +309,15 @@ def _warn_32bit(config: ProbeConfig, child: HeldCommand | None, notify: Notify) 
                "tracepoints do not see 32-bit syscalls, so it will not be captured")
 
 
-def record_session(out: BinaryIO, *, output_name: str, config: ProbeConfig,
+def record_session(out: BinaryIO | Callable[[Header], CaptureSink], *, output_name: str,
+                   config: ProbeConfig,
                    command: tuple[str, ...] = (), duration_s: float | None = None,
                    max_events: int | None = None, notify: Notify,
                    status: Callable[[Stats], None] | None = None) -> tuple[Stats, int]:
     """Records into `out` until a stop rule, a signal or the command's exit.
+
+    `out` is a stream, or a function that makes the writer from the header
+    (a rotating one, for a series of files).
 
     Returns the totals and the command's exit status (0 without a command).
     """
@@ -320,7 +339,7 @@ def record_session(out: BinaryIO, *, output_name: str, config: ProbeConfig,
             _warn_32bit(config, child, notify)
             header = recording_header(config, command)
             try:
-                writer = CaptureWriter(out, header)
+                writer = out(header) if callable(out) else CaptureWriter(out, header)
             except OSError as exc:
                 raise OutputError(f"cannot write {output_name}: {exc.strerror}") from None
         except BaseException:

@@ -8,7 +8,7 @@ their byte-level encoding. Times are integer nanoseconds on the boot clock
 from dataclasses import dataclass, field
 
 FORMAT_MAJOR = 1
-FORMAT_MINOR = 2
+FORMAT_MINOR = 3
 
 # Record type codes: the first element of every msgpack record array.
 TYPE_HEADER = 1
@@ -49,6 +49,14 @@ class Derivation:
 
 
 @dataclass(frozen=True)
+class SeriesPart:
+    """Which file of a rotated recording (record -C/-G) a capture is; since 1.3."""
+
+    id: str  # shared by every file of one recording: 16 random hex digits
+    index: int  # 0 for the recording's first file, then 1, 2, ...
+
+
+@dataclass(frozen=True)
 class Header:
     """Always the first record: where, when and how the capture was made."""
 
@@ -65,6 +73,7 @@ class Header:
     snaplen: int
     buffer: str  # "ringbuf" or "perf"
     provenance: tuple[Derivation, ...] = ()  # since 1.2: oldest step first
+    series: SeriesPart | None = None  # since 1.3: set when the recording rotates files
 
     def wall_ns(self, boot_ns: int) -> int:
         """Converts an event's boot-clock time to wall-clock nanoseconds."""

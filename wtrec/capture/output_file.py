@@ -19,7 +19,8 @@ On top of that, for every caller:
   as it was;
 - after a failure only the file this run created is removed (checked by
   its inode, and only while it is still empty), never a path that was
-  there before.
+  there before; a rotated recording's older files (-W) are removed the
+  same way, checked by inode, as the user.
 """
 
 import ctypes
@@ -160,6 +161,23 @@ class OutputFile:
                 if ((there.st_dev, there.st_ino) == self._inode and stat.S_ISREG(there.st_mode)
                         and there.st_size == 0):
                     os.unlink(name, dir_fd=self._dir_fd)
+        except OSError:
+            pass  # gone or replaced meanwhile: then it is not ours to remove
+
+    def remove_finished(self) -> None:
+        """After `close`: removes the file (record -W), if its name still holds the file
+        this run created and it is regular; the checks and the unlink run as the user.
+        """
+        directory, _name = os.path.split(self.path)
+        try:
+            with acting_as(self._identity):
+                dir_fd = os.open(directory or ".", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+                try:
+                    there = os.stat(self._name, dir_fd=dir_fd, follow_symlinks=False)
+                    if (there.st_dev, there.st_ino) == self._inode and stat.S_ISREG(there.st_mode):
+                        os.unlink(self._name, dir_fd=dir_fd)
+                finally:
+                    os.close(dir_fd)
         except OSError:
             pass  # gone or replaced meanwhile: then it is not ours to remove
 

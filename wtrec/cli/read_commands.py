@@ -37,7 +37,7 @@ from wtrec.tools.grep import (
     iter_stream_matches,
     payload_test,
 )
-from wtrec.tools.info import as_dict, inspect, text_lines
+from wtrec.tools.info import as_dict, inspect, series_lines, text_lines
 from wtrec.tools.redaction import find, preview, rules
 from wtrec.tools.render import JsonRenderer, TextRenderer, escape_bytes, escape_text
 from wtrec.tools.selection import Selection, compile_pattern, select_records
@@ -100,8 +100,10 @@ def info(
 ) -> None:
     """Summarise captures: header, span, totals per process and per fd, loss, compression."""
     with reported_errors():
+        headers = []
         for number, name in enumerate(files):
             captured = inspect(name, open_input(name))
+            headers.append(captured.header)
             if json_view:
                 print(json.dumps(as_dict(captured), ensure_ascii=True))
             else:
@@ -110,6 +112,9 @@ def info(
                 print("\n".join(text_lines(captured)))
             if captured.warning:
                 say(f"{name}: {captured.warning}")
+        if not json_view and len(files) > 1 and any(h.series for h in headers):
+            print()
+            print("\n".join(series_lines(headers)))
 
 
 def grep(

@@ -120,6 +120,8 @@ def text_lines(info: CaptureInfo) -> Iterator[str]:
     size = human_bytes(info.file_size) if info.file_size is not None else "size unknown"
     how = "indexed" if info.source == "index" else f"scanned ({info.index_note})"
     yield f"file        {_safe(info.name)}: {size}, format {h.format_major}.{h.format_minor}, {how}"
+    if h.series is not None:
+        yield f"series      {_safe(h.series.id)}, file {h.series.index}"
     yield (f"recorded    {_date(h.start_ns)} on {_safe(h.host)}, kernel {_safe(h.kernel)}, "
            f"wtrec {_safe(h.tool_version)}")
     yield f"command     {_safe(' '.join(h.argv))}"
@@ -153,6 +155,27 @@ def text_lines(info: CaptureInfo) -> Iterator[str]:
     for f in sorted(s.fds.values(), key=lambda f: (f.pid, f.fd)):
         what = _safe(f.identity.describe()) if f.identity else "unknown"
         yield f"{f.pid:>8}  {f.fd:>4}  {_counts(f.out):>24}  {_counts(f.into):>24}  {what}"
+
+
+def series_lines(headers: list[Header]) -> Iterator[str]:
+    """For several files: which series they belong to, and the indexes missing between them."""
+    by_id: dict[str, list[int]] = {}
+    for header in headers:
+        if header.series is not None:
+            by_id.setdefault(header.series.id, []).append(header.series.index)
+    for series_id, indexes in by_id.items():
+        present = sorted(set(indexes))
+        missing = sorted(set(range(present[0], present[-1] + 1)) - set(present))
+        text = (f"series      {_safe(series_id)}: {len(indexes)} files, "
+                f"index {present[0]} .. {present[-1]}")
+        if missing:
+            shown = ", ".join(map(str, missing[:20])) + (", ..." if len(missing) > 20 else "")
+            text += f", missing {len(missing)}: {shown}"
+        else:
+            text += ", none missing between them"
+        if len(present) < len(indexes):
+            text += ", some given twice"
+        yield text
 
 
 def _direction_totals(s: CaptureStats) -> tuple[Counts, Counts]:

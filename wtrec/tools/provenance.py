@@ -27,7 +27,8 @@ def derived_header(inputs: list[Header], op: str, argv: Iterable[str],
                       notes=tuple(notes),
                       inputs=tuple(dataclasses.replace(h, provenance=()) for h in inputs))
     return dataclasses.replace(inputs[0], format_major=FORMAT_MAJOR, format_minor=FORMAT_MINOR,
-                               tool_version=__version__, provenance=(*carried, step))
+                               tool_version=__version__, provenance=(*carried, step),
+                               series=None)
 
 
 def write_capture(writer: CaptureWriter, records: Iterable[Record], end_ns: int | None = None) -> End:

@@ -237,6 +237,7 @@ def header_dict(h: Header) -> dict:
         "provenance": [{"op": d.op, "tool_version": d.tool_version, "time_ns": d.time_ns,
                         "argv": list(d.argv), "notes": dict(d.notes),
                         "inputs": [header_dict(i) for i in d.inputs]} for d in h.provenance],
+        "series": None if h.series is None else {"id": h.series.id, "index": h.series.index},
     }
 
 

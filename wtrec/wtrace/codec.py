@@ -30,11 +30,13 @@ from wtrec.records import (
     IoEvent,
     Lost,
     Record,
+    SeriesPart,
 )
 from wtrec.wtrace.framing import MAX_FRAME_CONTENT
 
 MAX_RECORD_FIELDS = 4096  # msgpack array/map lengths
-MAX_PROVENANCE_DEPTH = 8  # a derived file's inputs' inputs' ... headers
+MAX_PROVENANCE_DEPTH = 8
+MAX_SERIES_ID = 64  # characters of a series id  # a derived file's inputs' inputs' ... headers
 
 U32 = (1 << 32) - 1
 U64 = (1 << 64) - 1
@@ -60,10 +62,13 @@ def encode_record(record: Record) -> list:
         f = record.filters
         filters = {"comms": list(f.comms), "pids": list(f.pids), "all": f.all,
                    "syscalls": list(f.syscalls), "follow": f.follow, "command": list(f.command)}
-        return [TYPE_HEADER, record.format_major, record.format_minor, record.tool_version,
-                record.host, record.kernel, record.start_ns, record.anchor_boot_ns,
-                record.anchor_real_ns, list(record.argv), filters, record.snaplen,
-                record.buffer, [_encode_derivation(step) for step in record.provenance]]
+        fields = [TYPE_HEADER, record.format_major, record.format_minor, record.tool_version,
+                  record.host, record.kernel, record.start_ns, record.anchor_boot_ns,
+                  record.anchor_real_ns, list(record.argv), filters, record.snaplen,
+                  record.buffer, [_encode_derivation(step) for step in record.provenance]]
+        if record.series is not None:  # absent outside a series: such headers stay as in 1.2
+            fields.append([record.series.id, record.series.index])
+        return fields
     raise TypeError(f"not a record: {record!r}")
 
 
@@ -424,6 +429,17 @@ class _Fields:
                           time_ns=f.integer(3, "step time"), argv=f.text_list(4, "step argv"),
                           notes=tuple(notes.items()), inputs=tuple(headers))
 
+    def series(self, index: int, what: str) -> SeriesPart | None:
+        """The file's place in a rotated recording (absent before 1.3, nil outside one)."""
+        if not self.has(index) or self._values[index] is None:
+            return None
+        value = self._values[index]
+        if (type(value) is not list or len(value) < 2 or type(value[0]) is not str
+                or not 1 <= len(value[0]) <= MAX_SERIES_ID or type(value[1]) is not int
+                or not 0 <= value[1] <= U32):
+            raise self._bad(index, what)
+        return SeriesPart(value[0], value[1])
+
     def filters(self, index: int, what: str) -> Filters:
         value = self._get(index, what)
         if type(value) is not dict:
@@ -458,6 +474,7 @@ def _decode_header(f: _Fields, depth: int = 0) -> Header:
         snaplen=f.integer(11, "snaplen", high=U32),
         buffer=f.text(12, "buffer"),
         provenance=f.provenance(13, "provenance", depth),
+        series=f.series(14, "series"),
     )
 
 
