@@ -17,7 +17,7 @@ from wtrec.records import Derivation, Header
 from wtrec.tools.render import comm_text, escape_text, format_clock, header_dict
 
 
-@dataclass
+@dataclass(kw_only=True)
 class CaptureInfo:
     name: str
     header: Header
@@ -43,16 +43,19 @@ def inspect(name: str, stream: BinaryIO) -> CaptureInfo:
     if index is not None:
         compressed = sum(f.size for f in index.frames)
         content = sum(f.content_size for f in index.frames)
-        return CaptureInfo(name, header, version, index.stats,
-                           _size(stream, None), len(index.frames), compressed, content,
-                           "index", note, None)
+        return CaptureInfo(name=name, header=header, version=version, stats=index.stats,
+                           file_size=_size(stream, None), frames=len(index.frames),
+                           compressed_bytes=compressed, content_bytes=content, source="index",
+                           index_note=note, warning=None)
     accumulator = StatsAccumulator()
     while batch := list(islice(records, 4096)):
         accumulator.add_batch(batch)
     stats = accumulator.snapshot()
-    return CaptureInfo(name, header, version, stats,
-                       _size(stream, None), reader.frames, reader.compressed_bytes,
-                       reader.content_bytes, "scan", note, reader.warning)
+    return CaptureInfo(name=name, header=header, version=version, stats=stats,
+                       file_size=_size(stream, None), frames=reader.frames,
+                       compressed_bytes=reader.compressed_bytes,
+                       content_bytes=reader.content_bytes, source="scan", index_note=note,
+                       warning=reader.warning)
 
 
 def _seekable(stream: BinaryIO) -> bool:
