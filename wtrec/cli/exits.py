@@ -29,6 +29,8 @@ def reported_errors() -> Iterator[None]:
     """Maps wtrec's errors to one stderr line and an exit code."""
     try:
         yield
+        # Output still buffered must fail here, where it is reported, not at exit.
+        sys.stdout.flush()
     except WtrecError as exc:
         say(exc.message)
         raise typer.Exit(exc.exit_code) from None
