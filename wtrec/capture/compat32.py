@@ -1,7 +1,8 @@
-"""Finds 32-bit programs, whose syscalls the syscall tracepoints never see.
+"""Finds 32-bit programs, whose syscalls wtrec does not capture.
 
-On x86-64 the kernel's sys_enter_*/sys_exit_* tracepoints fire only for
-64-bit syscalls; a 32-bit (compat) process writes without being traced.
+On x86-64 a 32-bit (compat) process makes syscalls with other numbers and
+argument layouts; the BPF program tells them apart and leaves them alone,
+so such a process writes without being traced, and `record` warns.
 """
 
 from pathlib import Path
