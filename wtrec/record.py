@@ -302,11 +302,11 @@ def summary_warnings(stats: Stats) -> list[str]:
 def _warn_32bit(config: ProbeConfig, child: HeldCommand | None, notify: Notify) -> None:
     pids = list(config.pids) + (compat32.pids_with_comm(config.comms) if config.comms else [])
     for found in compat32.compat_processes(pids):
-        notify(f"warning: process {found} is a 32-bit program; the kernel's syscall "
-               "tracepoints do not see 32-bit syscalls, so it will not be captured")
+        notify(f"warning: process {found} is a 32-bit program; wtrec does not capture "
+               "32-bit syscalls, so it will not be captured")
     if child is not None and child.binary and compat32.is_32bit_elf(child.binary):
-        notify(f"warning: {child.argv[0]} is a 32-bit program; the kernel's syscall "
-               "tracepoints do not see 32-bit syscalls, so it will not be captured")
+        notify(f"warning: {child.argv[0]} is a 32-bit program; wtrec does not capture "
+               "32-bit syscalls, so it will not be captured")
 
 
 def record_session(out: BinaryIO | Callable[[Header], CaptureSink], *, output_name: str,
