@@ -278,3 +278,30 @@ def test_importing_wtrec_loads_neither_the_cli_nor_bcc_nor_pyarrow():
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                           check=True)
     assert done.stdout.strip() == "[]"
+
+
+def test_a_pipe_is_read_once_by_the_reader_that_read_its_header(sample_path):
+    """What the command line relies on for stdin: one pass, its facts, no Python warning."""
+    read_end, write_end = os.pipe()
+    with os.fdopen(write_end, "wb") as w:
+        w.write(build_capture(end=False))
+    with os.fdopen(read_end, "rb") as pipe:
+        cap = wtrec.open(pipe, warn=False)
+        assert cap.header.host == "testhost"
+        assert (cap.event_count, cap.end, cap.truncated, cap.warning) == (0, None, False, None)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # warn=False: the caller says it its own way
+            records = list(cap.records())
+        assert isinstance(records[0], Header) and records[1:] == sample_records()
+        assert cap.truncated and cap.event_count == 4 and cap.end is None
+        assert "ends early after 4 events" in cap.warning
+        with pytest.raises(UsageError, match="cannot seek, so it can be read once only"):
+            next(cap.records())
+
+
+def test_each_pass_over_a_path_reports_its_own_facts(sample_path):
+    cap = wtrec.open(sample_path)
+    for _ in range(2):  # a path is read again from its start by every pass
+        assert len(list(cap.records())) == len(sample_records()) + 2
+        assert cap.event_count == 4 and not cap.truncated and cap.warning is None
+        assert cap.end is not None and cap.end.events == 4

@@ -584,3 +584,54 @@ def test_the_accumulator_adds_up_per_fd_identity_process_and_direction():
     proc = stats.processes[10]
     assert (proc.out.events, proc.into.events, proc.first_ns, proc.last_ns) == (
         3, 1, BASE, BASE + 3_000_000)
+
+
+# ---------------------------------------------------------------- built on the Python API
+
+STDIN_COMMANDS = [
+    ["export", "--format", "jsonl", "-o", "-"],
+    ["export", "--format", "pcapng", "-o", "-"],
+    ["filter", "-o", "-", "--pid", "20"],
+    ["redact", "-o", "-"],
+    ["scan"],
+    ["streams", "--all"],
+    ["messages"],
+]
+
+
+@pytest.mark.parametrize("command", STDIN_COMMANDS, ids=lambda c: " ".join(c[:3]))
+def test_commands_read_stdin_through_the_python_api(conv, monkeypatch, command):
+    import wtrec.api
+
+    opened = []
+    real_open = wtrec.api.open
+
+    def spy(source, **options):
+        capture = real_open(source, **options)
+        opened.append(capture)
+        return capture
+
+    monkeypatch.setattr(wtrec.api, "open", spy)
+    from_path = runner.invoke(app, [command[0], str(conv), *command[1:]])
+    assert from_path.exit_code in (0, 1), from_path.output
+    assert len(opened) == 1
+    from_stdin = runner.invoke(app, [command[0], "-", *command[1:]], input=conv.read_bytes())
+    assert from_stdin.exit_code == from_path.exit_code, from_stdin.output
+    assert len(opened) == 2  # the API read all of stdin, as it read the file
+    assert opened[1].event_count == opened[0].event_count == len(
+        [r for r in conversation() if isinstance(r, IoEvent)])
+    if command[0] in ("filter", "redact"):  # their headers record the command line
+        assert from_stdin.stdout_bytes[:4] == from_path.stdout_bytes[:4]
+    else:
+        assert from_stdin.stdout_bytes == from_path.stdout_bytes
+
+
+@pytest.mark.parametrize("command", [["export", "--format", "jsonl", "-o", "-"], ["messages"],
+                                     ["scan"]], ids=lambda c: c[0])
+def test_a_pipe_on_stdin_gives_what_the_file_gives(conv, command):
+    by_path = subprocess.run(wtrec_cmd(command[0], str(conv), *command[1:]), capture_output=True,
+                             check=False)
+    piped = subprocess.run(wtrec_cmd(command[0], "-", *command[1:]), input=conv.read_bytes(),
+                           capture_output=True, check=False)
+    assert piped.returncode == by_path.returncode, piped.stderr
+    assert piped.stdout == by_path.stdout

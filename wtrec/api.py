@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 
 from wtrec.errors import FormatError, InputError, UsageError
 from wtrec.format import CaptureReader
-from wtrec.records import FdIdentity, FdInfo, Header, IoEvent, PayloadSizes, Record
+from wtrec.records import End, FdIdentity, FdInfo, Header, IoEvent, PayloadSizes, Record
 from wtrec.tools.fd_names import FdNames
 from wtrec.tools.merge import one_series, series_index
 from wtrec.tools.selection import Selection
@@ -75,13 +75,17 @@ class Event(PayloadSizes):
         return datetime.fromtimestamp(self.wall_ns / 1e9, tz=timezone.utc)
 
 
-def open(source: Source | Sequence[str | os.PathLike]) -> Capture:
+def open(source: Source | Sequence[str | os.PathLike], *, warn: bool = True) -> Capture:
     """Opens a capture: a path, a binary file object, or a list of paths read as one series.
 
     The header is read at once, so a file that is not a capture fails here
-    with FormatError; the events are read only when asked for.
+    with FormatError; the events are read only when asked for. A file
+    object that cannot seek (stdin, a pipe) gives one pass, read by the
+    reader that read its header. With `warn=False` a capture that ends
+    early raises no TruncatedCaptureWarning: the caller reads `truncated`
+    and `warning` after the pass (the command line says it its own way).
     """
-    return Capture(source)
+    return Capture(source, warn=warn)
 
 
 class Capture:
@@ -91,14 +95,18 @@ class Capture:
     `events()`/`records()`; a file object that cannot seek (a pipe) can be
     read once. A path is open only while a pass over it is under way; as a
     context manager (or with `close()`) the passes left unfinished close too.
+
+    What the latest pass found is kept: `truncated`, `warning`, `end` and
+    `event_count` (for a series, of the file that pass read last).
     """
 
-    def __init__(self, source: Source | Sequence[str | os.PathLike]):
+    def __init__(self, source: Source | Sequence[str | os.PathLike], *, warn: bool = True):
         self._sources: list[Source] = _as_sources(source)
+        self._warn = warn
         self._open_files: set[BinaryIO] = set()  # opened for a pass still under way
         self._read_once: set[int] = set()  # file objects read from once already
         self._pending: dict[int, tuple[CaptureReader, Iterator[Record]]] = {}
-        self.warning: str | None = None  # the last pass's "ends early" message, if any
+        self._latest: CaptureReader | None = None  # the reader of the latest pass
         self.headers: tuple[Header, ...] = tuple(self._read_header(s) for s in self._sources)
         if len(self._sources) > 1 and one_series(self.headers):
             # The files of one rotated recording are read in the order they
@@ -117,14 +125,35 @@ class Capture:
         """The name of each file of the series, as given (or the file object's name)."""
         return tuple(_name(s) for s in self._sources)
 
+    @property
+    def truncated(self) -> bool:
+        """Whether the latest pass found the capture ending early (cut, or no end record)."""
+        return self._latest is not None and self._latest.truncated
+
+    @property
+    def warning(self) -> str | None:
+        """The latest pass's "ends early" message, or None."""
+        return None if self._latest is None else self._latest.warning
+
+    @property
+    def end(self) -> End | None:
+        """The end record the latest pass read, if it reached one."""
+        return None if self._latest is None else self._latest.end
+
+    @property
+    def event_count(self) -> int:
+        """The events the latest pass read so far (all of them, whatever a filter kept)."""
+        return 0 if self._latest is None else self._latest.events
+
     def records(self) -> Iterator[Record]:
         """Every record in file order: header, events, fd, lost and end records.
 
         For a series, each file's records follow the previous file's, its
         own header first.
         """
-        for source in self._sources:
-            yield from self._read(source)
+        if len(self._sources) == 1:  # one generator fewer per record on the common path
+            return self._read(self._sources[0])
+        return itertools.chain.from_iterable(self._read(source) for source in self._sources)
 
     def events(self, *, pid: int | Iterable[int] | None = None,
                comm: str | Iterable[str] | None = None,
@@ -217,13 +246,13 @@ class Capture:
             records: Iterator[Record] = iter(reader)
         else:
             reader, records = pending
+        self._latest = reader
         try:
             yield from records
         finally:
             if stream is not None:
                 self._done(source, stream)
-        self.warning = reader.warning
-        if reader.warning:
+        if reader.warning and self._warn:
             warnings.warn(f"{_name(source)}: {reader.warning}", TruncatedCaptureWarning,
                           stacklevel=3)
 

@@ -12,9 +12,14 @@ import typer
 
 from wtrec.cli.exits import reported_errors, say
 from wtrec.cli.options import ColorMode, ColorOpt, Direction, DirectionOpt, FileArg, ForceOpt, use_color
-from wtrec.cli.outputs import result_file, rewindable_input
+from wtrec.cli.outputs import (
+    open_capture,
+    open_input,
+    records_after_header,
+    result_file,
+    rewindable_input,
+)
 from wtrec.errors import UsageError
-from wtrec.format import start_reading
 from wtrec.records import Lost
 from wtrec.tools.conversation_views import (
     FollowRenderer,
@@ -43,12 +48,11 @@ StreamOpt = Annotated[list[int] | None, typer.Option("--stream", help="Only this
 
 
 def _conversations(path: str, every_fd: bool):
-    """The capture read once for its conversations; returns them and the rewound input."""
-    stream = rewindable_input(path)
-    _reader, records, header = start_reading(stream)
-    conversations = list_conversations(records, every_fd=every_fd).conversations
-    stream.seek(0)
-    return stream, header, conversations
+    """The capture read once for its conversations; returns it, to read again, and them."""
+    capture = open_capture(rewindable_input(path))
+    conversations = list_conversations(records_after_header(capture),
+                                       every_fd=every_fd).conversations
+    return capture, conversations
 
 
 def streams(
@@ -59,9 +63,9 @@ def streams(
 ) -> None:
     """List the conversations: one per connection, both traced ends paired into one."""
     with reported_errors():
-        stream = rewindable_input(file)
-        reader, records, header = start_reading(stream)
-        listing = list_conversations(records, every_fd=every_fd)
+        capture = open_capture(open_input(file))
+        header = capture.header
+        listing = list_conversations(records_after_header(capture), every_fd=every_fd)
         conversations = listing.conversations
         paint = Painter(use_color(color))
         for conversation in conversations:
@@ -76,8 +80,8 @@ def streams(
         elif not conversations:
             say("no conversations in this capture" + ("" if every_fd else " (--all lists every fd)"))
         sys.stdout.flush()
-        if reader.warning:
-            say(reader.warning)
+        if capture.warning:
+            say(capture.warning)
 
 
 def _choose(conversations: list[Conversation], number: int | None) -> Conversation:
@@ -115,10 +119,10 @@ def follow(
     with reported_errors():
         if sum((hex_view, json_view, raw)) > 1:
             raise UsageError("--hex, --json and --raw exclude each other")
-        stream, _header, conversations = _conversations(file, every_fd)
+        capture, conversations = _conversations(file, every_fd)
         conversation = _choose(conversations, number)
-        reader, records, header = start_reading(stream)
-        pieces = iter_pieces(records, [conversation])
+        header = capture.header
+        pieces = iter_pieces(records_after_header(capture), [conversation])
         if raw:
             wanted = 0 if direction is Direction.out else 1
             with result_file(output, force, (file,)) as out:
@@ -126,13 +130,13 @@ def follow(
                     if not isinstance(item, Lost) and item.flow == wanted:
                         out.write(item.data)
         else:
-            _print_follow(header, conversation, pieces, reader, hex_view=hex_view, json_view=json_view,
-                          color=use_color(color))
-        if reader.warning:
-            say(reader.warning)
+            _print_follow(header, conversation, pieces, capture, hex_view=hex_view,
+                          json_view=json_view, color=use_color(color))
+        if capture.warning:
+            say(capture.warning)
 
 
-def _print_follow(header, conversation, pieces, reader, *, hex_view: bool, json_view: bool,
+def _print_follow(header, conversation, pieces, capture, *, hex_view: bool, json_view: bool,
                   color: bool) -> None:
     write = sys.stdout.write
     renderer = FollowRenderer(header, conversation, hex_view=hex_view, paint=Painter(color))
@@ -146,7 +150,7 @@ def _print_follow(header, conversation, pieces, reader, *, hex_view: bool, json_
         else:
             lines = [follow_json(conversation, item)] if json_view else list(renderer.piece(item))
         write("\n".join(lines) + "\n")
-    if reader.truncated and not json_view:
+    if capture.truncated and not json_view:
         write("\n".join(renderer.cut_short()) + "\n")
     sys.stdout.flush()
 
@@ -168,14 +172,15 @@ def messages(
     The human view escapes all but printable ASCII (a backslash as \\\\, as `show` does).
     """
     with reported_errors():
-        stream, _header, conversations = _conversations(file, every_fd)
+        capture, conversations = _conversations(file, every_fd)
         if number:
             known = {c.number for c in conversations}
             for wanted in number:
                 if wanted not in known:
                     raise UsageError(f"no stream {wanted}; `wtrec streams FILE` lists {len(conversations)}")
             conversations = [c for c in conversations if c.number in number]
-        reader, records, header = start_reading(stream)
+        header = capture.header
+        records = records_after_header(capture)
         forced = None if proto is ProtoChoice.auto else proto.value
         paint = Painter(use_color(color))
         write = sys.stdout.write
@@ -186,5 +191,5 @@ def messages(
             else:
                 write(message_line(header, decoded, paint) + "\n")
         sys.stdout.flush()
-        if reader.warning:
-            say(reader.warning)
+        if capture.warning:
+            say(capture.warning)

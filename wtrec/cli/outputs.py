@@ -14,11 +14,14 @@ import sys
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
+from itertools import islice
 from typing import BinaryIO
 
+from wtrec import api
 from wtrec.cli.exits import say
 from wtrec.errors import InputError, OutputError, UsageError
 from wtrec.format import CaptureReader
+from wtrec.records import Record
 
 
 def open_input(path: str) -> BinaryIO:
@@ -38,6 +41,20 @@ def open_input(path: str) -> BinaryIO:
     if os.path.isdir(path):
         raise InputError(f"cannot read {path}: it is a directory")
     return stream
+
+
+def open_capture(stream: BinaryIO) -> api.Capture:
+    """A command's input read through the Python API (stdin too: one pass, header read once).
+
+    The "ends early" message is the command's to say (warn_truncated), so
+    the API raises no Python warning.
+    """
+    return api.open(stream, warn=False)
+
+
+def records_after_header(capture: api.Capture) -> Iterator[Record]:
+    """A pass over the capture's records without its header (the caller has `capture.header`)."""
+    return islice(capture.records(), 1, None)
 
 
 def is_seekable(stream: BinaryIO) -> bool:
@@ -88,7 +105,7 @@ class TextOut:
         sys.stdout.flush()
 
 
-def warn_truncated(reader: CaptureReader, name: str) -> None:
+def warn_truncated(reader: CaptureReader | api.Capture, name: str) -> None:
     """Says on stderr when an input ended early (after its records were used)."""
     if reader.warning:
         say(f"{name}: {reader.warning}")

@@ -1,10 +1,7 @@
 """`wtrec export --format parquet`: a capture's events as a Parquet file, through the Python API."""
 
-import warnings
-
-from wtrec.api import Capture
 from wtrec.cli.exits import say
-from wtrec.cli.outputs import open_input, result_file
+from wtrec.cli.outputs import open_capture, open_input, result_file
 from wtrec.cli.progress import InputProgress
 from wtrec.tools.parquet import write_parquet
 
@@ -14,11 +11,8 @@ def export_parquet(file: str, output: str, *, pids: tuple[int, ...], comms: tupl
     """One row per chosen event, both directions (docs/PARQUET.md has the columns)."""
     with (result_file(output, force, (file,)) as out,
           InputProgress(enabled=show_progress) as progress):
-        capture = Capture(progress.watch(file, open_input(file)))
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # the "ends early" warning is said below, once
-            rows = write_parquet(out, capture.events(pid=pids, comm=comms, fd=fds),
-                                 capture.header)
+        capture = open_capture(progress.watch(file, open_input(file)))
+        rows = write_parquet(out, capture.events(pid=pids, comm=comms, fd=fds), capture.header)
     if capture.warning:
         say(f"{file}: {capture.warning}")
     if output != "-":

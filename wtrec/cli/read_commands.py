@@ -23,11 +23,18 @@ from wtrec.cli.options import (
     as_tuple,
     use_color,
 )
-from wtrec.cli.outputs import TextOut, is_seekable, open_input, warn_truncated
+from wtrec.cli.outputs import (
+    TextOut,
+    is_seekable,
+    open_capture,
+    open_input,
+    records_after_header,
+    warn_truncated,
+)
 from wtrec.cli.progress import InputProgress
 from wtrec.cli.progress import wanted as progress_wanted
 from wtrec.errors import UsageError
-from wtrec.format import CaptureReader, start, start_reading
+from wtrec.format import CaptureReader, start
 from wtrec.records import FdInfo, IoEvent, Lost
 from wtrec.tools.fd_names import FdNames
 from wtrec.tools.grep import (
@@ -219,9 +226,9 @@ def scan(
 
 
 def _scan_file(name: str, chosen, *, prefix: str) -> int:
-    reader, records, _header = start_reading(open_input(name))
+    capture = open_capture(open_input(name))
     events_hit = findings = 0
-    for event in FdNames().events(records):
+    for event in FdNames().events(records_after_header(capture)):
         hits = find(event.data, chosen)
         if not hits:
             continue
@@ -232,6 +239,6 @@ def _scan_file(name: str, chosen, *, prefix: str) -> int:
             print(f"{prefix}{seq}{escape_bytes(event.comm)} pid {event.pid} fd {event.fd} "
                   f"{escape_text(event.syscall)} @{hit.start}: {hit.rule} "
                   f"\"{escape_bytes(preview(event.data, hit))}\" ({hit.end - hit.start} bytes)")
-    warn_truncated(reader, name)
-    say(f"{name}: {findings} possible secrets in {events_hit} of {reader.events} events")
+    warn_truncated(capture, name)
+    say(f"{name}: {findings} possible secrets in {events_hit} of {capture.event_count} events")
     return findings

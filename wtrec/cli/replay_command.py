@@ -17,8 +17,14 @@ from wtrec.cli.options import (
     PidOpt,
     as_tuple,
 )
-from wtrec.cli.outputs import open_input, result_file, rewindable_input, warn_truncated
-from wtrec.format import start_reading
+from wtrec.cli.outputs import (
+    open_capture,
+    open_input,
+    records_after_header,
+    result_file,
+    rewindable_input,
+    warn_truncated,
+)
 from wtrec.records import IoEvent
 from wtrec.replay import Sink, SocketSink, StreamSink, check_target, paced, timed
 from wtrec.tools.render import escape_bytes, terminal_text
@@ -83,8 +89,8 @@ def replay(
 
 def _to_terminal(file: str, selection: Selection, *, speed: float,
                  max_gap: float | None) -> None:
-    reader, records, _header = start_reading(open_input(file))
-    events = (r for r in records if isinstance(r, IoEvent) and selection.matches(r))
+    capture = open_capture(open_input(file))
+    events = (r for r in records_after_header(capture) if isinstance(r, IoEvent) and selection.matches(r))
     last_key = None
     for event in paced(timed(events, speed, max_gap)):
         key = (event.pid, event.fd, event.direction)
@@ -96,7 +102,7 @@ def _to_terminal(file: str, selection: Selection, *, speed: float,
         sys.stdout.write(terminal_text(event.data))
         sys.stdout.flush()
     sys.stdout.write("\n")
-    warn_truncated(reader, file)
+    warn_truncated(capture, file)
 
 
 def _dry_run(events: Iterable[IoEvent], where: str) -> None:

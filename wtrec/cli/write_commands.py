@@ -25,7 +25,9 @@ from wtrec.cli.options import (
     as_tuple,
 )
 from wtrec.cli.outputs import (
+    open_capture,
     open_input,
+    records_after_header,
     result_file,
     rewindable_input,
     warn_truncated,
@@ -34,7 +36,7 @@ from wtrec.cli.progress import InputProgress
 from wtrec.cli.progress import wanted as progress_wanted
 from wtrec.cli.read_commands import OnlyOpt, PatternOpt
 from wtrec.errors import FormatError, UsageError
-from wtrec.format import CaptureWriter, salvage, start_reading
+from wtrec.format import CaptureWriter, salvage
 from wtrec.records import IoEvent
 from wtrec.tools.merge import merged_records
 from wtrec.tools.pcapng import PcapngWriter
@@ -76,7 +78,8 @@ def filter_command(
             raise UsageError("--invert inverts --match; give --match REGEX")
         with (result_file(output, force, (file,)) as out,
               InputProgress(enabled=progress_wanted(stdout_carries_data=output == "-")) as progress):
-            reader, records, header = start_reading(progress.watch(file, open_input(file)))
+            capture = open_capture(progress.watch(file, open_input(file)))
+            header = capture.header
             selection = Selection(
                 pids=as_tuple(pid), comms=as_tuple(comm), fds=as_tuple(fd),
                 syscalls=as_tuple(syscall),
@@ -89,10 +92,10 @@ def filter_command(
                 ("since", since or ""), ("until", until or ""), ("match", match or ""),
                 ("invert", "yes" if invert else "")) if value]
             writer = CaptureWriter(out, derived_header([header], "filter", sys.argv, notes))
-            end = write_capture(writer, select_for_writing(records, selection),
-                                reader.end.ts_ns if reader.end else None)
-        warn_truncated(reader, file)
-        say(f"{end.events} of {reader.events} events kept -> {output}")
+            end = write_capture(writer, select_for_writing(records_after_header(capture), selection),
+                                capture.end.ts_ns if capture.end else None)
+        warn_truncated(capture, file)
+        say(f"{end.events} of {capture.event_count} events kept -> {output}")
 
 
 def export(
@@ -120,7 +123,9 @@ def export(
             return
         with (result_file(output, force, (file,), binary=format_name is ExportFormat.pcapng) as out,
               InputProgress(enabled=show_progress) as progress):
-            reader, records, header = start_reading(progress.watch(file, open_input(file)))
+            capture = open_capture(progress.watch(file, open_input(file)))
+            header = capture.header
+            records = records_after_header(capture)
             if format_name is ExportFormat.pcapng:
                 pcap = PcapngWriter(out, header, f"wtrec {__version__}")
                 pcap.write_all(select_for_writing(records, selection))
@@ -132,7 +137,7 @@ def export(
                     out.write(line.encode() + b"\n")
                     lines += 1
                 summary = f"{lines} records"
-        warn_truncated(reader, file)
+        warn_truncated(capture, file)
         if output != "-":
             say(f"{summary} -> {output}")
 
@@ -180,11 +185,13 @@ def redact(
                  ("replacement", "same-length *" if keep_length else "[REDACTED]")]
         notes += [(f"pattern-{n}", text) for n, text in enumerate(pattern or (), 1)]
         with result_file(output, force, (file,)) as out:
-            reader, records, header = start_reading(open_input(file))
-            writer = CaptureWriter(out, derived_header([header], "redact", sys.argv, notes))
-            write_capture(writer, redacted(records), reader.end.ts_ns if reader.end else None)
-        warn_truncated(reader, file)
-        say(f"{changed[1]} secrets replaced in {changed[0]} of {reader.events} events -> {output}")
+            capture = open_capture(open_input(file))
+            writer = CaptureWriter(out, derived_header([capture.header], "redact", sys.argv, notes))
+            write_capture(writer, redacted(records_after_header(capture)),
+                          capture.end.ts_ns if capture.end else None)
+        warn_truncated(capture, file)
+        say(f"{changed[1]} secrets replaced in {changed[0]} of {capture.event_count} events "
+            f"-> {output}")
 
 
 def _resized(event: IoEvent, data: bytes) -> IoEvent:
@@ -210,17 +217,18 @@ def merge(
         if files.count("-") > 1:
             raise UsageError("only one input can be stdin")
         with InputProgress(enabled=progress_wanted(stdout_carries_data=output == "-")) as progress:
-            starts = [start_reading(progress.watch(name, open_input(name))) for name in files]
-            headers = [header for _, _, header in starts]
+            captures = [open_capture(progress.watch(name, open_input(name))) for name in files]
+            headers = [capture.header for capture in captures]
             order = sorted(range(len(files)), key=lambda i: headers[i].start_ns)
             out_header = derived_header([headers[i] for i in order], "merge", sys.argv,
                                         [("files", str(len(files)))])
             with result_file(output, force, tuple(files)) as out:
                 writer = CaptureWriter(out, out_header)
                 end = write_capture(writer, merged_records(
-                    [(records, header) for _, records, header in starts], out_header))
-        for (reader, _, _), name in zip(starts, files, strict=True):
-            warn_truncated(reader, name)
+                    [(records_after_header(capture), capture.header) for capture in captures],
+                    out_header))
+        for capture, name in zip(captures, files, strict=True):
+            warn_truncated(capture, name)
         say(f"{end.events} events from {len(files)} captures -> {output}")
 
 
