@@ -119,3 +119,13 @@ def test_hex_lines_layout():
     assert partial.startswith("00000010  51 ")
     assert partial.index("|") == full.index("|")  # the gutter lines up
     assert hex_lines(b"hello\n\x00")[0].endswith("  |hello..|")
+
+
+def test_show_of_a_capture_cut_inside_its_header_is_an_error_like_every_command(capture, tmp_path):
+    cut = tmp_path / "cut.wtrace"
+    cut.write_bytes(capture.read_bytes()[:30])
+    for command in (["show"], ["info"], ["export", "--format", "jsonl", "-o", "-"]):
+        result = runner.invoke(app, [command[0], str(cut), *command[1:]])
+        assert result.exit_code == 10, (command, result.output)
+        assert result.stderr == ("wtrec: not a valid capture: "
+                                 "the capture ends before its header record\n")

@@ -13,8 +13,9 @@ from __future__ import annotations
 import builtins
 import itertools
 import os
+import re
 import warnings
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, BinaryIO
@@ -23,6 +24,8 @@ from wtrec.errors import FormatError, InputError, UsageError
 from wtrec.format import CaptureReader
 from wtrec.records import End, FdIdentity, FdInfo, Header, IoEvent, PayloadSizes, Record
 from wtrec.tools.fd_names import FdNames
+from wtrec.tools.grep import frame_prefilter, payload_test
+from wtrec.tools.info import CaptureInfo, inspect
 from wtrec.tools.merge import one_series, series_index
 from wtrec.tools.selection import Selection
 
@@ -31,6 +34,7 @@ if TYPE_CHECKING:
     import pyarrow
 
 Source = str | os.PathLike | BinaryIO
+Payload = bytes | re.Pattern[bytes]
 
 DIRECTIONS = ("out", "in")
 
@@ -105,7 +109,8 @@ class Capture:
         self._warn = warn
         self._open_files: set[BinaryIO] = set()  # opened for a pass still under way
         self._read_once: set[int] = set()  # file objects read from once already
-        self._pending: dict[int, tuple[CaptureReader, Iterator[Record]]] = {}
+        # A file object's first reading, its header read: (reader, records from the header on)
+        self._pending: dict[int, tuple[CaptureReader, Generator[Record, None, None]]] = {}
         self._latest: CaptureReader | None = None  # the reader of the latest pass
         self.headers: tuple[Header, ...] = tuple(self._read_header(s) for s in self._sources)
         if len(self._sources) > 1 and one_series(self.headers):
@@ -145,42 +150,61 @@ class Capture:
         """The events the latest pass read so far (all of them, whatever a filter kept)."""
         return 0 if self._latest is None else self._latest.events
 
-    def records(self) -> Iterator[Record]:
+    def records(self, *, payload: Payload | None = None) -> Iterator[Record]:
         """Every record in file order: header, events, fd, lost and end records.
 
         For a series, each file's records follow the previous file's, its
-        own header first.
+        own header first. With `payload` (bytes to find, or a compiled
+        bytes regex) only the events whose data contains a match are
+        handed on, and every other record; the search runs over each
+        decompressed frame at once, so a rare needle costs about what
+        decompression does. Events left out are still read, checked and
+        counted (`event_count`).
         """
+        keep = _payload_search(payload)
         if len(self._sources) == 1:  # one generator fewer per record on the common path
-            return self._read(self._sources[0])
-        return itertools.chain.from_iterable(self._read(source) for source in self._sources)
+            return self._read(self._sources[0], keep)
+        return itertools.chain.from_iterable(self._read(source, keep)
+                                             for source in self._sources)
 
     def events(self, *, pid: int | Iterable[int] | None = None,
                comm: str | Iterable[str] | None = None,
                fd: int | Iterable[int] | None = None,
                direction: str | None = None,
-               syscall: str | Iterable[str] | None = None) -> Iterator[Event]:
+               syscall: str | Iterable[str] | None = None,
+               payload: Payload | None = None) -> Iterator[Event]:
         """The events, filtered like the command line's --pid, --comm, --fd.
 
         A filter takes one value or several (any of them matches); `pid`
         matches a pid or a tid; `direction` is "out" (the write family) or
-        "in" (the read family).
+        "in" (the read family); `payload` keeps the events whose data
+        contains a match (bytes, or a compiled bytes regex), as `wtrec grep`.
         """
         if direction is not None and direction not in DIRECTIONS:
             raise UsageError(f"direction is 'out' or 'in', not {direction!r}")
         selection = Selection(pids=_values(pid, int, "pid"), comms=_values(comm, str, "comm"),
                               fds=_values(fd, int, "fd"),
                               syscalls=_values(syscall, str, "syscall"))
-        return self._iter_events(selection, direction)  # bad filters fail here, not later
+        keep = _payload_search(payload)
+        return self._iter_events(selection, direction, keep)  # bad filters fail here, not later
 
-    def _iter_events(self, selection: Selection, direction: str | None) -> Iterator[Event]:
+    def _iter_events(self, selection: Selection, direction: str | None,
+                     keep: PayloadSearch | None) -> Iterator[Event]:
         for source, header in zip(self._sources, self.headers, strict=True):
             names = FdNames()  # each file of a series says what its descriptors are
-            for event in names.events(self._read(source)):
+            for event in names.events(self._read(source, keep)):
                 if direction is not None and event.direction != direction:
                     continue
                 if selection.matches(event):
                     yield as_event(event, header, names.get(event.pid, event.fd))
+
+    def summaries(self) -> tuple[CaptureInfo, ...]:
+        """What each file holds, as `wtrec info` prints it: totals per process and fd, loss, size.
+
+        Read from a file's index when it has a sound one (a fraction of a
+        second for any size), else from one pass over its records.
+        """
+        return tuple(self._summary(source) for source in self._sources)
 
     def to_arrow(self, **filters: Any) -> pyarrow.Table:
         """The events as a pyarrow Table (docs/PARQUET.md lists its columns).
@@ -234,18 +258,39 @@ class Capture:
         if isinstance(source, (str, os.PathLike)):
             self._done(source, stream)
         else:
-            self._pending[id(source)] = (reader, itertools.chain([first], records))
+            self._pending[id(source)] = (reader, _prepend(first, records))
         return reader.header
 
-    def _read(self, source: Source) -> Iterator[Record]:
+    def _summary(self, source: Source) -> CaptureInfo:
+        pending = self._pending.pop(id(source), None)
+        if pending is not None:
+            reader, records = pending
+            if not _can_seek(source):  # a pipe: its header is read, the rest follows once
+                next(records, None)
+                self._latest = reader
+                return inspect(_name(source), None, started=(reader, records))
+            records.close()  # stops its read-ahead before the file is rewound for the index
+        stream = self._stream(source)
+        try:
+            return inspect(_name(source), stream)
+        finally:
+            self._done(source, stream)
+
+    def _read(self, source: Source, keep: PayloadSearch | None = None) -> Iterator[Record]:
         pending = self._pending.pop(id(source), None)
         stream = None
         if pending is None:
             stream = self._stream(source)
-            reader = CaptureReader(stream)
+            reader = (CaptureReader(stream) if keep is None else
+                      CaptureReader(stream, keep=keep.test, frame_may_keep=keep.frame_test))
             records: Iterator[Record] = iter(reader)
         else:
+            # A pipe's first frame was decoded with its header: what follows
+            # is searched frame by frame, and these first events one by one.
             reader, records = pending
+            if keep is not None:
+                reader.search_payloads(keep.test, keep.frame_test)
+                records = _matching(records, keep.test)
         self._latest = reader
         try:
             yield from records
@@ -276,6 +321,50 @@ class Capture:
         if stream in self._open_files:
             self._open_files.discard(stream)
             stream.close()
+
+
+@dataclass(frozen=True)
+class PayloadSearch:
+    """How a payload filter is run: per payload, and over a whole frame's bytes first."""
+
+    test: Callable[[bytes], object]
+    frame_test: Callable[[bytes], object] | None
+
+
+def _payload_search(payload: Payload | None) -> PayloadSearch | None:
+    if payload is None:
+        return None
+    if isinstance(payload, (bytes, bytearray)):
+        pattern = re.compile(re.escape(bytes(payload)))
+    elif isinstance(payload, re.Pattern) and isinstance(payload.pattern, bytes):
+        pattern = payload
+    else:
+        raise UsageError(f"payload takes bytes or a compiled bytes regex, not {payload!r}")
+    return PayloadSearch(payload_test(pattern), frame_prefilter(pattern))
+
+
+def _prepend(first: Record, rest: Iterator[Record]) -> Generator[Record, None, None]:
+    """`first`, then `rest`; closing it closes `rest` (and a reader's read-ahead)."""
+    try:
+        yield first
+        yield from rest
+    finally:
+        close = getattr(rest, "close", None)
+        if close is not None:
+            close()
+
+
+def _can_seek(source: Source) -> bool:
+    try:
+        return bool(source.seekable())  # type: ignore[union-attr]
+    except (AttributeError, OSError, ValueError):
+        return False
+
+
+def _matching(records: Iterator[Record], test: Callable[[bytes], object]) -> Iterator[Record]:
+    for record in records:
+        if not isinstance(record, IoEvent) or test(record.data):
+            yield record
 
 
 def as_event(event: IoEvent, header: Header, identity: FdIdentity | None) -> Event:
@@ -326,4 +415,4 @@ def _values(value: object, kind: type, what: str) -> tuple:
     return items
 
 
-__all__ = ["Capture", "Event", "FdIdentity", "FdInfo", "TruncatedCaptureWarning", "open"]
+__all__ = ["Capture", "CaptureInfo", "Event", "FdIdentity", "FdInfo", "TruncatedCaptureWarning", "open"]

@@ -34,17 +34,14 @@ from wtrec.cli.outputs import (
 from wtrec.cli.progress import InputProgress
 from wtrec.cli.progress import wanted as progress_wanted
 from wtrec.errors import UsageError
-from wtrec.format import CaptureReader, start
 from wtrec.records import FdInfo, IoEvent, Lost
 from wtrec.tools.fd_names import FdNames
 from wtrec.tools.grep import (
     MatchPrinter,
     event_matches,
-    frame_prefilter,
     iter_stream_matches,
-    payload_test,
 )
-from wtrec.tools.info import as_dict, inspect, series_lines, text_lines
+from wtrec.tools.info import as_dict, series_lines, text_lines
 from wtrec.tools.redaction import find, preview, rules
 from wtrec.tools.render import JsonRenderer, TextRenderer, escape_bytes, escape_text
 from wtrec.tools.selection import Selection, compile_pattern, select_records
@@ -71,16 +68,16 @@ def show(
         if hex_view and json_view:
             raise UsageError("--hex and --json exclude each other")
         stream = open_input(file)
-        reader = CaptureReader(stream)
-        renderer: JsonRenderer | TextRenderer | None = None
+        capture = open_capture(stream)
+        renderer = (JsonRenderer(capture.header) if json_view else
+                    TextRenderer(capture.header, hex_view, use_color(color)))
         selection = Selection(as_tuple(pid), as_tuple(comm), as_tuple(fd))
         out = TextOut()
         write = out.write
         live = not is_seekable(stream)  # a pipe may be a recording still going on
-        for record in select_records(reader, selection, limit):
-            if renderer is None:
-                renderer = (JsonRenderer(reader.header) if json_view else
-                            TextRenderer(reader.header, hex_view, use_color(color)))
+        if live:  # the header is shown before the first event arrives
+            out.flush()
+        for record in select_records(records_after_header(capture), selection, limit):
             if isinstance(record, IoEvent):
                 lines = renderer.event(record)
             elif isinstance(record, Lost):
@@ -97,8 +94,8 @@ def show(
             if live:  # shown now, not when the next frame arrives
                 out.flush()
         out.flush()
-        if reader.warning and (limit is None or reader.events < limit):
-            say(reader.warning)
+        if capture.warning and (limit is None or capture.event_count < limit):
+            say(capture.warning)
 
 
 def info(
@@ -109,7 +106,8 @@ def info(
     with reported_errors():
         headers = []
         for number, name in enumerate(files):
-            captured = inspect(name, open_input(name))
+            captured, = open_capture(open_input(name)).summaries()
+            captured.name = name
             headers.append(captured.header)
             if json_view:
                 print(json.dumps(as_dict(captured), ensure_ascii=True))
@@ -167,16 +165,14 @@ def _grep_files(files: list[str], regex, *, selection: Selection, count: bool,
     for name in files:
         # the bar is per file and gone before that file's count or name is printed
         with InputProgress(enabled=show_progress) as progress:
-            source = progress.watch(name, open_input(name))
-            if stream or invert:
-                reader = CaptureReader(source)
-            else:  # only events that match are built; the rest are checked and counted
-                reader = CaptureReader(source, keep=payload_test(regex),
-                                       frame_may_keep=frame_prefilter(regex))
-            records, header = start(reader)
+            capture = open_capture(progress.watch(name, open_input(name)))
+            # Without -v or --stream only events that match are built; the
+            # rest are checked and counted.
+            search = None if stream or invert else regex
+            records = islice(capture.records(payload=search), 1, None)
             names = FdNames()
             events = (e for e in names.events(records) if selection.matches(e))
-            printer = MatchPrinter(header, names, f"{name}:" if len(files) > 1 else "", context,
+            printer = MatchPrinter(capture.header, names, f"{name}:" if len(files) > 1 else "", context,
                                    hex_view, color)
             hits = 0
             if stream:
@@ -206,7 +202,7 @@ def _grep_files(files: list[str], regex, *, selection: Selection, count: bool,
         elif list_files and hits:
             write(f"{name}\n")
         out.flush()
-        warn_truncated(reader, name)
+        warn_truncated(capture, name)
     return found_any
 
 

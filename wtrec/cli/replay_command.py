@@ -62,7 +62,8 @@ def replay(
             return
         if to is not None:
             check_target(to)
-        chosen, reader, records = one_stream(rewindable_input(file), selection, direction.value)
+        capture = open_capture(rewindable_input(file))
+        chosen, records = one_stream(lambda: records_after_header(capture), selection, direction.value)
         events = stream_events(records, chosen, direction.value)
         if dry_run or to is None:  # without --to only a dry run gets here
             _dry_run(events, f"{chosen.describe()} to {to or 'the peer'}")
@@ -83,7 +84,7 @@ def replay(
         if short:
             say(f"warning: {short} writes were captured truncated; only their captured bytes "
                 "were sent")
-        warn_truncated(reader, file)
+        warn_truncated(capture, file)
         say(f"sent {writes} writes, {sent} bytes to {to}")
 
 

@@ -146,14 +146,15 @@ def _export_raw(file: str, output: str, selection: Selection, direction: str,
                 force: bool, show_progress: bool) -> None:
     with InputProgress(enabled=show_progress) as progress:
         source = progress.watch(file, rewindable_input(file), passes=2)  # one_stream reads twice
-        chosen, reader, records = one_stream(source, selection, direction)
+        capture = open_capture(source)
+        chosen, records = one_stream(lambda: records_after_header(capture), selection, direction)
         with result_file(output, force, (file,)) as out:
             size = 0
             for event in stream_events(records, chosen, direction):
                 data = sent_bytes(event)
                 out.write(data)
                 size += len(data)
-    warn_truncated(reader, file)
+    warn_truncated(capture, file)
     say(f"{size} bytes of pid {chosen.pid} fd {chosen.fd} ({direction}) -> {output}")
 
 

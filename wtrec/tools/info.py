@@ -12,8 +12,15 @@ from dataclasses import dataclass
 from itertools import islice
 from typing import BinaryIO
 
-from wtrec.format import CaptureStats, Counts, StatsAccumulator, read_index, start_reading
-from wtrec.records import Derivation, Header
+from wtrec.format import (
+    CaptureReader,
+    CaptureStats,
+    Counts,
+    StatsAccumulator,
+    read_index,
+    start_reading,
+)
+from wtrec.records import Derivation, Header, Record
 from wtrec.tools.render import comm_text, escape_text, format_clock, header_dict
 
 
@@ -32,19 +39,31 @@ class CaptureInfo:
     warning: str | None  # the reader's "ends early" warning
 
 
-def inspect(name: str, stream: BinaryIO) -> CaptureInfo:
-    """Reads the header, then the index if sound, else every record."""
-    seekable = _seekable(stream)
-    index, note = read_index(stream) if seekable else (None, "input is a pipe")
-    if seekable:
-        stream.seek(0)
-    reader, records, header = start_reading(stream)
+def inspect(name: str, stream: BinaryIO | None, *,
+            started: tuple[CaptureReader, Iterator[Record]] | None = None) -> CaptureInfo:
+    """Reads the header, then the index if sound, else every record.
+
+    `started` is a reading already past its header (a pipe whose header
+    was read to open it); `stream` is then None.
+    """
+    if started is not None:
+        reader, records = started
+        assert reader.header is not None  # a Capture holds only readings with a header
+        header = reader.header
+        index, note = None, "input is a pipe"
+    else:
+        assert stream is not None
+        seekable = _seekable(stream)
+        index, note = read_index(stream) if seekable else (None, "input is a pipe")
+        if seekable:
+            stream.seek(0)
+        reader, records, header = start_reading(stream)
     version = reader.version or (header.format_major, header.format_minor)
     if index is not None:
         compressed = sum(f.size for f in index.frames)
         content = sum(f.content_size for f in index.frames)
         return CaptureInfo(name=name, header=header, version=version, stats=index.stats,
-                           file_size=_size(stream, None), frames=len(index.frames),
+                           file_size=_size(stream), frames=len(index.frames),
                            compressed_bytes=compressed, content_bytes=content, source="index",
                            index_note=note, warning=None)
     accumulator = StatsAccumulator()
@@ -52,7 +71,7 @@ def inspect(name: str, stream: BinaryIO) -> CaptureInfo:
         accumulator.add_batch(batch)
     stats = accumulator.snapshot()
     return CaptureInfo(name=name, header=header, version=version, stats=stats,
-                       file_size=_size(stream, None), frames=reader.frames,
+                       file_size=_size(stream), frames=reader.frames,
                        compressed_bytes=reader.compressed_bytes,
                        content_bytes=reader.content_bytes, source="scan", index_note=note,
                        warning=reader.warning)
@@ -65,11 +84,13 @@ def _seekable(stream: BinaryIO) -> bool:
         return False
 
 
-def _size(stream: BinaryIO, fallback: int | None) -> int | None:
+def _size(stream: BinaryIO | None) -> int | None:
+    if stream is None:
+        return None
     try:
         return os.fstat(stream.fileno()).st_size
     except (OSError, ValueError, io.UnsupportedOperation):
-        return fallback
+        return None
 
 
 def human_bytes(value: int) -> str:

@@ -4,12 +4,11 @@ replay and `export --format raw` act on exactly one stream; when the
 user's selection leaves several, they are listed rather than guessed.
 """
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import BinaryIO
 
 from wtrec.errors import UsageError
-from wtrec.format import CaptureReader, Counts, start_reading
+from wtrec.format import Counts
 from wtrec.records import FdIdentity, IoEvent, Record
 from wtrec.tools.fd_names import FdNames
 from wtrec.tools.render import escape_bytes, escape_text
@@ -64,18 +63,15 @@ def choose_stream(streams: list[StreamSummary], direction: str) -> StreamSummary
                                f"--fd:\n{listing}")
 
 
-def one_stream(stream: BinaryIO, selection: Selection,
-               direction: str) -> tuple[StreamSummary, CaptureReader, Iterator[Record]]:
-    """The one stream the selection leaves, and the capture read again from its start.
+def one_stream(read_pass: Callable[[], Iterable[Record]], selection: Selection,
+               direction: str) -> tuple[StreamSummary, Iterable[Record]]:
+    """The one stream the selection leaves, and the capture's records read again.
 
-    Two passes: the first lists the streams, the second hands out records;
-    `stream` must be seekable.
+    Two passes of `read_pass` (each a fresh reading of the records after
+    the header): the first lists the streams, the second is handed back.
     """
-    _reader, records, _header = start_reading(stream)
-    chosen = choose_stream(list_streams(records, selection), direction)
-    stream.seek(0)
-    reader, records, _header = start_reading(stream)
-    return chosen, reader, records
+    chosen = choose_stream(list_streams(read_pass(), selection), direction)
+    return chosen, read_pass()
 
 
 def sent_bytes(event: IoEvent) -> bytes:

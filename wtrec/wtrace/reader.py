@@ -62,6 +62,12 @@ class CaptureReader:
         self.truncated = False
         self.version: tuple[int, int] | None = None
 
+    def search_payloads(self, keep: Callable[[bytes], object],
+                        frame_may_keep: Callable[[bytes], object] | None) -> None:
+        """`keep` and `frame_may_keep` as given to the constructor, from the next frame on."""
+        self._keep = keep
+        self._frame_may_keep = frame_may_keep
+
     @property
     def warning(self) -> str | None:
         if not self.truncated:
