@@ -83,6 +83,19 @@ class Terminal:
         return self.process.wait(WAIT_S)
 
 
+def _open_fifo_held(fifo) -> tuple[int, int]:
+    """The FIFO's reading end, and a writing end of our own held open.
+
+    Without a writer of our own, a read that starts before the command has
+    opened the FIFO (a loaded machine starts it slowly) sees end of file;
+    the command's writes then fail with EPIPE. Close the second fd once
+    the command has finished.
+    """
+    reading_end = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+    held = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+    return reading_end, held
+
+
 def _drain(fd: int, into: list) -> threading.Thread:
     def run():
         with os.fdopen(fd, "rb") as stream:
@@ -205,7 +218,7 @@ def test_no_bar_when_turned_off(big, tmp_path, setting):
     expected = _plain_run(WRITERS["filter"](big, str(tmp_path / "plain.out")))
     fifo = tmp_path / "out.fifo"
     os.mkfifo(fifo)
-    reading_end = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+    reading_end, held = _open_fifo_held(fifo)
     terminal = Terminal(wtrec_cmd(*WRITERS["filter"](big, str(fifo))), env=_env(**setting))
     # Nothing to wait for when the point is that nothing comes: give the bar
     # three times its delay while the command is stalled on the FIFO.
@@ -213,6 +226,7 @@ def test_no_bar_when_turned_off(big, tmp_path, setting):
     os.set_blocking(reading_end, True)
     drain = _drain(reading_end, [])
     assert terminal.finish() == 0
+    os.close(held)
     drain.join(WAIT_S)
     assert terminal.drawn.replace(b"\r\n", b"\n") == expected.replace(
         str(tmp_path / "plain.out").encode(), str(fifo).encode())
@@ -221,13 +235,14 @@ def test_no_bar_when_turned_off(big, tmp_path, setting):
 def test_no_bar_when_stderr_is_a_pipe(big, tmp_path):
     fifo = tmp_path / "out.fifo"
     os.mkfifo(fifo)
-    reading_end = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+    reading_end, held = _open_fifo_held(fifo)
     process = subprocess.Popen(wtrec_cmd(*WRITERS["merge"](big, str(fifo))),
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_env())
     time.sleep(0.75)  # as above: the command is stalled on the FIFO past the bar's delay
     os.set_blocking(reading_end, True)
     drain = _drain(reading_end, [])
     out, err = process.communicate(timeout=WAIT_S)
+    os.close(held)
     drain.join(WAIT_S)
     assert process.returncode == 0
     assert out == b""
