@@ -20,6 +20,7 @@ Run as root from the checkout: `.venv/bin/python bench/run.py`. In one run:
 """
 
 import argparse
+import atexit
 import os
 import select
 import signal
@@ -46,7 +47,10 @@ int on_exit(struct bpf_raw_tracepoint_args *ctx) { return 0; }
 
 
 def build() -> Path:
-    binary = HERE / "out" / "writeloop"
+    """writeloop, built under a name (so a comm) of this run alone: on a shared machine
+    another run's writeloops would otherwise be traced, and counted, by this one's
+    `record -c`."""
+    binary = HERE / "out" / f"wloop{os.getpid()}"
     binary.parent.mkdir(exist_ok=True)
     subprocess.run(["cc", "-O2", "-o", str(binary), str(HERE / "writeloop.c")], check=True)
     return binary
@@ -228,6 +232,7 @@ def main() -> None:
     if os.geteuid() != 0:
         raise SystemExit("bench/run.py needs root (it attaches BPF programs)")
     binary = build()
+    atexit.register(binary.unlink, missing_ok=True)
     print(f"load average at start: {os.getloadavg()[0]:.2f}")
     with tempfile.TemporaryDirectory() as workdir:
         rows = per_call(binary, args.writes, args.size, args.repeat, workdir)

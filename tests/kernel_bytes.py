@@ -4,6 +4,8 @@ Test-only: the product never encodes kernel records. The layouts come from
 the decoder's field tables, which test_units checks against the C header.
 """
 
+import struct
+
 from wtrec.capture.kernel_records import (
     CHUNK_HEADER,
     EVENT_HEADER,
@@ -12,6 +14,8 @@ from wtrec.capture.kernel_records import (
     KIND_CHUNK,
     KIND_EVENT,
     KIND_FD,
+    RINGBUF_BUSY_BIT,
+    RINGBUF_DISCARD_BIT,
     SYSCALL_IDS,
     FdNote,
 )
@@ -41,3 +45,15 @@ def encode_fd_note(note: FdNote) -> bytes:
     return FD_NOTE.pack(KIND_FD, SYSCALL_IDS[note.op], note.ts_ns, note.ret, note.pid, note.tid,
                         note.fd, note.fd2, note.a0, note.a1, note.a2, len(note.blob),
                         note.blob.ljust(256, b"\0"))
+
+
+def ring_block(raws: list[bytes], *, discarded: frozenset[int] = frozenset(),
+               busy: frozenset[int] = frozenset()) -> bytes:
+    """Records as the BPF ring buffer lays them out: an 8-byte header (length with the busy
+    and discard bits, page offset) before each, each padded to 8 bytes."""
+    out = bytearray()
+    for number, raw in enumerate(raws):
+        length = len(raw) | (RINGBUF_DISCARD_BIT if number in discarded else 0) | (
+            RINGBUF_BUSY_BIT if number in busy else 0)
+        out += struct.pack("<II", length, 0) + raw + bytes(-len(raw) % 8)
+    return bytes(out)

@@ -17,7 +17,7 @@ from wtrec.errors import FormatError, NewerFormatError
 from wtrec.format import CaptureReader, CaptureWriter, encode_preamble, read_index
 from wtrec.records import End, Header, IoEvent
 from wtrec.wtrace.framing import PREAMBLE_MAGIC
-from wtrec.wtrace.writer import FRAME_MAX_RECORDS
+from wtrec.wtrace.writer import FRAME_MAX_AGE_NS, FRAME_MAX_RECORDS
 
 
 def read_all(data: bytes) -> tuple[list, CaptureReader]:
@@ -50,17 +50,20 @@ def test_frames_close_at_the_record_limit():
     assert reader.frames == 4  # header frame, two full frames, the rest with the end
 
 
-def test_frames_close_after_a_second():
+@pytest.mark.parametrize("background", [False, True], ids=["inline", "background"])
+def test_frames_close_after_half_a_second(background):
     now = [0]
     out = io.BytesIO()
-    writer = CaptureWriter(out, make_header(), clock=lambda: now[0])
+    writer = CaptureWriter(out, make_header(), clock=lambda: now[0], background=background)
     writer.write(IoEvent(1, 1, 1, 0, b"c", 3, 1, b"x"))
     size_before = len(out.getvalue())
-    now[0] = 999_999_999
+    now[0] = FRAME_MAX_AGE_NS - 1
     writer.tick()
+    writer.sync()
     assert len(out.getvalue()) == size_before  # still open
-    now[0] = 1_000_000_000
+    now[0] = FRAME_MAX_AGE_NS
     writer.tick()
+    writer.sync()
     assert len(out.getvalue()) > size_before
     records, reader = read_all(out.getvalue())
     assert len(records) == 2 and reader.truncated  # no end record yet: recorder "killed"

@@ -6,8 +6,15 @@ output stream it is handed; `Recording` knows where bytes come from
 knows of paths, bcc or the terminal: messages go to a `notify` callable.
 Kernel records are decoded, put in time order, given a sequence number and
 preceded by an fd record whenever an event's (pid, fd) is new or changed.
+
+Events travel as rows (wtrec.records.EventRow: tuples built by C loops in
+the decoder) in batches, from the kernel's bytes to the writer: the checks
+made per batch (which descriptors are not yet named in the file, how many
+events --count still allows) leave no Python code running per event in the
+common case.
 """
 
+import gc
 import platform
 import signal
 import socket
@@ -16,6 +23,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from operator import add, itemgetter
 from typing import BinaryIO, Protocol
 
 from wtrec import __version__
@@ -27,7 +35,20 @@ from wtrec.capture.ordering import ReorderBuffer
 from wtrec.capture.probe import Probe, ProbeConfig, RecordCounts
 from wtrec.errors import OutputError, ProbeError
 from wtrec.format import FORMAT_MAJOR, FORMAT_MINOR, CaptureWriter
-from wtrec.records import End, FdIdentity, FdInfo, Filters, Header, IoEvent, Lost, Record
+from wtrec.records import (
+    ROW_DATA,
+    ROW_FD,
+    ROW_PID,
+    ROW_TS,
+    End,
+    EventRow,
+    FdIdentity,
+    FdInfo,
+    Filters,
+    Header,
+    Lost,
+    Record,
+)
 
 # The reading loop: each step takes at most STEP_BYTES of kernel records, so
 # a signal is seen within a step whatever the load; when a step found little,
@@ -44,6 +65,7 @@ DRAIN_BUDGET_NS = 600_000_000
 # fraction of a second, a busy stream still fills whole frames.
 IDLE_FLUSH_NS = 200_000_000
 STATUS_EVERY_NS = 500_000_000
+_PIDS, _FDS, _DATA = itemgetter(ROW_PID), itemgetter(ROW_FD), itemgetter(ROW_DATA)
 
 
 def boot_ns() -> int:
@@ -84,6 +106,8 @@ class CaptureSink(Protocol):
 
     def write(self, record: Record) -> None: ...
 
+    def write_event_rows(self, rows: list[tuple]) -> None: ...
+
     def tick(self) -> bool | None: ...  # True: a new file began
 
     def flush(self) -> None: ...
@@ -107,6 +131,10 @@ class Recording:
         self._fds = fds if fds is not None else FdTable()
         # The identity last written per pid and fd.
         self._fd_written: dict[int, dict[int, FdIdentity]] = {}
+        # Descriptors whose identity in the file is the table's current one,
+        # per pid: their events need no check until a note about that pid.
+        self._fd_clean: dict[int, set[int]] = {}
+        self._peek_ring = getattr(probe, "peek_ring", None)
         self._stop_requested = False
         self._stop_requested_ns = 0
         self._seen_lost = 0
@@ -142,6 +170,7 @@ class Recording:
                 # A new file of a rotated series: it names each descriptor
                 # again before its first event there, so it stands alone.
                 self._fd_written.clear()
+                self._fd_clean.clear()
             if (taken == 0 and self._unflushed_since is not None
                     and now - self._unflushed_since >= IDLE_FLUSH_NS):
                 self._writer.flush()
@@ -168,36 +197,51 @@ class Recording:
 
     def _step(self) -> int:
         """Takes one batch from the kernel and writes what is ready; returns bytes taken."""
-        raw_records = self._probe.read(STEP_BYTES)
-        taken = sum(map(len, raw_records))
         try:
-            items = self._decoder.decode_batch(raw_records)
+            block = self._peek_ring(STEP_BYTES) if self._peek_ring else None
+            if block is not None:
+                batch = self._decoder.decode_ring_block(block)
+                self._probe.release_ring(batch.used)
+            else:
+                batch = self._decoder.decode_rows(self._probe.read(STEP_BYTES))
         except BadKernelEvent as exc:
             raise ProbeError(f"the BPF program sent a malformed record: {exc}") from None
-        prefetch = self._fds.prefetch
-        push = self._reorder.push
-        for item in items:
-            if type(item) is IoEvent:
-                # Ask /proc while the process may still be alive.
-                prefetch(item.pid, item.fd)
-            push(item)
+        # Ask /proc now, while the process may still be alive, about
+        # descriptors not yet named in the file.
+        clean, prefetch = self._fd_clean, self._fds.prefetch
+        for pid, fd in batch.fd_keys:
+            if fd not in clean.get(pid, ()):
+                prefetch(pid, fd)
+        self._reorder.push_batch(batch.times, batch.items)
         self._write_ready(final=False)
-        return taken
+        return batch.used
 
     def _write_ready(self, final: bool) -> None:
         """Writes what the reorder buffer releases (everything, if final)."""
-        ready = self._reorder.drain() if final else self._reorder.release(boot_ns())
-        for item in ready:
-            if type(item) is FdNote:
-                self._note(item)
-            else:
-                self._write(item)
+        ready = self._reorder.drain_batch() if final else self._reorder.release_batch(boot_ns())
+        kinds = list(map(type, ready))
+        if kinds.count(tuple) == len(kinds):
+            self._write_rows(ready)
+        else:
+            start = 0
+            for position, kind in enumerate(kinds):
+                if kind is not tuple:
+                    self._write_rows(ready[start:position])
+                    if kind is FdNote:
+                        self._note(ready[position])
+                    start = position + 1
+            self._write_rows(ready[start:])
         self.stats.incomplete = self._decoder.stats.incomplete
         self.stats.read_faults = self._decoder.stats.read_faults
         self._record_losses()
 
     def _note(self, note: FdNote) -> None:
         self._fds.apply(note)
+        # The note may change what the process's descriptors are (a fork's
+        # note changes the child's): their events are checked again.
+        self._fd_clean.pop(note.pid, None)
+        if note.op == "inherit":
+            self._fd_clean.pop(note.fd2, None)
         # Forget what was written for descriptors that are gone, so the
         # recorder's tables shrink again when processes exit or close.
         if note.op == "close":
@@ -207,26 +251,54 @@ class Recording:
         elif note.op == "exit":
             self._fd_written.pop(note.pid, None)
 
-    def _write(self, event: IoEvent) -> None:
+    def _write_rows(self, rows: list[EventRow]) -> None:
+        """Writes events in time order, each descriptor named (an fd record) before its first."""
+        if not rows:
+            return
         rule = self._rule
-        if rule.max_events is not None and self.stats.events >= rule.max_events:
-            return  # past --count: not lost, just not asked for
-        identity = self._fds.identity(event.pid, event.fd)
-        written = self._fd_written.setdefault(event.pid, {})
-        last = written.get(event.fd)
+        if rule.max_events is not None:
+            room = rule.max_events - self.stats.events
+            if room <= 0:
+                return  # past --count: not lost, just not asked for
+            rows = rows[:room]
+        clean = self._fd_clean
+        unnamed = {key for key in set(zip(map(_PIDS, rows), map(_FDS, rows), strict=True))
+                   if key[1] not in clean.get(key[0], ())}
+        if unnamed:
+            start = 0
+            for position, row in enumerate(rows):
+                key = (row[ROW_PID], row[ROW_FD])
+                if key in unnamed:
+                    self._emit_rows(rows[start:position])
+                    start = position
+                    self._name(row)
+                    unnamed.discard(key)
+                    if not unnamed:
+                        break
+            rows = rows[start:]
+        self._emit_rows(rows)
+
+    def _name(self, row: EventRow) -> None:
+        """Writes an fd record before this event if the file names its descriptor otherwise."""
+        pid, fd = row[ROW_PID], row[ROW_FD]
+        identity = self._fds.identity(pid, fd)
+        written = self._fd_written.setdefault(pid, {})
+        last = written.get(fd)
         if last is not identity and last != identity:
-            self._writer.write(FdInfo(ts_ns=event.ts_ns, pid=event.pid, fd=event.fd,
-                                      identity=identity))
-            written[event.fd] = identity
-        # The event was made by our decoder a moment ago and nothing else
-        # holds it: numbering it in place saves dataclasses.replace, which
-        # cost a third of the recorder's time per event.
-        event.__dict__["seq"] = self.stats.events
-        self._writer.write(event)
+            self._writer.write(FdInfo(ts_ns=row[ROW_TS], pid=pid, fd=fd, identity=identity))
+            written[fd] = identity
+        self._fd_clean.setdefault(pid, set()).add(fd)
+
+    def _emit_rows(self, rows: list[EventRow]) -> None:
+        """Numbers the events and hands them to the writer."""
+        if not rows:
+            return
+        first = self.stats.events
+        self._writer.write_event_rows(list(map(add, rows, zip(range(first, first + len(rows))))))
         if self._unflushed_since is None:
             self._unflushed_since = boot_ns()
-        self.stats.events += 1
-        self.stats.bytes += len(event.data)
+        self.stats.events += len(rows)
+        self.stats.bytes += sum(map(len, map(_DATA, rows)))
 
     def _record_losses(self) -> None:
         kernel = self._probe.lost()
@@ -339,7 +411,8 @@ def record_session(out: BinaryIO | Callable[[Header], CaptureSink], *, output_na
             _warn_32bit(config, child, notify)
             header = recording_header(config, command)
             try:
-                writer = out(header) if callable(out) else CaptureWriter(out, header)
+                writer = (out(header) if callable(out)
+                          else CaptureWriter(out, header, background=True))
             except OSError as exc:
                 raise OutputError(f"cannot write {output_name}: {exc.strerror}") from None
         except BaseException:
@@ -355,6 +428,9 @@ def record_session(out: BinaryIO | Callable[[Header], CaptureSink], *, output_na
 
         for signum in STOP_SIGNALS:
             signal.signal(signum, stop)
+        # What start-up made (bcc, typer, the CLI) lives as long as the
+        # recording: frozen, the collector's full passes skip it.
+        gc.freeze()
         buffer_name = "perf buffer" if config.use_perf else "ring buffer"
         what = (f"{' '.join(command)} (pid {child.pid}) and its children" if child
                 else describe_filters(header.filters))

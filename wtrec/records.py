@@ -133,6 +133,29 @@ class IoEvent(PayloadSizes):
     direction: str = "out"  # "out": the write family; "in": the read family
 
 
+# An event as a plain tuple, in the order the format stores its fields
+# (docs/FORMAT.md, write and read records) without the trailing sequence
+# number: the recorder carries events this way from the kernel's bytes to
+# msgpack, a C-built tuple per event instead of a dataclass.
+EventRow = tuple
+ROW_TYPE, ROW_TS, ROW_PID, ROW_TID, ROW_UID, ROW_COMM, ROW_FD = 0, 1, 2, 3, 4, 5, 6
+ROW_COUNT, ROW_DATA, ROW_SYSCALL, ROW_RET = 7, 8, 9, 10
+
+
+def event_row(event: "IoEvent") -> EventRow:
+    """The row of an event (its seq left out)."""
+    return (TYPE_READ if event.direction == "in" else TYPE_WRITE, event.ts_ns, event.pid,
+            event.tid, event.uid, event.comm, event.fd, event.count, event.data, event.syscall,
+            event.ret)
+
+
+def event_from_row(row: EventRow, seq: int | None = None) -> "IoEvent":
+    """The event a row stands for."""
+    kind, ts_ns, pid, tid, uid, comm, fd, count, data, syscall, ret = row
+    return IoEvent(ts_ns, pid, tid, uid, comm, fd, count, data, syscall, ret, seq,
+                   "in" if kind == TYPE_READ else "out")
+
+
 @dataclass(frozen=True)
 class FdIdentity:
     """What a file descriptor refers to.

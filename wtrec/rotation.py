@@ -23,10 +23,11 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from operator import itemgetter
 from typing import BinaryIO, Protocol
 
 from wtrec.format import CaptureWriter
-from wtrec.records import End, Header, IoEvent, Lost, Record, SeriesPart
+from wtrec.records import ROW_DATA, End, Header, IoEvent, Lost, Record, SeriesPart
 
 SUFFIX = ".wtrace"
 
@@ -123,6 +124,12 @@ class RotatingWriter:
             self._bytes += len(record.data)
         elif isinstance(record, Lost):
             self._lost += record.count
+
+    def write_event_rows(self, rows: list[tuple]) -> None:
+        assert self._writer is not None, "write after close"
+        self._writer.write_event_rows(rows)
+        self._events += len(rows)
+        self._bytes += sum(map(len, map(itemgetter(ROW_DATA), rows)))
 
     def flush(self) -> None:
         if self._writer is not None:

@@ -28,7 +28,15 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
-from wtrec.capture.kernel_records import KIND_EVENT, KIND_FD, SYSCALL_IDS, WRITE_FAMILY
+from wtrec.capture.kernel_records import (
+    KIND_EVENT,
+    KIND_FD,
+    RINGBUF_BUSY_BIT,
+    RINGBUF_DISCARD_BIT,
+    RINGBUF_HEADER,
+    SYSCALL_IDS,
+    WRITE_FAMILY,
+)
 from wtrec.errors import BccMissingError, KernelHeadersMissingError, ProbeError
 
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
@@ -51,11 +59,6 @@ MAX_QUEUED_BYTES = 16 << 20
 COUNT_LOST_EVENTS, COUNT_LOST_FD_NOTES, COUNT_SENT_EVENTS, COUNT_SENT_FD_NOTES = 0, 1, 2, 3
 COUNT_UNFOLLOWED = 4
 
-# The BPF ring buffer's record header (include/uapi/linux/bpf.h): u32 length
-# with two flag bits, u32 page offset; records are 8-byte aligned.
-RINGBUF_BUSY_BIT = 1 << 31
-RINGBUF_DISCARD_BIT = 1 << 30
-RINGBUF_HEADER = 8
 U32 = struct.Struct("<I")
 U64 = struct.Struct("<Q")
 
@@ -202,6 +205,27 @@ class RingReader:
         U64.pack_into(self._consumer, 0, end)
         return [batch[offset:offset + size] for offset, size in spans]
 
+    def peek(self, max_bytes: int) -> bytes:
+        """A copy of what the kernel has committed or is writing, from the consumer position:
+        about `max_bytes` (at least the first record whole), in the kernel's layout.
+
+        Nothing is released: `advance` says how much of it was used.
+        """
+        consumer = U64.unpack_from(self._consumer, 0)[0]
+        available = U64.unpack_from(self._producer, 0)[0] - consumer
+        if available <= 0:
+            return b""
+        start = PAGE_SIZE + (consumer & self._mask)
+        first = U32.unpack_from(self._producer, start)[0] & ~(RINGBUF_BUSY_BIT
+                                                               | RINGBUF_DISCARD_BIT)
+        size = min(available, max(max_bytes, (first + RINGBUF_HEADER + 7) & ~7))
+        return self._producer[start:start + size]
+
+    def advance(self, used: int) -> None:
+        """Releases the first `used` bytes of what `peek` gave (whole records) to the kernel."""
+        if used:
+            U64.pack_into(self._consumer, 0, U64.unpack_from(self._consumer, 0)[0] + used)
+
     def skip_all(self) -> None:
         """Releases every record without reading it."""
         U64.pack_into(self._consumer, 0, U64.unpack_from(self._producer, 0)[0])
@@ -330,6 +354,15 @@ class Probe:
             size += len(raw)
         self._queued_bytes[0] -= size
         return taken
+
+    def peek_ring(self, max_bytes: int) -> bytes | None:
+        """Ring buffer mode: about `max_bytes` of the kernel's bytes, as RingReader.peek;
+        None in perf buffer mode (then `read`). `release_ring` says what was used."""
+        return None if self._ring is None else self._ring.peek(max_bytes)
+
+    def release_ring(self, used: int) -> None:
+        if self._ring is not None:
+            self._ring.advance(used)
 
     def stop_producing(self) -> None:
         """Detaches the syscall programs: no event is captured after this returns.

@@ -31,6 +31,7 @@ from wtrec.records import (
     Lost,
     Record,
     SeriesPart,
+    event_row,
 )
 from wtrec.wtrace.framing import MAX_FRAME_CONTENT
 
@@ -46,10 +47,7 @@ I32_MIN, I32_MAX = -(1 << 31), (1 << 31) - 1
 def encode_record(record: Record) -> list:
     """The msgpack-ready array for one record (see docs/FORMAT.md)."""
     if isinstance(record, IoEvent):
-        kind = TYPE_READ if record.direction == "in" else TYPE_WRITE
-        return [kind, record.ts_ns, record.pid, record.tid, record.uid,
-                record.comm, record.fd, record.count, record.data, record.syscall,
-                record.ret, record.seq]
+        return [*event_row(record), record.seq]
     if isinstance(record, FdInfo):
         ident = record.identity
         return [TYPE_FD, record.ts_ns, record.pid, record.fd, ident.kind, ident.local,

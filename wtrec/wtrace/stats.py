@@ -4,9 +4,12 @@ The writer accumulates them as it goes to put them in the index; `info`
 computes them the same way by scanning when a file has no index.
 """
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from itertools import compress, repeat
+from operator import lt
 
-from wtrec.records import End, FdIdentity, FdInfo, IoEvent, Lost, Record
+from wtrec.records import TYPE_READ, End, FdIdentity, FdInfo, IoEvent, Lost, Record
 
 
 @dataclass
@@ -72,6 +75,9 @@ class CaptureStats:
 # A row of the accumulator, per (pid, fd, identity) and direction: events,
 # captured, expected, truncated, failed, first_ns, last_ns, comm.
 _NEW_ROW = [0, 0, 0, 0, 0, 1 << 64, -1, b""]
+# add_rows sums a batch a column at a time for up to this many (pid, fd,
+# direction) groups; past it, one pass over the rows is cheaper.
+MAX_COLUMN_GROUPS = 4
 
 
 class StatsAccumulator:
@@ -137,6 +143,75 @@ class StatsAccumulator:
         if not times:
             return 0, None, None
         return len(times), min(times), max(times)
+
+    def add_rows(self, rows: list[tuple]) -> tuple[int, int | None, int | None]:
+        """add_batch for events given as numbered rows (EventRow + seq, as the recorder writes
+        them); returns the same. A batch of few descriptors is summed a column at a time by
+        C loops; one of many, row by row."""
+        if not rows:
+            return 0, None, None
+        columns = list(zip(*rows, strict=True))
+        kinds, times, pids, _tids, _uids, comms, fds, counts, datas, _names, rets = columns[:11]
+        keys = list(zip(pids, fds, kinds, strict=True))
+        groups = dict.fromkeys(keys)  # in first-seen order, as row by row makes them
+        if None in rets or len(groups) > MAX_COLUMN_GROUPS:
+            self._add_rows_one_by_one(kinds, times, pids, comms, fds, counts, datas, rets)
+        elif len(groups) == 1:
+            self._add_group(keys[0], times, comms[-1], counts, datas, rets)
+        else:
+            for key in groups:
+                mask = list(map(key.__eq__, keys))
+                last = len(keys) - 1 - keys[::-1].index(key)
+                self._add_group(key, list(compress(times, mask)), comms[last],
+                                list(compress(counts, mask)), list(compress(datas, mask)),
+                                list(compress(rets, mask)))
+        self.records += len(rows)
+        return len(rows), min(times), max(times)
+
+    def _add_group(self, key: tuple, times: Sequence[int], comm: bytes, counts: Sequence[int],
+                   datas: Sequence[bytes], rets: Sequence[int]) -> None:
+        pid, fd, kind = key
+        inbound = kind == TYPE_READ
+        row = self._current.get((pid, fd, inbound))
+        if row is None:
+            row = self._row(pid, fd, inbound)
+        captured = list(map(len, datas))
+        # as IoEvent.expected: asked for (out), received (in)
+        expected = list(map(max, rets, repeat(0))) if inbound else counts
+        row[0] += len(times)
+        row[1] += sum(captured)
+        row[2] += sum(expected)
+        row[3] += sum(map(lt, captured, expected))
+        row[4] += sum(map(lt, rets, repeat(0)))
+        row[5] = min(row[5], min(times))
+        row[6] = max(row[6], max(times))
+        row[7] = comm
+
+    def _add_rows_one_by_one(self, kinds, times, pids, comms, fds, counts, datas, rets) -> None:
+        current = self._current
+        for kind, ts, pid, comm, fd, count, data, ret in zip(kinds, times, pids, comms, fds,
+                                                               counts, datas, rets, strict=True):
+            inbound = kind == TYPE_READ
+            row = current.get((pid, fd, inbound))
+            if row is None:
+                row = self._row(pid, fd, inbound)
+            captured = len(data)
+            if inbound:
+                expected = ret if ret is not None and ret > 0 else 0
+            else:
+                expected = count
+            row[0] += 1
+            row[1] += captured
+            row[2] += expected
+            if captured < expected:
+                row[3] += 1
+            if ret is not None and ret < 0:
+                row[4] += 1
+            if ts < row[5]:
+                row[5] = ts
+            if ts > row[6]:
+                row[6] = ts
+            row[7] = comm
 
     def _row(self, pid: int, fd: int, inbound: bool) -> list:
         key = (pid, fd, self._identity.get((pid, fd)), inbound)

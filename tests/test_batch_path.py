@@ -1,0 +1,243 @@
+"""The recorder's batch path against the one-record-at-a-time path it replaces.
+
+The same kernel bytes through `decode_ring_block` (runs of records decoded
+by C loops) and through `decode` one by one give the same records; event
+rows written in batches give the same file bytes as events written one by
+one; the batch reorder and the per-frame totals agree with their
+one-at-a-time forms.
+"""
+
+import io
+import random
+import struct
+
+import pytest
+from conftest import make_header
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from kernel_bytes import encode_chunk, encode_event, encode_fd_note, ring_block
+
+from wtrec.capture.kernel_records import (
+    EVENT_HEADER,
+    FLAG_CHUNKED,
+    FLAG_FDS_STALE,
+    FLAG_READ_FAULT,
+    BadKernelEvent,
+    FdNote,
+    KernelDecoder,
+)
+from wtrec.capture.ordering import ReorderBuffer
+from wtrec.format import CaptureReader, CaptureWriter, StatsAccumulator
+from wtrec.records import End, FdIdentity, FdInfo, IoEvent, Lost, event_from_row, event_row
+from wtrec.wtrace.writer import FRAME_MAX_RECORDS
+
+
+def event(i: int, *, size: int = 64, pid: int = 100, fd: int = 3, direction: str = "out",
+          syscall: str = "write", comm: bytes = b"writer") -> IoEvent:
+    data = bytes([65 + i % 26]) * size
+    return IoEvent(ts_ns=1_000 + i, pid=pid, tid=pid + 1, uid=1000, comm=comm, fd=fd,
+                   count=size + (i % 3), data=data, syscall=syscall,
+                   ret=-11 if i % 7 == 0 else size, direction=direction)
+
+
+def note(op: str, pid: int = 100, fd: int = 5, ts_ns: int = 1_000) -> FdNote:
+    return FdNote(op=op, ts_ns=ts_ns, ret=fd, pid=pid, tid=pid, fd=fd, fd2=-1, a0=0, a1=0, a2=0,
+                  blob=b"/tmp/x\0" if op == "openat" else b"")
+
+
+def one_by_one(raws: list[bytes]) -> tuple[list, KernelDecoder]:
+    """The reference: decode() record by record, as the recorder did before rows."""
+    decoder = KernelDecoder()
+    return decoder.decode_batch(raws), decoder
+
+
+def as_records(items: list) -> list:
+    return [event_from_row(item) if type(item) is tuple else item for item in items]
+
+
+def mixed_records() -> list[bytes]:
+    """Runs of same-sized events (reads and writes, two processes, short data, another
+    comm), broken by chunked, flagged and fd-note records, and by other sizes."""
+    raws = [encode_event(event(i, size=64 - (i % 5 == 0) * 9, pid=100 + i % 2,
+                               direction="in" if i % 4 == 0 else "out",
+                               syscall="read" if i % 4 == 0 else "write",
+                               comm=b"w" if i % 6 == 0 else b"writer"), pad_to=EVENT_HEADER.size + 64)
+            for i in range(40)]
+    big = event(40, size=20, syscall="writev")
+    raws += [encode_chunk(big.tid, big.ts_ns, 0, big.data[:12]),
+             encode_chunk(big.tid, big.ts_ns, 12, big.data[12:]),
+             encode_event(big, flags=FLAG_CHUNKED),
+             encode_fd_note(note("openat", ts_ns=1_041)),
+             encode_event(event(42), flags=FLAG_FDS_STALE, pad_to=EVENT_HEADER.size + 64),
+             encode_event(event(43, size=0), flags=FLAG_READ_FAULT, pad_to=EVENT_HEADER.size + 64)]
+    raws += [encode_event(event(44 + i, size=200), pad_to=EVENT_HEADER.size + 256)
+             for i in range(10)]
+    raws += [encode_event(event(54 + i, size=3 + i), pad_to=EVENT_HEADER.size + 64)
+             for i in range(3)]
+    return raws
+
+
+def test_the_ring_block_decoder_gives_what_one_at_a_time_gives():
+    raws = mixed_records()
+    expected, reference = one_by_one(raws)
+    decoder = KernelDecoder()
+    block = ring_block(raws)
+    got = decoder.decode_ring_block(block)
+    assert got.used == len(block)
+    assert as_records(got.items) == expected
+    assert got.times == [item.ts_ns for item in expected]
+    assert got.fd_keys == {(item.pid, item.fd) for item in expected if type(item) is IoEvent}
+    assert decoder.stats == reference.stats
+    rows = [item for item in got.items if type(item) is tuple]
+    assert all(type(row[8]) is bytes and type(row[5]) is bytes for row in rows)
+    # the perf buffer's way in gives the same
+    assert as_records(KernelDecoder().decode_rows(raws).items) == expected
+
+
+def test_runs_are_decoded_whole_across_step_sizes():
+    """A long run, taken in blocks that cut records anywhere: every record once, in order."""
+    raws = [encode_event(event(i, pid=100 + i % 3, fd=3 + i % 2), pad_to=EVENT_HEADER.size + 64)
+            for i in range(3000)]
+    expected, _ = one_by_one(raws)
+    block = ring_block(raws)
+    decoder = KernelDecoder()
+    got, position = [], 0
+    rng = random.Random(5)
+    while position < len(block):
+        part = decoder.decode_ring_block(block[position:position + rng.randrange(100, 40_000)])
+        got += part.items
+        position += part.used
+    assert as_records(got) == expected
+
+
+def test_discarded_records_are_skipped_and_a_busy_one_stops_the_block():
+    raws = [encode_event(event(i), pad_to=EVENT_HEADER.size + 64) for i in range(20)]
+    expected, _ = one_by_one(raws)
+    block = ring_block(raws, discarded=frozenset({3, 4, 10}), busy=frozenset({15}))
+    got = KernelDecoder().decode_ring_block(block)
+    kept = [e for n, e in enumerate(expected[:15]) if n not in (3, 4, 10)]
+    assert as_records(got.items) == kept
+    assert got.used == 15 * len(ring_block(raws[:1]))  # up to the busy record, not past it
+
+
+def test_an_unknown_syscall_number_is_named_as_one_at_a_time_names_it():
+    raws = []
+    for i in range(6):
+        raw = bytearray(encode_event(event(i), pad_to=EVENT_HEADER.size + 64))
+        struct.pack_into("<H", raw, 60, 63)  # the syscall field
+        raws.append(bytes(raw))
+    expected, _ = one_by_one(raws)
+    got = KernelDecoder().decode_ring_block(ring_block(raws))
+    assert as_records(got.items) == expected
+    assert {e.syscall for e in expected} == {"syscall63"}
+
+
+def test_a_run_claiming_more_data_than_it_carries_is_refused():
+    raws = [bytearray(encode_event(event(i), pad_to=EVENT_HEADER.size + 64)) for i in range(6)]
+    struct.pack_into("<I", raws[4], 56, 65)  # captured: one byte more than the record holds
+    with pytest.raises(BadKernelEvent):
+        KernelDecoder().decode_ring_block(ring_block([bytes(r) for r in raws]))
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from([0, 1, 7, 64, 100, 256]), st.integers(0, 3),
+                          st.booleans(), st.sampled_from([0, 0, 0, FLAG_FDS_STALE])),
+                min_size=1, max_size=120))
+def test_any_mix_of_event_sizes_decodes_as_one_at_a_time(shape):
+    raws = []
+    for i, (size, who, inbound, flags) in enumerate(shape):
+        room = 64 if size <= 64 else 256
+        raws.append(encode_event(event(i, size=size, pid=100 + who, fd=who,
+                                       direction="in" if inbound else "out"),
+                                 flags=flags, pad_to=EVENT_HEADER.size + room))
+    expected, reference = one_by_one(raws)
+    decoder = KernelDecoder()
+    got = decoder.decode_ring_block(ring_block(raws))
+    assert as_records(got.items) == expected
+    assert decoder.stats == reference.stats
+
+
+def numbered(events: list[IoEvent]) -> list[IoEvent]:
+    return [IoEvent(**{**e.__dict__, "seq": n}) for n, e in enumerate(events)]
+
+
+@pytest.mark.parametrize("sizes", [[64] * 3000, [300_000, 5, 700_000, 80_000] * 3 + [64] * 900],
+                         ids=["small", "large"])
+@pytest.mark.parametrize("background", [False, True], ids=["inline", "background"])
+def test_rows_in_batches_make_the_same_file_as_records_one_by_one(sizes, background):
+    events = numbered([event(i, size=size, pid=100 + i % 3) for i, size in enumerate(sizes)])
+    third = len(events) // 3
+    others = {third: FdInfo(ts_ns=1_500, pid=100, fd=3, identity=FdIdentity("file", path="/x")),
+              2 * third: Lost(ts_ns=2_500, count=4, source="ringbuf")}
+    end = End(ts_ns=9_999, events=len(events), bytes=0, lost=4)
+    one = io.BytesIO()
+    writer = CaptureWriter(one, make_header(), clock=lambda: 0)
+    for n, e in enumerate(events):
+        if n in others:
+            writer.write(others[n])
+        writer.write(e)
+    writer.close(end)
+    batched = io.BytesIO()
+    writer = CaptureWriter(batched, make_header(), clock=lambda: 0, background=background)
+    rows = [(*event_row(e), e.seq) for e in events]
+    cuts = [0, third, 2 * third, len(rows)]
+    for start, stop in zip(cuts, cuts[1:], strict=False):
+        if start in others:
+            writer.write(others[start])
+        for chunk in range(start, stop, 333):
+            writer.write_event_rows(rows[chunk:min(chunk + 333, stop)])
+    writer.close(end)
+    assert batched.getvalue() == one.getvalue()
+    records = list(CaptureReader(io.BytesIO(batched.getvalue())))
+    assert [r for r in records if isinstance(r, IoEvent)] == events
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 5), st.integers(0, 3), st.booleans(),
+                          st.integers(-5, 80), st.integers(0, 3)), min_size=1, max_size=300),
+       st.integers(0, 299))
+def test_totals_from_rows_equal_totals_from_records(shape, fd_record_at):
+    events = [IoEvent(ts_ns=10_000 - i * 3 if i % 5 == 0 else i, pid=pid, tid=pid, uid=0,
+                      comm=b"c%d" % (i % 2), fd=fd, count=count, data=b"x" * size, ret=count,
+                      seq=i, direction="in" if inbound else "out",
+                      syscall="read" if inbound else "write")
+              for i, (pid, fd, inbound, count, size) in enumerate(shape)]
+    info = FdInfo(ts_ns=5, pid=shape[0][0], fd=shape[0][1], identity=FdIdentity("pipe"))
+    cut = min(fd_record_at, len(events))
+    by_records = StatsAccumulator()
+    by_records.add_batch(events[:cut])
+    by_records.add_batch([info])
+    by_records.add_batch(events[cut:])
+    by_rows = StatsAccumulator()
+    by_rows.add_rows([(*event_row(e), e.seq) for e in events[:cut]])
+    by_rows.add_batch([info])
+    by_rows.add_rows([(*event_row(e), e.seq) for e in events[cut:]])
+    assert by_rows.snapshot() == by_records.snapshot()
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.lists(st.integers(0, 200), max_size=40), min_size=1, max_size=8))
+def test_the_batch_reorder_releases_what_the_heap_releases(batches):
+    heap, batch = ReorderBuffer(hold_ns=50), ReorderBuffer(hold_ns=50)
+    released_heap, released_batch = [], []
+    now = 0
+    for times in batches:
+        items = [FdNote("close", ts, 0, 1, 1, len(released_heap) + n, -1, 0, 0, 0, b"")
+                 for n, ts in enumerate(times)]
+        for item in items:
+            heap.push(item)
+        batch.push_batch([item.ts_ns for item in items], items)
+        now += 30
+        released_heap += heap.release(now)
+        released_batch += batch.release_batch(now)
+        assert released_batch == released_heap
+    assert list(heap.drain()) == batch.drain_batch()
+
+
+def test_a_frame_of_many_processes_still_counts_each():
+    events = [event(i, pid=100 + i % 50, fd=i % 7) for i in range(FRAME_MAX_RECORDS)]
+    by_rows = StatsAccumulator()
+    by_rows.add_rows([(*event_row(e), n) for n, e in enumerate(events)])
+    by_records = StatsAccumulator()
+    by_records.add_batch(events)
+    assert by_rows.snapshot() == by_records.snapshot()
