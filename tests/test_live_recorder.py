@@ -142,10 +142,6 @@ sys.stdin.readline()
 """
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "the writer's index totals keep a row per process and per (pid, fd) (wtrec/wtrace/stats.py, "
-    "~550 B a process, 11 MiB for 20,000): the format's index stores per-process totals; the "
-    "recorder's own tables are freed (tests/test_recorder.py)"))
 def test_state_of_exited_processes_is_freed(workdir):
     """RSS after 20,000 short-lived traced processes is within a few MiB of after 100."""
     out = os.path.join(workdir, "forks.wtrace")

@@ -108,6 +108,8 @@ class CaptureSink(Protocol):
 
     def write_event_rows(self, rows: list[tuple]) -> None: ...
 
+    def process_ended(self, pid: int) -> None: ...
+
     def tick(self) -> bool | None: ...  # True: a new file began
 
     def flush(self) -> None: ...
@@ -250,6 +252,7 @@ class Recording:
                 written.pop(note.fd, None)
         elif note.op == "exit":
             self._fd_written.pop(note.pid, None)
+            self._writer.process_ended(note.pid)
 
     def _write_rows(self, rows: list[EventRow]) -> None:
         """Writes events in time order, each descriptor named (an fd record) before its first."""

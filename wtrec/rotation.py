@@ -131,6 +131,10 @@ class RotatingWriter:
         self._events += len(rows)
         self._bytes += sum(map(len, map(itemgetter(ROW_DATA), rows)))
 
+    def process_ended(self, pid: int) -> None:
+        if self._writer is not None:
+            self._writer.process_ended(pid)
+
     def flush(self) -> None:
         if self._writer is not None:
             self._writer.flush()

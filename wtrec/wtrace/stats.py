@@ -2,12 +2,21 @@
 
 The writer accumulates them as it goes to put them in the index; `info`
 computes them the same way by scanning when a file has no index.
+
+A recorder runs for days over processes that come and go; the index keeps
+the totals of every one of them, but the accumulator need not keep them in
+dictionaries: once the recorder says a process has exited, its rows move
+into a compressed spill (a few bytes a process) and come back only for the
+snapshot the index is built from.
 """
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from itertools import compress, repeat
 from operator import lt
+
+import msgpack
+import zstandard
 
 from wtrec.records import TYPE_READ, End, FdIdentity, FdInfo, IoEvent, Lost, Record
 
@@ -73,8 +82,11 @@ class CaptureStats:
 
 
 # A row of the accumulator, per (pid, fd, identity) and direction: events,
-# captured, expected, truncated, failed, first_ns, last_ns, comm.
-_NEW_ROW = [0, 0, 0, 0, 0, 1 << 64, -1, b""]
+# captured, expected, truncated, failed, first_ns, last_ns, comm, and when
+# the row was made (rows are listed in that order).
+_NEW_ROW = [0, 0, 0, 0, 0, 1 << 64, -1, b"", 0]
+# Spilled rows are packed into a buffer, compressed a chunk of this size at a time.
+SPILL_CHUNK = 256 << 10
 # add_rows sums a batch a column at a time for up to this many (pid, fd,
 # direction) groups; past it, one pass over the rows is cheaper.
 MAX_COLUMN_GROUPS = 4
@@ -95,7 +107,12 @@ class StatsAccumulator:
         self.end: End | None = None
         self._rows: dict[tuple[int, int, FdIdentity | None, bool], list] = {}
         self._current: dict[tuple[int, int, bool], list] = {}  # (pid, fd, in?) -> its row now
-        self._identity: dict[tuple[int, int], FdIdentity] = {}
+        self._identity: dict[int, dict[int, FdIdentity]] = {}  # pid -> fd -> identity
+        self._keys_of: dict[int, list[tuple[int, int, FdIdentity | None, bool]]] = {}  # by pid
+        self._made = 0  # rows made so far
+        self._spill = bytearray()  # rows of exited processes, packed
+        self._spilled: list[bytes] = []  # ...and compressed, a chunk at a time
+        self._packer = msgpack.Packer(use_bin_type=True)
 
     def add(self, record: Record) -> None:
         self.add_batch((record,))
@@ -131,10 +148,9 @@ class StatsAccumulator:
                     row[6] = ts
                 row[7] = record.comm
             elif kind is FdInfo:
-                where = (record.pid, record.fd)
-                self._identity[where] = record.identity
-                current.pop((*where, False), None)  # the next event finds or starts its row
-                current.pop((*where, True), None)
+                self._identity.setdefault(record.pid, {})[record.fd] = record.identity
+                current.pop((record.pid, record.fd, False), None)  # the next event finds
+                current.pop((record.pid, record.fd, True), None)  # or starts its row
             elif kind is Lost:
                 self.lost += record.count
             elif kind is End:
@@ -214,17 +230,65 @@ class StatsAccumulator:
             row[7] = comm
 
     def _row(self, pid: int, fd: int, inbound: bool) -> list:
-        key = (pid, fd, self._identity.get((pid, fd)), inbound)
+        key = (pid, fd, self._identity.get(pid, {}).get(fd), inbound)
         row = self._rows.get(key)
         if row is None:
             row = self._rows[key] = list(_NEW_ROW)
+            row[8] = self._made
+            self._made += 1
+            self._keys_of.setdefault(pid, []).append(key)
         self._current[(pid, fd, inbound)] = row
         return row
+
+    def retire_process(self, pid: int) -> None:
+        """The process has exited: its rows move to the compressed spill.
+
+        A later process with the same pid starts afresh (its descriptors are
+        named again before its events); rows that meet again under the same
+        key are added up in the snapshot, as they would have been here.
+        """
+        self._identity.pop(pid, None)
+        pack = self._packer.pack
+        for key in self._keys_of.pop(pid, ()):
+            row = self._rows.pop(key)
+            _pid, fd, identity, inbound = key
+            self._current.pop((pid, fd, inbound), None)
+            named = None if identity is None else (identity.kind, identity.local,
+                                                   identity.remote, identity.path)
+            self._spill += pack((pid, fd, named, inbound, row))
+        if len(self._spill) >= SPILL_CHUNK:
+            self._spilled.append(zstandard.ZstdCompressor().compress(bytes(self._spill)))
+            self._spill.clear()
+
+    def _all_rows(self):
+        """(key, row) of every row, spilled or not, in the order they were made."""
+        if not self._spilled and not self._spill:
+            return self._rows.items()
+        spilled = []
+        packed = [zstandard.ZstdDecompressor().decompress(chunk) for chunk in self._spilled]
+        for chunk in [*packed, bytes(self._spill)]:
+            unpacker = msgpack.Unpacker(use_list=True, raw=False)
+            unpacker.feed(chunk)
+            for pid, fd, named, inbound, row in unpacker:
+                identity = None if named is None else FdIdentity(*named)
+                spilled.append(((pid, fd, identity, inbound), row))
+        merged: dict[tuple, list] = {}
+        for key, row in [*spilled, *self._rows.items()]:
+            seen = merged.get(key)
+            if seen is None:
+                merged[key] = list(row)
+                continue
+            for slot in range(5):
+                seen[slot] += row[slot]
+            seen[5], seen[6] = min(seen[5], row[5]), max(seen[6], row[6])
+            seen[7] = row[7]  # the later process's comm, as the last event's would be
+        return sorted(merged.items(), key=lambda item: item[1][8])
 
     def snapshot(self) -> CaptureStats:
         stats = CaptureStats(lost=self.lost, records=self.records, end=self.end)
         latest: dict[int, int] = {}  # pid -> last_ns of the row its comm came from
-        for (pid, fd, identity, inbound), row in self._rows.items():
+        rows = self._all_rows()
+        for (pid, fd, identity, inbound), row in rows:
             counts = Counts(*row[:5])
             fd_row = stats.fds.get((pid, fd, identity))
             if fd_row is None:
@@ -239,7 +303,7 @@ class StatsAccumulator:
             proc.first_ns, proc.last_ns = min(proc.first_ns, row[5]), max(proc.last_ns, row[6])
             (proc.into if inbound else proc.out).merge(counts)
             stats.all.merge(counts)
-        if self._rows:
+        if rows:
             stats.first_ns = min(p.first_ns for p in stats.processes.values())
             stats.last_ns = max(p.last_ns for p in stats.processes.values())
         return stats

@@ -17,6 +17,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from operator import itemgetter
 from typing import BinaryIO
 
@@ -60,9 +61,9 @@ class CaptureWriter:
             level=level, write_checksum=True, write_content_size=True)
         self._pending: list[bytes] = []  # packed records, one or many per piece
         self._pending_count = 0
-        # What the open frame holds, in order, for the totals: records, and
-        # lists of event rows.
-        self._segments: list[Record | list[tuple]] = []
+        # What the open frame holds, in order, for the totals: records, lists
+        # of event rows, and processes that ended after them.
+        self._segments: list[Record | list[tuple] | _Ended] = []
         self._pending_bytes = 0
         self._frame_started_ns = 0
         self.frames = 0
@@ -129,6 +130,15 @@ class CaptureWriter:
                     or self._pending_bytes >= FRAME_MAX_BYTES):
                 self._close_frame()
 
+    def process_ended(self, pid: int) -> None:
+        """Says that process `pid` has exited: its totals are final (until the pid is reused),
+        so they leave the writer's tables for a compressed spill. Memory then stays flat over
+        any number of short-lived processes."""
+        if self._segments:
+            self._segments.append(_Ended(pid))  # after its events of the open frame
+        else:
+            self._stats.retire_process(pid)
+
     def _pack_rows(self, rows: list[tuple]) -> bytes:
         """The rows packed one after the other: one msgpack call, its array header cut off."""
         packed = self._packer.pack(rows)
@@ -180,6 +190,12 @@ class CaptureWriter:
                     records = []
                 counted = self._stats.add_rows(segment)
                 events, first, last = _combine((events, first, last), counted)
+            elif isinstance(segment, _Ended):
+                if records:
+                    counted = self._stats.add_batch(records)
+                    events, first, last = _combine((events, first, last), counted)
+                    records = []
+                self._stats.retire_process(segment.pid)
             elif not isinstance(segment, Header):
                 records.append(segment)
         if records:
@@ -246,6 +262,13 @@ class CaptureWriter:
         self._out.write(chunk)
         self._out.flush()
         self.bytes_written += len(chunk)
+
+
+@dataclass(frozen=True)
+class _Ended:
+    """In the open frame's segments: process `pid` ended here."""
+
+    pid: int
 
 
 def _combine(a: tuple[int, int | None, int | None],
