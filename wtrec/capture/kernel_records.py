@@ -228,6 +228,8 @@ class KernelDecoder:
         return out
 
     def _one(self, raw: bytes | memoryview, out: DecodedBlock) -> None:
+        if len(raw) >= EVENT_HEADER.size and raw[0] == KIND_EVENT and self._plain_event(raw, out):
+            return
         item = self.decode(raw)
         if item is None:
             return
@@ -240,6 +242,26 @@ class KernelDecoder:
         else:
             out.items.append(item)
         out.times.append(item.ts_ns)
+
+    def _plain_event(self, raw: bytes | memoryview, out: DecodedBlock) -> bool:
+        """An event record without flags (data inline) straight to a row; False if it is
+        anything else (then `decode` takes it, and says what is wrong with it)."""
+        (kind, flags, ts_ns, _entry_ns, count, ret, pid, tid, uid, fd, captured, syscall,
+         direction, comm) = EVENT_HEADER.unpack_from(raw)
+        data = bytes(raw[EVENT_HEADER.size:EVENT_HEADER.size + captured])
+        if kind != KIND_EVENT or flags or len(data) != captured or direction not in (0, 1):
+            return False
+        name = self._comms.get(comm)
+        if name is None:
+            if len(self._comms) > MAX_CACHED_NAMES:
+                self._comms.clear()
+            name = self._comms[comm] = comm.split(b"\0", 1)[0]
+        self.stats.events += 1
+        out.items.append((TYPE_READ if direction else TYPE_WRITE, ts_ns, pid, tid, uid, name, fd,
+                          count, data, self._syscalls.get(syscall) or f"syscall{syscall}", ret))
+        out.times.append(ts_ns)
+        out.fd_keys.add((pid, fd))
+        return True
 
     def _event_run(self, view: memoryview, position: int, length: int, stride: int, end: int,
                    out: DecodedBlock, run_from: int) -> int:

@@ -13,12 +13,28 @@ snapshot the index is built from.
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from itertools import compress, repeat
-from operator import lt
+from operator import itemgetter, lt
 
 import msgpack
 import zstandard
 
-from wtrec.records import TYPE_READ, End, FdIdentity, FdInfo, IoEvent, Lost, Record
+from wtrec.records import (
+    ROW_COMM,
+    ROW_COUNT,
+    ROW_DATA,
+    ROW_FD,
+    ROW_PID,
+    ROW_RET,
+    ROW_TS,
+    ROW_TYPE,
+    TYPE_READ,
+    End,
+    FdIdentity,
+    FdInfo,
+    IoEvent,
+    Lost,
+    Record,
+)
 
 
 @dataclass
@@ -90,6 +106,9 @@ SPILL_CHUNK = 256 << 10
 # add_rows sums a batch a column at a time for up to this many (pid, fd,
 # direction) groups; past it, one pass over the rows is cheaper.
 MAX_COLUMN_GROUPS = 4
+# The columns of an event row add_rows uses: type, ts, pid, comm, fd, count, data, ret.
+_ROW_COLUMNS = tuple(map(itemgetter, (ROW_TYPE, ROW_TS, ROW_PID, ROW_COMM, ROW_FD, ROW_COUNT,
+                                      ROW_DATA, ROW_RET)))
 
 
 class StatsAccumulator:
@@ -166,10 +185,11 @@ class StatsAccumulator:
         C loops; one of many, row by row."""
         if not rows:
             return 0, None, None
-        columns = list(zip(*rows, strict=True))
-        kinds, times, pids, _tids, _uids, comms, fds, counts, datas, _names, rets = columns[:11]
+        kinds, times, pids, comms, fds, counts, datas, rets = (
+            list(map(column, rows)) for column in _ROW_COLUMNS)
         keys = list(zip(pids, fds, kinds, strict=True))
-        groups = dict.fromkeys(keys)  # in first-seen order, as row by row makes them
+        # in first-seen order, as row by row makes them
+        groups = [keys[0]] if keys.count(keys[0]) == len(keys) else list(dict.fromkeys(keys))
         if None in rets or len(groups) > MAX_COLUMN_GROUPS:
             self._add_rows_one_by_one(kinds, times, pids, comms, fds, counts, datas, rets)
         elif len(groups) == 1:
