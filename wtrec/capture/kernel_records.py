@@ -61,10 +61,15 @@ RINGBUF_BUSY_BIT = 1 << 31
 RINGBUF_DISCARD_BIT = 1 << 30
 RINGBUF_HEADER = 8
 RINGBUF_LENGTH = struct.Struct("<I")
+RING_EVENT = struct.Struct(EVENT_HEADER.format.replace("<", "<II", 1))  # ring header + event header
 # A run of same-sized event records is unpacked this many at most at once,
-# growing from RUN_FIRST, so a stream of mixed sizes wastes little.
-RUN_FIRST = 8
+# growing from RUN_FIRST, so a stream of mixed sizes wastes little. A run
+# costs a few microseconds however short, so runs under RUN_MIN records are
+# decoded record by record, and after one such, RUN_BACKOFF records are.
+RUN_FIRST = 16
+RUN_MIN = 8
 RUN_MAX = 2048
+RUN_BACKOFF = 64
 MAX_CACHED_NAMES = 4096
 
 # wtrec's syscall numbering (the SC_* defines of the BPF program).
@@ -190,7 +195,12 @@ class KernelDecoder:
         view = memoryview(block)
         position = 0
         run_from = RUN_FIRST
+        runs_from = 0  # no run is tried before this position (after a short one)
         length_at = RINGBUF_LENGTH.unpack_from
+        ring_event = RING_EVENT.unpack_from
+        items, times, fd_keys = out.items, out.times, out.fd_keys
+        comms, names = self._comms, self._syscalls
+        events = 0
         while position + RINGBUF_HEADER <= end:
             length = length_at(block, position)[0]
             if length & RINGBUF_BUSY_BIT:
@@ -201,17 +211,40 @@ class KernelDecoder:
                 break
             start = position + RINGBUF_HEADER
             if not length & RINGBUF_DISCARD_BIT:
-                if (size >= EVENT_HEADER.size and block[start] == KIND_EVENT
-                        and position + 2 * stride <= end
-                        and length_at(block, position + stride)[0] == length):
-                    taken = self._event_run(view, position, length, stride, end, out, run_from)
-                    if taken:
-                        position += taken * stride
-                        run_from = min(RUN_MAX, max(RUN_FIRST, taken * 2))
-                        continue
+                if (position >= runs_from and size >= EVENT_HEADER.size
+                        and block[start] == KIND_EVENT):
+                    if (position + RUN_MIN * stride <= end
+                            and length_at(block, position + stride)[0] == length
+                            and length_at(block, position + (RUN_MIN - 1) * stride)[0] == length):
+                        taken = self._event_run(view, position, length, stride, end, out,
+                                                run_from)
+                        if taken:
+                            position += taken * stride
+                            run_from = min(RUN_MAX, max(RUN_FIRST, taken * 2))
+                            continue
                     run_from = RUN_FIRST
+                    runs_from = position + RUN_BACKOFF * stride
+                if size >= EVENT_HEADER.size and block[start] == KIND_EVENT:
+                    # One event record: the common case of a mixed stream, inline.
+                    (_length, _page, kind, flags, ts_ns, _entry_ns, count, ret, pid, tid, uid, fd,
+                     captured, syscall, direction, comm) = ring_event(block, position)
+                    if (kind == KIND_EVENT and not flags and direction < 2
+                            and captured <= size - EVENT_HEADER.size):
+                        data_at = start + EVENT_HEADER.size
+                        name = comms.get(comm)
+                        if name is None:
+                            name = self._comm(comm)
+                        items.append((TYPE_READ if direction else TYPE_WRITE, ts_ns, pid, tid, uid,
+                                      name, fd, count, block[data_at:data_at + captured],
+                                      names.get(syscall) or f"syscall{syscall}", ret))
+                        times.append(ts_ns)
+                        fd_keys.add((pid, fd))
+                        events += 1
+                        position += stride
+                        continue
                 self._one(view[start:start + size], out)
             position += stride
+        self.stats.events += events
         out.used = position
         if self._stale:
             self._stale.clear()
@@ -243,6 +276,13 @@ class KernelDecoder:
             out.items.append(item)
         out.times.append(item.ts_ns)
 
+    def _comm(self, raw: bytes) -> bytes:
+        """A process name from the kernel's 16 bytes; one shared object per name."""
+        if len(self._comms) > MAX_CACHED_NAMES:
+            self._comms.clear()
+        name = self._comms[raw] = raw.split(b"\0", 1)[0]
+        return name
+
     def _plain_event(self, raw: bytes | memoryview, out: DecodedBlock) -> bool:
         """An event record without flags (data inline) straight to a row; False if it is
         anything else (then `decode` takes it, and says what is wrong with it)."""
@@ -253,9 +293,7 @@ class KernelDecoder:
             return False
         name = self._comms.get(comm)
         if name is None:
-            if len(self._comms) > MAX_CACHED_NAMES:
-                self._comms.clear()
-            name = self._comms[comm] = comm.split(b"\0", 1)[0]
+            name = self._comm(comm)
         self.stats.events += 1
         out.items.append((TYPE_READ if direction else TYPE_WRITE, ts_ns, pid, tid, uid, name, fd,
                           count, data, self._syscalls.get(syscall) or f"syscall{syscall}", ret))
@@ -282,7 +320,7 @@ class KernelDecoder:
             while (taken < count and lengths[taken] == length and kinds[taken] == KIND_EVENT
                    and not flags[taken]):
                 taken += 1
-            if taken < 2:
+            if taken < RUN_MIN:
                 return 0
             count = taken
             span = view[position:position + count * stride]

@@ -1,0 +1,134 @@
+"""The recorder's consumer alone: decode, order, name, pack, compress and write, fed from memory.
+
+No kernel and no root: kernel records are built byte for byte as the BPF
+program lays them out in its ring buffer, and a `Recording` takes them
+through a stand-in probe, writing a real capture to /dev/null. This is the
+floor of the user-space side: the rate the consumer reaches when nothing
+else wants the CPU. Run: `.venv/bin/python bench/consumer.py`.
+
+Loads: `writes` (4 processes, 64-byte writes to one fd each, the paced load
+of bench/run.py) and `redis` (20 connections, a 40-byte read, a 10-byte
+reply and a read that finds nothing, EAGAIN, in turn: what `record --read
+-c redis-server` sees under redis-benchmark). CPU time counts both the
+recorder's threads (the frame writer compresses in the second).
+"""
+
+import argparse
+import gc
+import os
+import statistics
+import struct
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from wtrec.capture.fd_table import FdTable
+from wtrec.capture.kernel_records import EVENT_HEADER, KIND_EVENT, SYSCALL_IDS
+from wtrec.capture.probe import ProbeConfig, RecordCounts
+from wtrec.format import CaptureWriter
+from wtrec.record import Recording, StopRule, boot_ns, recording_header
+from wtrec.records import FdIdentity
+
+STEP = 256 << 10
+
+
+def kernel_event(ts_ns: int, pid: int, fd: int, data: bytes, *, syscall: str, ret: int,
+                 room: int) -> bytes:
+    """One event record in its ring buffer slot: ring header, event header, data, padding."""
+    head = EVENT_HEADER.pack(KIND_EVENT, 0, ts_ns, ts_ns, len(data), ret, pid, pid, 0, fd,
+                             len(data), SYSCALL_IDS[syscall], syscall == "read",
+                             b"wloop".ljust(16, b"\0"))
+    record = head + data.ljust(room, b"\0")
+    return struct.pack("<II", len(record), 0) + record + bytes(-len(record) % 8)
+
+
+def writes_load(events: int, start_ns: int) -> list[bytes]:
+    return [kernel_event(start_ns + i, 1000 + i % 4, 3, b"x" * 64, syscall="write", ret=64,
+                         room=64) for i in range(events)]
+
+
+def redis_load(events: int, start_ns: int) -> list[bytes]:
+    records = []
+    for i in range(events):
+        connection, turn = i // 3 % 20, i % 3
+        if turn == 0:
+            data, syscall, ret, room = b"*2\r\n$3\r\nGET\r\n$16\r\nkey:__rand_int__\r\n", "read", 40, 64
+        elif turn == 1:
+            data, syscall, ret, room = b"$3\r\nxxx\r\n", "write", 9, 64
+        else:
+            data, syscall, ret, room = b"", "read", -11, 0
+        records.append(kernel_event(start_ns + i, 2000, 10 + connection, data, syscall=syscall,
+                                    ret=ret, room=room))
+    return records
+
+
+class MemoryProbe:
+    """Hands out the prepared ring buffer bytes a step at a time, as Probe.peek_ring does."""
+
+    config = ProbeConfig()
+
+    def __init__(self, records: list[bytes]):
+        self._ring = b"".join(records)
+        self._position = 0
+        self._events = len(records)
+
+    def peek_ring(self, max_bytes: int) -> bytes:
+        return self._ring[self._position:self._position + max_bytes]
+
+    def release_ring(self, used: int) -> None:
+        self._position += used
+
+    def read(self, max_bytes: int) -> list[bytes]:
+        return []
+
+    def stop_producing(self) -> None:
+        pass
+
+    def skip_unread(self) -> None:
+        pass
+
+    def lost(self) -> RecordCounts:
+        return RecordCounts()
+
+    def handed_over(self) -> RecordCounts:
+        return RecordCounts(events=self._events)
+
+    def unfollowed(self) -> int:
+        return 0
+
+
+def run_once(load: str, events: int) -> float:
+    """CPU nanoseconds per event of one recording of `events` events."""
+    make = writes_load if load == "writes" else redis_load
+    probe = MemoryProbe(make(events, boot_ns() - 10**9))
+    gc.collect()
+    gc.freeze()  # the prepared records, as record_session freezes what start-up made
+    with open(os.devnull, "wb") as out:
+        writer = CaptureWriter(out, recording_header(ProbeConfig(), ()), background=True)
+        fds = FdTable(resolver=lambda _pid, _fd: FdIdentity("file", path="/dev/null"))
+        recording = Recording(probe, writer, StopRule(max_events=events), fds=fds,
+                              sleep=lambda _s: None)
+        started = time.process_time_ns()
+        stats = recording.run()
+        used = time.process_time_ns() - started
+    gc.unfreeze()
+    assert stats.events == events, stats
+    return used / events
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=400_000)
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args()
+    print(f"load average at start: {os.getloadavg()[0]:.2f}")
+    print("| load | CPU ns/event (median) | events/s of one core |\n|---|---:|---:|")
+    for load in ("writes", "redis"):
+        ns = statistics.median(run_once(load, args.events) for _ in range(args.repeat))
+        print(f"| {load} | {ns:.0f} | {1e9 / ns:,.0f} |")
+
+
+if __name__ == "__main__":
+    main()
