@@ -290,3 +290,69 @@ def test_a_writer_told_of_ended_processes_writes_the_same_index():
                 writer.process_ended(record.pid)
         writer.close(End(ts_ns=10**9, events=3000, bytes=15_000, lost=0))
     assert told.getvalue() == plain.getvalue()
+
+
+def test_a_recording_from_ring_bytes_writes_what_one_from_records_writes():
+    """The recorder's two ways in (ring buffer bytes in steps; separate records, as the perf
+    buffer gives them) make the same capture: events, fd records, numbering, order."""
+    from wtrec.capture.fd_table import FdTable
+    from wtrec.capture.probe import ProbeConfig, RecordCounts
+    from wtrec.record import Recording, StopRule, boot_ns, recording_header
+
+    base = boot_ns() - 10**9
+    raws = []
+    for i in range(3000):
+        pid = 100 + i % 3
+        if i % 500 == 7:
+            raws.append(encode_fd_note(note("openat", pid=pid, fd=5, ts_ns=base + 10 * i)))
+        raws.append(encode_event(IoEvent(ts_ns=base + 10 * i + 1, pid=pid, tid=pid, uid=0,
+                                         comm=b"w", fd=3 + (i % 500 > 7) * 2, count=9,
+                                         data=b"%09d" % i, ret=9),
+                                 pad_to=EVENT_HEADER.size + 64))
+    block = ring_block(raws)
+
+    class Probe:
+        config = ProbeConfig()
+
+        def __init__(self, ring: bool):
+            self.position = 0
+            if ring:
+                self.peek_ring = lambda size: block[self.position:self.position + size // 7]
+                self.release_ring = lambda used: setattr(self, "position", self.position + used)
+
+        def read(self, max_bytes):
+            taken, self.position = raws[self.position:self.position + 300], self.position + 300
+            return taken
+
+        def stop_producing(self):
+            pass
+
+        def skip_unread(self):
+            pass
+
+        def lost(self):
+            return RecordCounts()
+
+        def handed_over(self):
+            return RecordCounts(events=3000, fd_notes=6)
+
+        def unfollowed(self):
+            return 0
+
+    captures = []
+    for ring in (True, False):
+        out = io.BytesIO()
+        writer = CaptureWriter(out, recording_header(ProbeConfig(), ()), background=ring)
+        fds = FdTable(resolver=lambda pid, fd: FdIdentity("pipe"))
+        Recording(Probe(ring), writer, StopRule(max_events=3000), fds=fds,
+                  sleep=lambda _s: None).run()
+        captures.append([r for r in CaptureReader(io.BytesIO(out.getvalue()))
+                         if isinstance(r, (IoEvent, FdInfo))])
+    from_ring, from_records = captures
+    assert from_ring == from_records
+    events = [r for r in from_ring if isinstance(r, IoEvent)]
+    assert [e.seq for e in events] == list(range(3000))
+    assert [int(e.data) for e in events] == list(range(3000))
+    # fd 3 of each process; fd 5 from /proc before its process's open note (two of them),
+    # then again as the file the note names (three)
+    assert sum(isinstance(r, FdInfo) for r in from_ring) == 8

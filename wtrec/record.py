@@ -46,8 +46,10 @@ from wtrec.records import (
     FdInfo,
     Filters,
     Header,
+    IoEvent,
     Lost,
     Record,
+    event_row,
 )
 
 # The reading loop: each step takes at most STEP_BYTES of kernel records, so
@@ -229,8 +231,13 @@ class Recording:
             for position, kind in enumerate(kinds):
                 if kind is not tuple:
                     self._write_rows(ready[start:position])
+                    item = ready[position]
                     if kind is FdNote:
-                        self._note(ready[position])
+                        self._note(item)
+                    elif isinstance(item, IoEvent):  # a decoder's event not made a row
+                        self._write_rows([event_row(item)])
+                    else:
+                        self._writer.write(item)
                     start = position + 1
             self._write_rows(ready[start:])
         self.stats.incomplete = self._decoder.stats.incomplete
