@@ -6,20 +6,29 @@
 //   WTREC_USE_PERF       1: perf buffer (per-CPU) instead of the ring buffer
 //   WTREC_RINGBUF_PAGES  ring buffer size in pages (power of two)
 //   WTREC_TRACE_ALL      1: no pid/comm filter
+//   WTREC_PID_FILTER     1: processes may be traced by pid (-p, the command, followed)
+//   WTREC_COMM_FILTER    1: processes may be traced by comm (-c)
 //   WTREC_FOLLOW         1: children of traced processes are traced too
-//   WTREC_SELF_TGID      the recorder's own pid, never traced
 //   WTREC_PID_TABLE      most processes traced by pid (-p, the command, followed)
-// Which syscalls are captured is a map (`wanted`), filled by the recorder.
+// Which syscalls are captured is a map (`wanted`), and the recorder's own
+// pid (never traced) is in `settings`, both filled by the recorder: the
+// compiled program depends only on the defines, so it can be kept and
+// loaded again by a later run.
 //
 // Two raw tracepoints, sys_enter and sys_exit, see every syscall: a few
 // instructions turn the architecture's syscall number into wtrec's id and
 // drop what is not wanted before anything else is done. Arguments come from
 // the saved user registers (struct pt_regs, whose layout is user ABI).
 //
-// A call is noted at syscall entry (arguments, per thread) and emitted at
-// exit with its return value. A capture that fits one record goes out as
-// one event record with the data inline; a vectored or large one goes out
-// as chunk records followed by the event record, reassembled in user space.
+// Data syscalls (the write and read families) are handled at exit alone:
+// the saved registers still hold the arguments there (the kernel does not
+// write them back; arm64 keeps x0, which the return value overwrites, in
+// orig_x0), so nothing is noted per thread and entry does no work for
+// them. A capture that fits one record goes out as one event record with
+// the data inline; a vectored or large one goes out as chunk records
+// followed by the event record, reassembled in user space. The fd-naming
+// syscalls are noted at entry (per thread, in `pending`) and completed at
+// exit; close is noted at entry, before its number can be reused.
 // The record layouts are in wtrec_records.h, shared with the test that
 // checks the Python decoder against them.
 //
@@ -49,8 +58,11 @@
 #ifndef WTREC_FOLLOW
 #define WTREC_FOLLOW 0
 #endif
-#ifndef WTREC_SELF_TGID
-#define WTREC_SELF_TGID 0
+#ifndef WTREC_PID_FILTER
+#define WTREC_PID_FILTER 1
+#endif
+#ifndef WTREC_COMM_FILTER
+#define WTREC_COMM_FILTER 1
 #endif
 #ifndef WTREC_PID_TABLE
 #define WTREC_PID_TABLE 16384
@@ -73,19 +85,22 @@ struct user_args {           // pt_regs from r10 (offset 56) to cs
     u64 r10, r9, r8, ax, cx, dx, si, di, orig_ax, ip, cs;
 };
 #define ARGS_OFFSET 56
-#define NR_OFFSET 120         // orig_ax
+#define NR(r) ((s64)(r).orig_ax)
 #define ARG0(r) ((r).di)
+#define EXIT_ARG0(r) ((r).di)  // the return value goes to ax
 #define ARG1(r) ((r).si)
 #define ARG2(r) ((r).dx)
 #define ARG3(r) ((r).r10)
 #define IS_64BIT(r) (((r).cs & 0xffff) == 0x33)  // __USER_CS; 32-bit code runs in 0x23
 #elif defined(__aarch64__)
-struct user_args {           // pt_regs from regs[0] to pstate
-    u64 x[31], sp, pc, pstate;
+struct user_args {           // pt_regs from regs[0] to syscallno
+    u64 x[31], sp, pc, pstate, orig_x0;
+    s32 syscallno;
 };
 #define ARGS_OFFSET 0
-#define NR_OFFSET 280         // syscallno, after regs[31], sp, pc, pstate, orig_x0
+#define NR(r) ((s64)(r).syscallno)
 #define ARG0(r) ((r).x[0])
+#define EXIT_ARG0(r) ((r).orig_x0)  // x0 holds the return value by then
 #define ARG1(r) ((r).x[1])
 #define ARG2(r) ((r).x[2])
 #define ARG3(r) ((r).x[3])
@@ -94,19 +109,35 @@ struct user_args {           // pt_regs from regs[0] to pstate
 #error "wtrec reads syscall arguments from registers on x86_64 and arm64 only"
 #endif
 
-// What entry saw, kept per thread until exit, plus the gather state the
-// chunk loop keeps here: values loaded from a map are imprecise to the
-// verifier, which lets it prune the loop instead of exploring every path.
+struct comm_key {
+    char name[16];
+};
+
+// What entry saw of an fd-naming (or, with follow, clone) syscall, kept
+// per thread until its exit.
 struct wtrec_pending {
-    u64 ts_ns;
     u64 a0, a1, a2, a3;
     s64 ret;
     u32 syscall;     // SC_*
-    u32 flags;
+    u32 pad;
     s64 nr;          // the architecture's syscall number, matched at exit
+};
+
+// A data syscall's exit, as the event header needs it, and the state of
+// the chunk loop (gather_and_emit): kept in a per-CPU map for the length of
+// one run of on_sys_exit and the program it tail-calls (values loaded from
+// a map are imprecise to the verifier, which lets it prune the loop instead
+// of exploring every path).
+struct wtrec_exit {
+    u64 ts_ns;
+    u64 fd;
+    s64 ret;
+    u32 syscall;     // SC_*
+    u32 flags;
     u64 iov, iovcnt, index, base, left_in_iov, left, count;
     u32 offset;
     u32 captured;
+    struct comm_key comm;
 };
 
 struct user_iovec {  // struct iovec, 64-bit user ABI
@@ -125,14 +156,16 @@ struct user_msghdr64 {  // struct msghdr, 64-bit user ABI
     u32 flags;
 };
 
-struct comm_key {
-    char name[16];
-};
-
 BPF_ARRAY(wanted, u8, SC_LIMIT);  // wanted[SC_*] = 1: capture or note this syscall
+BPF_ARRAY(settings, u32, 1);      // settings[0]: the recorder's pid, never traced
 BPF_HASH(pid_filter, u32, u8, WTREC_PID_TABLE);  // by tgid: processes, never threads
 BPF_HASH(comm_filter, struct comm_key, u8, 256);
 BPF_HASH(pending, u32, struct wtrec_pending, 16384);
+BPF_PERCPU_ARRAY(exiting, struct wtrec_exit, 1);
+// Taken (atomic increment to 1) for a run that uses `exiting`: a second
+// user on this CPU (a preempted run: programs are preemptible here) finds
+// it held and drops and counts rather than corrupt.
+BPF_PERCPU_ARRAY(exiting_busy, u32, 1);
 // Events and fd notes lost in the kernel, every cause, and those sent, by
 // slot (COUNT_*): what the recorder never took of what was sent is lost too.
 // The perf buffer's lost callback is not used: it counts records (a lost
@@ -155,20 +188,48 @@ static __always_inline void count(u32 slot)
         __sync_fetch_and_add(counter, 1);  // atomic: a preempting program may count too
 }
 
-static __always_inline int traced(u64 pid_tgid)
+static __always_inline int is_self(u32 tgid)
+{
+    u32 zero = 0;
+    u32 *self = settings.lookup(&zero);
+    return !self || *self == tgid;  // unset: trace nothing
+}
+
+// Whether the current process is traced; `comm` gets its comm either way
+// (the event header needs it), read once.
+static __always_inline int traced_comm(u64 pid_tgid, struct comm_key *comm)
 {
     u32 tgid = pid_tgid >> 32;
-    if (tgid == WTREC_SELF_TGID)
+    if (is_self(tgid))
         return 0;
 #if WTREC_TRACE_ALL
+    bpf_get_current_comm(&comm->name, sizeof(comm->name));
     return 1;
 #else
-    if (pid_filter.lookup(&tgid))
+#if WTREC_PID_FILTER
+    if (pid_filter.lookup(&tgid)) {
+        bpf_get_current_comm(&comm->name, sizeof(comm->name));
         return 1;
-    struct comm_key key = {};
-    bpf_get_current_comm(&key.name, sizeof(key.name));
-    return comm_filter.lookup(&key) != 0;
+    }
 #endif
+#if WTREC_COMM_FILTER
+    bpf_get_current_comm(&comm->name, sizeof(comm->name));
+    return comm_filter.lookup(comm) != 0;
+#else
+    return 0;
+#endif
+#endif
+}
+
+static __always_inline int traced(u64 pid_tgid)
+{
+    struct comm_key comm = {};
+    return traced_comm(pid_tgid, &comm);
+}
+
+static __always_inline u16 direction_of(u32 syscall)
+{
+    return syscall >= SC_READ ? 1 : 0;
 }
 
 // ---------------------------------------------------------------- output
@@ -321,11 +382,13 @@ static __always_inline void note_lost(u64 pid_tgid);
 static __always_inline void note_end(void *ctx, struct wtrec_fd_note *n, u32 op, u64 pid_tgid,
                                      s64 ret, s32 fd, s32 fd2);
 
+// Entry matters only to the fd-naming and clone syscalls: data syscalls
+// (ids below SC_SOCKET) leave at the first comparison.
 int on_sys_enter(struct bpf_raw_tracepoint_args *ctx)
 {
     s64 nr = ctx->args[1];
     u32 syscall = sc_of(nr);
-    if (!syscall || !is_wanted(syscall))
+    if (syscall < SC_SOCKET || !is_wanted(syscall))
         return 0;
     u64 pid_tgid = bpf_get_current_pid_tgid();
     if (!traced(pid_tgid))
@@ -342,7 +405,6 @@ int on_sys_enter(struct bpf_raw_tracepoint_args *ctx)
     }
     u32 tid = pid_tgid;
     struct wtrec_pending p = {};
-    p.ts_ns = bpf_ktime_get_boot_ns();
     p.a0 = ARG0(regs);
     if (syscall == SC_CLONE3)  // struct clone_args: flags first
         bpf_probe_read_user(&p.a0, sizeof(p.a0), (void *)ARG0(regs));
@@ -351,12 +413,8 @@ int on_sys_enter(struct bpf_raw_tracepoint_args *ctx)
     p.a3 = ARG3(regs);
     p.syscall = syscall;
     p.nr = nr;
-    if (pending.update(&tid, &p) != 0) {
-        if (syscall < SC_SOCKET)
-            count(COUNT_LOST_EVENTS);
-        else
-            note_lost(pid_tgid);
-    }
+    if (pending.update(&tid, &p) != 0)
+        note_lost(pid_tgid);
     return 0;
 }
 
@@ -365,23 +423,25 @@ int on_sys_enter(struct bpf_raw_tracepoint_args *ctx)
 // Every event is dated when it is emitted, at syscall exit: records leave in
 // that order, so the recorder's short hold restores time order even for a
 // call that blocked for seconds (dated at entry, it would arrive late).
-static __always_inline void fill_header(struct wtrec_event_header *h, struct wtrec_pending *p,
-                                        u64 pid_tgid, u16 direction)
+// entry_ns, the key that names a chunked event's chunks, is that same time:
+// one clock read per event.
+static __always_inline void fill_header(struct wtrec_event_header *h, struct wtrec_exit *e,
+                                        u64 pid_tgid)
 {
     h->kind = KIND_EVENT;
-    h->flags = p->flags;
-    h->ts_ns = bpf_ktime_get_boot_ns();
-    h->entry_ns = p->ts_ns;
-    h->count = p->count;
-    h->ret = p->ret;
+    h->flags = e->flags;
+    h->ts_ns = e->ts_ns;
+    h->entry_ns = e->ts_ns;
+    h->count = e->count;
+    h->ret = e->ret;
     h->pid = pid_tgid >> 32;
     h->tid = (u32)pid_tgid;
     h->uid = (u32)bpf_get_current_uid_gid();
-    h->fd = (s32)p->a0;
-    h->captured = p->captured;
-    h->syscall = p->syscall;
-    h->direction = direction;
-    bpf_get_current_comm(&h->comm, sizeof(h->comm));
+    h->fd = (s32)e->fd;
+    h->captured = e->captured;
+    h->syscall = e->syscall;
+    h->direction = direction_of(e->syscall);
+    __builtin_memcpy(h->comm, e->comm.name, sizeof(h->comm));
     u32 zero = 0, tgid = h->pid;
     u32 *any = notes_lost.lookup(&zero);
     if (any && *any && stale_fds.lookup(&tgid)) {
@@ -390,14 +450,9 @@ static __always_inline void fill_header(struct wtrec_event_header *h, struct wtr
     }
 }
 
-static __always_inline u16 direction_of(u32 syscall)
-{
-    return syscall >= SC_READ ? 1 : 0;
-}
-
 // Emit an event with `n` (<= CHUNK_MAX) bytes from `base` inline. A fault
 // reading them sends the event without data, flagged FLAG_READ_FAULT.
-static __always_inline void emit_inline(void *ctx, struct wtrec_pending *p, u64 pid_tgid,
+static __always_inline void emit_inline(void *ctx, struct wtrec_exit *e, u64 pid_tgid,
                                         u64 base, u64 n)
 {
     if (n > CHUNK_MAX)
@@ -407,8 +462,8 @@ static __always_inline void emit_inline(void *ctx, struct wtrec_pending *p, u64 
         count(COUNT_LOST_EVENTS);
         return;
     }
-    p->captured = n;
-    fill_header(h, p, pid_tgid, direction_of(p->syscall));
+    e->captured = n;
+    fill_header(h, e, pid_tgid);
     if (n && bpf_probe_read_user((u8 *)(h + 1), n, (void *)base) != 0) {
         h->captured = 0;
         h->flags |= FLAG_READ_FAULT;
@@ -419,7 +474,7 @@ static __always_inline void emit_inline(void *ctx, struct wtrec_pending *p, u64 
 
 // One chunk of `n` bytes at the gather position; 0 on success. A chunk
 // that cannot be sent leaves its event incomplete, not lost.
-static __always_inline int emit_chunk(void *ctx, struct wtrec_pending *p, u32 tid, u64 n)
+static __always_inline int emit_chunk(void *ctx, struct wtrec_exit *e, u32 tid, u64 n)
 {
     if (n > CHUNK_MAX)
         return 1;
@@ -428,68 +483,79 @@ static __always_inline int emit_chunk(void *ctx, struct wtrec_pending *p, u32 ti
         return 1;
     h->kind = KIND_CHUNK;
     h->len = n;
-    h->ts_ns = p->ts_ns;
+    h->ts_ns = e->ts_ns;
     h->tid = tid;
-    h->offset = p->offset;
-    if (bpf_probe_read_user((u8 *)(h + 1), n, (void *)p->base) != 0) {
+    h->offset = e->offset;
+    if (bpf_probe_read_user((u8 *)(h + 1), n, (void *)e->base) != 0) {
         out_discard(h);
-        p->flags |= FLAG_READ_FAULT;
+        e->flags |= FLAG_READ_FAULT;
         return 1;
     }
     return out_submit(ctx, h, sizeof(*h) + n) < 0;
 }
 
+static __always_inline void exiting_release(void)
+{
+    u32 zero = 0;
+    u32 *busy = exiting_busy.lookup(&zero);
+    if (busy)
+        __sync_fetch_and_add(busy, -1);
+}
+
 // Tail-called from the exit handler (so the verifier checks the loop
-// once): sums the iovec lengths, copies up to the capture length in
-// chunks, then emits the event record.
+// once), with the call in this CPU's `exiting` slot, held: sums the iovec
+// lengths, copies up to the capture length in chunks, then emits the
+// event record.
 int gather_and_emit(struct bpf_raw_tracepoint_args *ctx)
 {
     u64 pid_tgid = bpf_get_current_pid_tgid();
-    u32 tid = pid_tgid;
-    struct wtrec_pending *p = pending.lookup(&tid);
-    if (!p)
+    u32 tid = pid_tgid, zero = 0;
+    struct wtrec_exit *e = exiting.lookup(&zero);
+    if (!e) {
+        exiting_release();
         return 0;
+    }
     // Vectored calls: the requested count is the sum of the iovec lengths.
-    if (p->iov) {
-        p->count = 0;
-        p->index = 0;
+    if (e->iov) {
+        e->count = 0;
+        e->index = 0;
 #pragma clang loop unroll(disable)
         for (int i = 0; i < MAX_IOV; i++) {
-            u64 index = p->index;
-            if (index >= p->iovcnt)
+            u64 index = e->index;
+            if (index >= e->iovcnt)
                 break;
             struct user_iovec v = {};
-            if (bpf_probe_read_user(&v, sizeof(v), (void *)(p->iov + index * sizeof(v))) != 0) {
-                p->flags |= FLAG_READ_FAULT;
+            if (bpf_probe_read_user(&v, sizeof(v), (void *)(e->iov + index * sizeof(v))) != 0) {
+                e->flags |= FLAG_READ_FAULT;
                 break;
             }
-            p->count += v.len;
-            p->index = index + 1;
+            e->count += v.len;
+            e->index = index + 1;
         }
-        p->index = 0;
-        p->left_in_iov = 0;
+        e->index = 0;
+        e->left_in_iov = 0;
     }
-    u64 want = direction_of(p->syscall) ? (p->ret > 0 ? (u64)p->ret : 0) : p->count;
-    p->left = want > WTREC_SNAPLEN ? WTREC_SNAPLEN : want;
-    p->offset = 0;
+    u64 want = direction_of(e->syscall) ? (e->ret > 0 ? (u64)e->ret : 0) : e->count;
+    e->left = want > WTREC_SNAPLEN ? WTREC_SNAPLEN : want;
+    e->offset = 0;
 #pragma clang loop unroll(disable)
     for (int i = 0; i < GATHER_STEPS; i++) {
-        u64 left = p->left;
-        u64 in_iov = p->left_in_iov;
+        u64 left = e->left;
+        u64 in_iov = e->left_in_iov;
         if (!left)
             break;
         if (!in_iov) {
-            u64 index = p->index;
-            if (!p->iov || index >= p->iovcnt)
+            u64 index = e->index;
+            if (!e->iov || index >= e->iovcnt)
                 break;
             struct user_iovec v = {};
-            if (bpf_probe_read_user(&v, sizeof(v), (void *)(p->iov + index * sizeof(v))) != 0) {
-                p->flags |= FLAG_READ_FAULT;
+            if (bpf_probe_read_user(&v, sizeof(v), (void *)(e->iov + index * sizeof(v))) != 0) {
+                e->flags |= FLAG_READ_FAULT;
                 break;
             }
-            p->index = index + 1;
-            p->base = v.base;
-            p->left_in_iov = v.len;
+            e->index = index + 1;
+            e->base = v.base;
+            e->left_in_iov = v.len;
             continue;
         }
         u64 n = in_iov;
@@ -497,92 +563,119 @@ int gather_and_emit(struct bpf_raw_tracepoint_args *ctx)
             n = left;
         if (n > CHUNK_MAX)
             n = CHUNK_MAX;
-        if (emit_chunk(ctx, p, tid, n) != 0) {
-            p->flags |= FLAG_INCOMPLETE;
+        if (emit_chunk(ctx, e, tid, n) != 0) {
+            e->flags |= FLAG_INCOMPLETE;
             break;
         }
-        p->base += n;
-        p->left_in_iov = in_iov - n;
-        p->left = left - n;
-        p->offset += n;
+        e->base += n;
+        e->left_in_iov = in_iov - n;
+        e->left = left - n;
+        e->offset += n;
     }
-    p->captured = p->offset;
-    p->flags |= FLAG_CHUNKED;
+    e->captured = e->offset;
+    e->flags |= FLAG_CHUNKED;
     struct wtrec_event_header *h = out_reserve(sizeof(*h), 0);
     if (h) {
-        fill_header(h, p, pid_tgid, direction_of(p->syscall));
+        fill_header(h, e, pid_tgid);
         count(out_submit(ctx, h, sizeof(*h)) < 0 ? COUNT_LOST_EVENTS : COUNT_SENT_EVENTS);
     } else {
         count(COUNT_LOST_EVENTS);
     }
-    pending.delete(&tid);
+    exiting_release();
     return 0;
 }
 
-// Exit of a data syscall: the common case, one buffer that fits a chunk,
-// goes out inline here; the rest is tail-called to gather_and_emit.
-static __always_inline int data_exit(void *ctx, u64 pid_tgid, struct wtrec_pending *p)
+// Exit of a traced data syscall: the common case, one buffer that fits a
+// chunk, goes out inline from the stack; the rest is handed to
+// gather_and_emit through this CPU's `exiting` slot.
+static __always_inline int data_exit(void *ctx, u64 pid_tgid, u32 syscall,
+                                     struct user_args *regs, s64 ret, struct wtrec_exit *e)
 {
-    u32 tid = pid_tgid;
-    u32 syscall = p->syscall;
-    long ret = p->ret;
+    e->ts_ns = bpf_ktime_get_boot_ns();
+    e->fd = EXIT_ARG0(*regs);
+    e->ret = ret;
+    e->syscall = syscall;
     u64 base = 0;
     switch (syscall) {
     case SC_WRITEV:
     case SC_PWRITEV:
     case SC_PWRITEV2:
     case SC_READV:
-        p->iov = p->a1;
-        p->iovcnt = p->a2 > MAX_IOV ? MAX_IOV : p->a2;
+        e->iov = ARG1(*regs);
+        e->iovcnt = ARG2(*regs) > MAX_IOV ? MAX_IOV : ARG2(*regs);
         break;
     case SC_SENDMSG:
     case SC_RECVMSG: {
         struct user_msghdr64 msg = {};
-        if (bpf_probe_read_user(&msg, sizeof(msg), (void *)p->a1) != 0) {
-            p->flags |= FLAG_READ_FAULT;
+        if (bpf_probe_read_user(&msg, sizeof(msg), (void *)ARG1(*regs)) != 0) {
+            e->flags |= FLAG_READ_FAULT;
         } else {
-            p->iov = msg.iov;
-            p->iovcnt = msg.iovlen > MAX_IOV ? MAX_IOV : msg.iovlen;
+            e->iov = msg.iov;
+            e->iovcnt = msg.iovlen > MAX_IOV ? MAX_IOV : msg.iovlen;
         }
         break;
     }
     default:
-        base = p->a1;
-        p->count = p->a2;
-        p->left_in_iov = p->a2;
-        p->base = base;
+        base = ARG1(*regs);
+        e->count = ARG2(*regs);
     }
-    if (!p->iov) {
-        u64 want = direction_of(syscall) ? (ret > 0 ? (u64)ret : 0) : p->count;
+    if (!e->iov) {
+        u64 want = direction_of(syscall) ? (ret > 0 ? (u64)ret : 0) : e->count;
         u64 n = want > WTREC_SNAPLEN ? WTREC_SNAPLEN : want;
         if (n <= CHUNK_MAX) {
-            emit_inline(ctx, p, pid_tgid, base, n);
-            pending.delete(&tid);
+            emit_inline(ctx, e, pid_tgid, base, n);
             return 0;
         }
     }
+    // Large or vectored: hand the call over in this CPU's slot.
+    u32 zero = 0;
+    u32 *busy = exiting_busy.lookup(&zero);
+    struct wtrec_exit *slot = exiting.lookup(&zero);
+    if (!busy || !slot) {
+        count(COUNT_LOST_EVENTS);
+        return 0;
+    }
+    __sync_fetch_and_add(busy, 1);
+    if (*busy != 1) {
+        __sync_fetch_and_add(busy, -1);
+        count(COUNT_LOST_EVENTS);
+        return 0;
+    }
+    *slot = *e;
+    slot->base = base;
+    slot->left_in_iov = e->count;
     programs.call(ctx, PROG_GATHER);
     // Only reached if the tail call failed (gather_and_emit is loaded just
     // after the probes are attached): keep what fits one record.
-    if (!p->iov) {
-        p->flags |= FLAG_INCOMPLETE;
-        emit_inline(ctx, p, pid_tgid, base, CHUNK_MAX);
+    exiting_release();
+    if (!e->iov) {
+        e->flags |= FLAG_INCOMPLETE;
+        emit_inline(ctx, e, pid_tgid, base, CHUNK_MAX);
     } else {
         count(COUNT_LOST_EVENTS);
     }
-    pending.delete(&tid);
     return 0;
 }
 
-// Every syscall exit: match the entry, keep the return value, emit (data)
-// or tail-call fd_exit (fd-making syscalls).
+// Every syscall exit. Data syscalls: filter and emit here, from the saved
+// registers. fd-naming ones: match the entry and tail-call fd_exit.
 int on_sys_exit(struct bpf_raw_tracepoint_args *ctx)
 {
-    s64 nr = 0;
-    bpf_probe_read_kernel(&nr, sizeof(nr), (u8 *)ctx->args[0] + NR_OFFSET);
-    if (!sc_of(nr))
+    struct user_args regs = {};
+    bpf_probe_read_kernel(&regs, sizeof(regs), (u8 *)ctx->args[0] + ARGS_OFFSET);
+    s64 nr = NR(regs);
+    u32 syscall = sc_of(nr);
+    if (!syscall)
         return 0;
     u64 pid_tgid = bpf_get_current_pid_tgid();
+    if (syscall < SC_SOCKET) {
+        if (!is_wanted(syscall) || !IS_64BIT(regs))
+            return 0;
+        struct wtrec_exit e = {};
+        if (!traced_comm(pid_tgid, &e.comm))
+            return 0;
+        return data_exit(ctx, pid_tgid, syscall, &regs, ctx->args[1], &e);
+    }
     u32 tid = pid_tgid;
     struct wtrec_pending *p = pending.lookup(&tid);
     if (!p)
@@ -591,13 +684,11 @@ int on_sys_exit(struct bpf_raw_tracepoint_args *ctx)
         pending.delete(&tid);
         return 0;
     }
-    p->ret = ctx->args[1];
-    if (p->syscall < SC_SOCKET)
-        return data_exit(ctx, pid_tgid, p);
     if (p->syscall >= SC_CLONE) {  // sched_process_fork has seen it already
         pending.delete(&tid);
         return 0;
     }
+    p->ret = ctx->args[1];
     programs.call(ctx, PROG_FD_EXIT);
     pending.delete(&tid);  // only reached if the tail call failed
     note_lost(pid_tgid);

@@ -88,14 +88,20 @@ class ProbeConfig:
         share = max(8, self.buffer_pages() // max(1, os.cpu_count() or 1))
         return 1 << (share.bit_length() - 1)
 
+    def pid_filter(self) -> bool:
+        """Whether processes may be traced by pid: -p, or followed children (-- CMD)."""
+        return bool(self.pids) or self.follow
+
     def cflags(self) -> list[str]:
+        """The -D settings the program is compiled with (the recorder's pid is a map)."""
         return [
             f"-DWTREC_SNAPLEN={self.snaplen}",
             f"-DWTREC_USE_PERF={int(self.use_perf)}",
             f"-DWTREC_RINGBUF_PAGES={self.buffer_pages()}",
             f"-DWTREC_TRACE_ALL={int(self.trace_all)}",
+            f"-DWTREC_PID_FILTER={int(self.pid_filter())}",
+            f"-DWTREC_COMM_FILTER={int(bool(self.comms))}",
             f"-DWTREC_FOLLOW={int(self.follow)}",
-            f"-DWTREC_SELF_TGID={self.self_tgid}",
             f"-DWTREC_PID_TABLE={self.pid_table}",
         ]
 
@@ -120,6 +126,7 @@ def bpf_program_text(config: ProbeConfig) -> str:
     wanted = ", ".join(config.wanted_syscalls())
     header = (bpf_dir() / "wtrec_records.h").read_text()
     return (f"// compiled with:\n{defines}\n// wanted map: {wanted}\n"
+            f"// settings map: recorder pid {config.self_tgid}\n"
             f"// attached: raw_tracepoint sys_enter, sys_exit, sched_process_exit; tracepoint "
             f"sock:inet_sock_set_state, sched:sched_process_fork (with follow)\n\n"
             f"// ---- wtrec_records.h\n{header}\n// ---- write_tracer.bpf.c\n"
@@ -292,6 +299,7 @@ class Probe:
 
     def _fill_maps(self) -> None:
         one = ctypes.c_uint8(1)
+        self._bpf["settings"][ctypes.c_int(0)] = ctypes.c_uint32(self.config.self_tgid)
         wanted = self._bpf["wanted"]
         for name in self.config.wanted_syscalls():
             wanted[ctypes.c_int(SYSCALL_IDS[name])] = one
@@ -307,6 +315,8 @@ class Probe:
 
     def add_pid(self, pid: int) -> None:
         """Traces one more process (with follow: and its future children)."""
+        if not self.config.pid_filter():
+            raise ProbeError("this probe was built without a pid filter (no -p, no follow)")
         pids = self._bpf["pid_filter"]
         pids[pids.Key(pid)] = ctypes.c_uint8(1)
 
