@@ -73,7 +73,9 @@
 #ifndef MAX_IOV
 #define MAX_IOV 64            // iovecs read per call (UIO_MAXIOV is 1024)
 #endif
-#define GATHER_STEPS (2 * MAX_IOV + WTREC_SNAPLEN / CHUNK_MAX + 2)
+// Chunks come one a step, an iovec's first with it: each iovec adds at most one
+// step (an empty one, or a chunk cut short by its end) to the data's chunks.
+#define GATHER_STEPS (MAX_IOV + WTREC_SNAPLEN / CHUNK_MAX + 2)
 
 // The saved user registers (struct pt_regs), as far as wtrec reads them.
 // The raw tracepoints also see 32-bit (compat) syscalls, numbered and
@@ -541,10 +543,10 @@ int gather_and_emit(struct bpf_raw_tracepoint_args *ctx)
 #pragma clang loop unroll(disable)
     for (int i = 0; i < GATHER_STEPS; i++) {
         u64 left = e->left;
-        u64 in_iov = e->left_in_iov;
         if (!left)
             break;
-        if (!in_iov) {
+        u64 in_iov = e->left_in_iov;
+        if (!in_iov) {  // the next iovec, and its first chunk in the same step
             u64 index = e->index;
             if (!e->iov || index >= e->iovcnt)
                 break;
@@ -556,7 +558,9 @@ int gather_and_emit(struct bpf_raw_tracepoint_args *ctx)
             e->index = index + 1;
             e->base = v.base;
             e->left_in_iov = v.len;
-            continue;
+            in_iov = v.len;
+            if (!in_iov)
+                continue;
         }
         u64 n = in_iov;
         if (n > left)

@@ -28,6 +28,23 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
+from wtrec.capture.bpf_cache import ProgramCache, cache_dir_from_environment, cache_key
+from wtrec.capture.bpf_syscall import (
+    PROG_TYPE_RAW_TRACEPOINT,
+    PROG_TYPE_TRACEPOINT,
+    CompiledProgram,
+    MapShape,
+    create_map,
+    load_program,
+    map_lookup,
+    map_references,
+    map_shape,
+    map_update,
+    percpu_value_size,
+    raw_tracepoint_open,
+    tracepoint_attach,
+    with_map_fds,
+)
 from wtrec.capture.kernel_records import (
     KIND_EVENT,
     KIND_FD,
@@ -43,9 +60,11 @@ PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 MAX_SNAPLEN_RINGBUF = 1 << 20
 MAX_SNAPLEN_PERF = 1 << 20  # large captures go out in 16 KiB chunks
 # Tail-called programs, in the order of the PROG_* indexes in the BPF source.
-SHARED_PROGRAMS = (b"gather_and_emit", b"fd_exit")
-RAW_TRACEPOINTS = ((b"sys_enter", b"on_sys_enter"), (b"sys_exit", b"on_sys_exit"),
-                   (b"sched_process_exit", b"on_process_exit"))
+SHARED_PROGRAMS = ("gather_and_emit", "fd_exit")
+RAW_TRACEPOINTS = (("sys_enter", "on_sys_enter"), ("sys_exit", "on_sys_exit"),
+                   ("sched_process_exit", "on_process_exit"))
+# Tracepoints the program reads (TRACEPOINT_PROBE): their format is compiled in.
+TRACEPOINTS = ("sock:inet_sock_set_state", "sched:sched_process_fork")
 # Traced whatever --syscalls says: they name the descriptors.
 FD_SYSCALLS = ("socket", "connect", "bind", "accept", "accept4", "openat", "open", "close",
                "pipe", "pipe2", "socketpair", "dup", "dup2", "dup3")
@@ -242,6 +261,84 @@ class RingReader:
         self._producer.close()
 
 
+def compile_program(config: ProbeConfig) -> CompiledProgram:
+    """Compiles the BPF source with bcc (clang) into maps and bytecode, loading nothing.
+
+    bcc creates the maps while it compiles and writes their fds into the
+    bytecode; those fds are traded for map indexes, so the result can be
+    loaded by any process (and kept, see wtrec.capture.bpf_cache).
+    """
+    try:
+        from bcc import BPF
+        from bcc.libbcc import lib
+    except ImportError as exc:
+        raise BccMissingError(f"cannot import bcc ({exc}): install python3-bpfcc") from None
+
+    class CompileOnly(BPF):
+        """bcc would attach TRACEPOINT_PROBE programs as it compiles: that is the loader's."""
+
+        def _trace_autoload(self) -> None:
+            pass
+
+    failure: Exception | None
+    cflags = [*config.cflags(), f"-I{bpf_dir()}"]
+    with _StderrCapture() as captured:
+        try:
+            compiled = CompileOnly(src_file=str(bpf_source_path()).encode(), cflags=cflags)
+        except Exception as exc:
+            failure = exc
+        else:
+            failure = None
+    if failure is not None:
+        detail = _first_error(captured.text + "\n" + str(failure))
+        if "file not found" in detail or "kernel headers" in detail.lower():
+            raise KernelHeadersMissingError(
+                f"bcc cannot find kernel headers ({detail}); see README: set-up")
+        raise ProbeError(f"cannot load the BPF program: {detail}")
+    try:
+        module = compiled.module
+        shapes: list[MapShape] = []
+        index_of_fd: dict[int, int] = {}  # bcc's map fd -> index in shapes
+        functions: dict[str, bytes] = {}
+        for number in range(lib.bpf_num_functions(module)):
+            name = lib.bpf_function_name(module, number)
+            code = ctypes.string_at(lib.bpf_function_start(module, name),
+                                    lib.bpf_function_size(module, name))
+            for _index, fd in map_references(code):
+                if fd not in index_of_fd:
+                    index_of_fd[fd] = len(shapes)
+                    shapes.append(map_shape(fd))
+            # with_map_fds puts table[immediate] into each reference: here
+            # the table maps bcc's fds to indexes.
+            table = [-1] * (max(index_of_fd, default=0) + 1)
+            for fd, index in index_of_fd.items():
+                table[fd] = index
+            functions[name.decode()] = with_map_fds(code, table)
+        names = [shape.name for shape in shapes]
+        if len(set(names)) != len(names):
+            raise ProbeError(f"BPF map names must differ in their first 15 bytes: {names}")
+        return CompiledProgram(lib.bpf_module_license(module).decode(), tuple(shapes), functions)
+    finally:
+        compiled.cleanup()
+
+
+def program_for(config: ProbeConfig,
+                cache: ProgramCache | None) -> tuple[CompiledProgram, str, bool]:
+    """(the compiled program, its cache key, whether it came from the cache).
+
+    From the cache if it holds this exact compile, else from bcc (then kept).
+    """
+    key = cache_key(sources=bpf_dir().glob("*.[ch]"), cflags=config.cflags(),
+                    tracepoints=[(tp.partition(":")[0], tp.partition(":")[2]) for tp in TRACEPOINTS])
+    program = cache.get(key) if cache is not None else None
+    if program is not None:
+        return program, key, True
+    program = compile_program(config)
+    if cache is not None:
+        cache.put(key, program)
+    return program, key, False
+
+
 class Probe:
     """The loaded program and its output buffer.
 
@@ -250,66 +347,93 @@ class Probe:
     while recording; `lost()` says what the kernel (and, in perf mode, the
     bounded queue) could not hand over, `handed_over()` what it did, taken
     by the recorder or not.
+
+    The program is compiled by bcc or taken from the cache
+    (wtrec.capture.bpf_cache), then loaded and attached through the bpf()
+    system call (wtrec.capture.bpf_syscall): one path either way.
     """
 
-    def __init__(self, config: ProbeConfig):
-        try:
-            from bcc import BPF
-        except ImportError as exc:
-            raise BccMissingError(
-                f"cannot import bcc ({exc}): install python3-bpfcc") from None
+    def __init__(self, config: ProbeConfig, *, cache_dir: Path | None = None,
+                 use_cache: bool = True):
+        """Loads and attaches the program; `cache_dir` (default: WTREC_BPF_CACHE or
+        /var/cache/wtrec/bpf) keeps compiled programs unless `use_cache` is False."""
         self.config = config
         self._queue: deque[bytes] = deque()
         self._queued_bytes = [0]  # a cell the perf callback updates
         self._dropped = RecordCounts()
         self._ring: RingReader | None = None
+        self._perf: PerfReaders | None = None
         self._detaching: ThreadPoolExecutor | None = None
-        failure: Exception | None
-        cflags = [*config.cflags(), f"-I{bpf_dir()}"]
-        with _StderrCapture() as captured:
-            try:
-                # TRACEPOINT_PROBE programs (tcp, fork, exit) attach here.
-                self._bpf = BPF(src_file=str(bpf_source_path()).encode(), cflags=cflags)
-            except Exception as exc:
-                failure = exc
-            else:
-                failure = None
-        if failure is not None:
-            detail = _first_error(captured.text + "\n" + str(failure))
-            if "file not found" in detail or "kernel headers" in detail.lower():
-                raise KernelHeadersMissingError(
-                    f"bcc cannot find kernel headers ({detail}); see README: set-up")
-            raise ProbeError(f"cannot load the BPF program: {detail}")
+        self._map_fds: dict[str, int] = {}
+        self._shapes: dict[str, MapShape] = {}
+        self._program_fds: dict[str, int] = {}
+        self._raw_links: list[int] = []
+        self._tracepoint_links: list[int] = []
+        if cache_dir is None and use_cache:
+            cache_dir = cache_dir_from_environment(os.environ)
+        cache = ProgramCache(cache_dir) if use_cache and cache_dir is not None else None
+        program, key, cached = program_for(config, cache)
         try:
-            with _StderrCapture() as captured:
-                self._fill_maps()
-                # Attach first, so capture starts as early as it can; the
-                # tail-called programs follow within milliseconds (until
-                # then a large or vectored capture is cut to 16 KiB).
-                for tracepoint, program in RAW_TRACEPOINTS:
-                    self._bpf.attach_raw_tracepoint(tp=tracepoint, fn_name=program)
-                programs = self._bpf["programs"]
-                for index, name in enumerate(SHARED_PROGRAMS):
-                    programs[ctypes.c_int(index)] = ctypes.c_int(
-                        self._bpf.load_func(name, BPF.RAW_TRACEPOINT).fd)
-        except Exception as exc:
-            raise ProbeError(f"cannot load the BPF program: "
-                             f"{_first_error(captured.text + chr(10) + str(exc))}") from None
+            try:
+                self._load(program)
+            except ProbeError:
+                if cache is None or not cached:
+                    raise
+                # A cached program this kernel refuses: compile it afresh, once.
+                self.close()
+                cache.remove(key)
+                self._load(compile_program(config))
+        except BaseException:
+            self.close()
+            raise
+
+    def _load(self, program: CompiledProgram) -> None:
+        fds = []
+        for shape in program.maps:
+            fd = create_map(shape)
+            fds.append(fd)
+            self._map_fds[shape.name] = fd
+            self._shapes[shape.name] = shape
+        loaded: dict[str, int] = {}
+        for name, code in program.functions.items():
+            prog_type = (PROG_TYPE_TRACEPOINT if name.startswith("tracepoint__")
+                         else PROG_TYPE_RAW_TRACEPOINT)
+            loaded[name] = load_program(name, prog_type, with_map_fds(code, fds), program.license)
+            self._program_fds[name] = loaded[name]
+        missing = [name for _tp, name in RAW_TRACEPOINTS if name not in loaded]
+        missing += [name for name in SHARED_PROGRAMS if name not in loaded]
+        if missing:
+            raise ProbeError(f"the BPF program has no function {', '.join(missing)}")
+        self._fill_maps()
+        # Everything is loaded and the tail-called programs are in place
+        # before the first attach: capture is whole from its first event.
+        for index, name in enumerate(SHARED_PROGRAMS):
+            self._update("programs", U32.pack(index), U32.pack(loaded[name]))
+        for name, fd in loaded.items():
+            if name.startswith("tracepoint__"):
+                category, event = name[len("tracepoint__"):].split("__", 1)
+                self._tracepoint_links.append(tracepoint_attach(category, event, fd))
+        for tracepoint, name in RAW_TRACEPOINTS:
+            self._raw_links.append(raw_tracepoint_open(tracepoint, loaded[name]))
         self._open_buffer()
 
+    def _update(self, table: str, key: bytes, value: bytes) -> None:
+        try:
+            map_update(self._map_fds[table], key, value)
+        except KeyError:
+            raise ProbeError(f"the BPF program has no map {table}") from None
+        except OSError as exc:
+            raise ProbeError(f"cannot update BPF map {table}: {exc.strerror}") from None
+
     def _fill_maps(self) -> None:
-        one = ctypes.c_uint8(1)
-        self._bpf["settings"][ctypes.c_int(0)] = ctypes.c_uint32(self.config.self_tgid)
-        wanted = self._bpf["wanted"]
+        one = b"\x01"
+        self._update("settings", U32.pack(0), U32.pack(self.config.self_tgid))
         for name in self.config.wanted_syscalls():
-            wanted[ctypes.c_int(SYSCALL_IDS[name])] = one
+            self._update("wanted", U32.pack(SYSCALL_IDS[name]), one)
         if self.config.trace_all:
             return
-        comms = self._bpf["comm_filter"]
         for comm in self.config.comms:
-            key = comms.Key()
-            key.name = comm.encode()[:15]
-            comms[key] = one
+            self._update("comm_filter", comm.encode()[:15].ljust(16, b"\0"), one)
         for pid in self.config.pids:
             self.add_pid(pid)
 
@@ -317,17 +441,16 @@ class Probe:
         """Traces one more process (with follow: and its future children)."""
         if not self.config.pid_filter():
             raise ProbeError("this probe was built without a pid filter (no -p, no follow)")
-        pids = self._bpf["pid_filter"]
-        pids[pids.Key(pid)] = ctypes.c_uint8(1)
+        self._update("pid_filter", U32.pack(pid), b"\x01")
 
     def _open_buffer(self) -> None:
-        table = self._bpf["events"]
+        events = self._map_fds["events"]
         if not self.config.use_perf:
-            self._ring = RingReader(table.map_fd, self.config.buffer_pages() * PAGE_SIZE)
+            self._ring = RingReader(events, self.config.buffer_pages() * PAGE_SIZE)
             return
         queue, queued, dropped = self._queue, self._queued_bytes, self._dropped
 
-        def on_perf(_cpu, data, size):
+        def on_perf(data: int, size: int) -> None:
             if queued[0] < MAX_QUEUED_BYTES:
                 queue.append(ctypes.string_at(data, size))
                 queued[0] += size
@@ -340,11 +463,12 @@ class Probe:
             elif kind == KIND_FD:
                 dropped.fd_notes += 1
 
-        self._on_event = on_perf
         # Waking the reader for every event costs ~10 us a write; wake it
         # every PERF_WAKEUP_EVENTS and let the timer consume the stragglers.
-        table.open_perf_buffer(on_perf, page_cnt=self.config.perf_pages_per_cpu(),
-                               wakeup_events=PERF_WAKEUP_EVENTS)
+        self._perf = PerfReaders(on_perf, page_count=self.config.perf_pages_per_cpu(),
+                                 wakeup_events=PERF_WAKEUP_EVENTS)
+        for cpu, fd in self._perf.fds_by_cpu():
+            self._update("events", U32.pack(cpu), U32.pack(fd))
 
     def read(self, max_bytes: int) -> list[memoryview] | list[bytes]:
         """Raw records the kernel has handed over, about `max_bytes` at most, oldest first.
@@ -353,8 +477,8 @@ class Probe:
         """
         if self._ring is not None:
             return self._ring.read(max_bytes)
-        if self._queued_bytes[0] < MAX_QUEUED_BYTES:
-            self._bpf.perf_buffer_consume()
+        if self._perf is not None and self._queued_bytes[0] < MAX_QUEUED_BYTES:
+            self._perf.consume()
         taken: list[bytes] = []
         size = 0
         queue = self._queue
@@ -380,12 +504,13 @@ class Probe:
         The tracepoints (tcp, fork) are detached in the background: each
         detach waits ~0.1 s or more in the kernel, time the drain can use.
         """
-        for tracepoint, _program in RAW_TRACEPOINTS:
-            self._bpf.detach_raw_tracepoint(tp=tracepoint)
-        tracepoints = list(self._bpf.tracepoint_fds)
-        self._detaching = ThreadPoolExecutor(max_workers=max(1, len(tracepoints)))
-        for tracepoint in tracepoints:
-            self._detaching.submit(self._bpf.detach_tracepoint, tp=tracepoint)
+        for fd in self._raw_links:
+            os.close(fd)
+        self._raw_links = []
+        links, self._tracepoint_links = self._tracepoint_links, []
+        self._detaching = ThreadPoolExecutor(max_workers=max(1, len(links)))
+        for fd in links:
+            self._detaching.submit(os.close, fd)
 
     def skip_unread(self) -> None:
         """Releases what is still waiting (for a stop that cannot wait for it)."""
@@ -395,7 +520,9 @@ class Probe:
         self._queued_bytes[0] = 0
 
     def _count(self, slot: int) -> int:
-        return int(sum(self._bpf["counts"][ctypes.c_int(slot)]))
+        shape = self._shapes["counts"]
+        raw = map_lookup(self._map_fds["counts"], U32.pack(slot), percpu_value_size(shape))
+        return sum(value for (value,) in U64.iter_unpack(raw)) if raw else 0
 
     def lost(self) -> RecordCounts:
         """Events and fd notes lost so far, every cause, all CPUs."""
@@ -413,9 +540,94 @@ class Probe:
             events=self._count(COUNT_SENT_EVENTS) - self._dropped.events,
             fd_notes=self._count(COUNT_SENT_FD_NOTES) - self._dropped.fd_notes)
 
+    def program_stats(self) -> dict[str, tuple[int, int]]:
+        """Per program: (run_time_ns, run_cnt), counted while kernel.bpf_stats_enabled is 1.
+
+        A tail-called program's time is part of its caller's.
+        """
+        stats = {}
+        for name, fd in self._program_fds.items():
+            fields = dict(line.split(":", 1) for line in
+                          Path(f"/proc/self/fdinfo/{fd}").read_text().splitlines() if ":" in line)
+            stats[name] = (int(fields.get("run_time_ns", "0")), int(fields.get("run_cnt", "0")))
+        return stats
+
     def close(self) -> None:
+        """Detaches what is still attached and frees the programs, maps and buffer."""
+        if self._raw_links or self._tracepoint_links:
+            self.stop_producing()
         if self._detaching is not None:
             self._detaching.shutdown(wait=True)
+            self._detaching = None
         if self._ring is not None:
             self._ring.close()
-        self._bpf.cleanup()
+            self._ring = None
+        if self._perf is not None:
+            self._perf.close()
+            self._perf = None
+        for fd in [*self._program_fds.values(), *self._map_fds.values()]:
+            os.close(fd)
+        self._program_fds = {}
+        self._map_fds = {}
+
+
+class PerfReaders:
+    """The perf buffer's per-CPU readers, through libbcc's perf reader (no compile).
+
+    `on_record(address, size)` is called for each record as it is consumed.
+    """
+
+    _RAW_CALLBACK = ctypes.CFUNCTYPE(None, ctypes.py_object, ctypes.c_void_p, ctypes.c_int)
+    _LOST_CALLBACK = ctypes.CFUNCTYPE(None, ctypes.py_object, ctypes.c_ulonglong)
+
+    class _Options(ctypes.Structure):
+        _fields_ = [("pid", ctypes.c_int), ("cpu", ctypes.c_int), ("wakeup_events", ctypes.c_int)]
+
+    def __init__(self, on_record, *, page_count: int, wakeup_events: int):
+        try:
+            lib = ctypes.CDLL("libbcc.so.0")
+        except OSError as exc:
+            raise BccMissingError(f"cannot load libbcc ({exc}): install python3-bpfcc") from None
+        lib.bpf_open_perf_buffer_opts.restype = ctypes.c_void_p
+        lib.bpf_open_perf_buffer_opts.argtypes = [
+            self._RAW_CALLBACK, self._LOST_CALLBACK, ctypes.py_object, ctypes.c_int,
+            ctypes.POINTER(self._Options)]
+        lib.perf_reader_consume.restype = ctypes.c_int
+        lib.perf_reader_consume.argtypes = [ctypes.c_int, ctypes.POINTER(ctypes.c_void_p)]
+        lib.perf_reader_free.restype = None
+        lib.perf_reader_free.argtypes = [ctypes.c_void_p]
+        lib.perf_reader_fd.restype = ctypes.c_int
+        lib.perf_reader_fd.argtypes = [ctypes.c_void_p]
+        self._lib = lib
+        # Kept referenced: libbcc calls it for as long as the readers live.
+        self._callback = self._RAW_CALLBACK(lambda _cookie, data, size: on_record(data, size))
+        self._no_lost = self._LOST_CALLBACK()  # NULL: the BPF side counts losses
+        self._readers: list[tuple[int, int]] = []
+        for cpu in _online_cpus():
+            options = self._Options(pid=-1, cpu=cpu, wakeup_events=wakeup_events)
+            reader = lib.bpf_open_perf_buffer_opts(self._callback, self._no_lost, None,
+                                                   page_count, ctypes.byref(options))
+            if not reader:
+                self.close()
+                raise ProbeError(f"cannot open the perf buffer of CPU {cpu}")
+            self._readers.append((cpu, reader))
+        self._array = (ctypes.c_void_p * len(self._readers))(*[r for _c, r in self._readers])
+
+    def fds_by_cpu(self) -> list[tuple[int, int]]:
+        return [(cpu, self._lib.perf_reader_fd(reader)) for cpu, reader in self._readers]
+
+    def consume(self) -> None:
+        self._lib.perf_reader_consume(len(self._readers), self._array)
+
+    def close(self) -> None:
+        for _cpu, reader in self._readers:
+            self._lib.perf_reader_free(reader)
+        self._readers = []
+
+
+def _online_cpus() -> list[int]:
+    cpus: list[int] = []
+    for part in Path("/sys/devices/system/cpu/online").read_text().strip().split(","):
+        first, _, last = part.partition("-")
+        cpus.extend(range(int(first), int(last or first) + 1))
+    return cpus
