@@ -134,23 +134,12 @@ class ProgramCache:
             return None
         fd = os.open("/", os.O_RDONLY | os.O_DIRECTORY)
         try:
-            for part in self.directory.parts[1:]:
-                try:
-                    child = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW,
-                                    dir_fd=fd)
-                except FileNotFoundError:
-                    if not create:
-                        return None
-                    try:
-                        os.mkdir(part, 0o700, dir_fd=fd)
-                    except FileExistsError:
-                        pass
-                    child = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW,
-                                    dir_fd=fd)
+            parts = self.directory.parts[1:]
+            for number, part in enumerate(parts):
+                child = self._open_child(fd, part, create)
                 os.close(fd)
                 fd = child
-                if not _trusted(os.fstat(fd), last=part == self.directory.name):
-                    os.close(fd)
+                if not _trusted(os.fstat(fd), last=number == len(parts) - 1):
                     return None
             result, fd = fd, -1
             return result
@@ -159,6 +148,20 @@ class ProgramCache:
         finally:
             if fd >= 0:
                 os.close(fd)
+
+    @staticmethod
+    def _open_child(parent_fd: int, name: str, create: bool) -> int:
+        flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
+        try:
+            return os.open(name, flags, dir_fd=parent_fd)
+        except FileNotFoundError:
+            if not create:
+                raise
+        try:
+            os.mkdir(name, 0o700, dir_fd=parent_fd)
+        except FileExistsError:
+            pass
+        return os.open(name, flags, dir_fd=parent_fd)
 
     def get(self, key: str) -> CompiledProgram | None:
         dir_fd = self._open_dir(create=False)

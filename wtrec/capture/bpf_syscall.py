@@ -193,7 +193,9 @@ def load_program(name: str, prog_type: int, code: bytes, license: str) -> int:
     try:
         return attempt(log)
     except OSError as exc:
-        lines = [line for line in log.value.decode("utf-8", "replace").splitlines() if line]
+        # The verifier's verdict is the last line before its statistics.
+        lines = [line for line in log.value.decode("utf-8", "replace").splitlines()
+                 if line and not line.startswith(("processed ", "verification time", "stack depth"))]
         detail = lines[-1] if lines else exc.strerror
         raise ProbeError(f"the kernel refused BPF program {name}: {detail}") from None
 

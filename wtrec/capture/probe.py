@@ -382,7 +382,9 @@ class Probe:
                 # A cached program this kernel refuses: compile it afresh, once.
                 self.close()
                 cache.remove(key)
-                self._load(compile_program(config))
+                program = compile_program(config)
+                self._load(program)
+                cache.put(key, program)
         except BaseException:
             self.close()
             raise
