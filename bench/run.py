@@ -5,7 +5,11 @@ Run as root from the checkout: `.venv/bin/python bench/run.py`. In one run:
 1. per call: bench/writeloop (N 64-byte write()s to /dev/null, timed inside
    the loop) untraced; under a do-nothing BPF program on wtrec's attach
    points (raw tracepoints sys_enter and sys_exit returning at once: the
-   floor any syscall tracer pays); under `wtrec record` with the ring buffer,
+   floor any syscall tracer pays); under a program that does the least a
+   capture can (the ring buffer floor: at sys_exit, the saved registers, a
+   comm check, one clock read, a 144-byte reservation in a 32 MiB ring
+   buffer like wtrec's, the 64 bytes copied, submitted without wakeup);
+   under `wtrec record` with the ring buffer,
    the same with the recorder stopped (SIGSTOP) during the loop (the BPF
    side alone, without the consumer competing for the 2 cores), and with the
    perf buffer; under strace. Median of REPEAT runs, ratio to untraced and
@@ -15,7 +19,12 @@ Run as root from the checkout: `.venv/bin/python bench/run.py`. In one run:
    redis-server`, and the CPU seconds the recorder used.
 3. sustained rate: 4 writeloop processes paced to a total rate for 4 s
    under `wtrec record`; the highest rate captured with 0 lost.
-4. whole run: `wtrec record -o F -- true`, launch to exit.
+4. the BPF programs' own time per run (kernel.bpf_stats_enabled: run_time_ns
+   / run_cnt), wtrec's programs and the ring buffer floor's, under the loop.
+5. start-up: `wtrec record -o F -- true`, launch to exit, with the compiled
+   program cached (the usual case) and without (WTREC_BPF_CACHE=off: bcc
+   compiles); and what start-up cannot go below: Python importing wtrec's
+   CLI, importing bcc, and bcc compiling a one-line program.
 (grep/show/info throughput is bench/offline.py.)
 """
 
@@ -44,6 +53,38 @@ FLOOR_PROGRAM = b"""
 int on_enter(struct bpf_raw_tracepoint_args *ctx) { return 0; }
 int on_exit(struct bpf_raw_tracepoint_args *ctx) { return 0; }
 """
+# The least a capture of the loop's writes can do (compiled with -DCOMM0..2,
+# the first bytes of the loop's comm). `reserved` counts what fitted: the
+# ring is as large as wtrec's default and nothing reads it, so a run must
+# fit in it or the row would time failed reservations.
+RINGBUF_FLOOR_PROGRAM = b"""
+BPF_RINGBUF_OUTPUT(ring, 8192);
+BPF_ARRAY(reserved, u64, 1);
+int on_enter(struct bpf_raw_tracepoint_args *ctx) { return 0; }
+int on_exit(struct bpf_raw_tracepoint_args *ctx)
+{
+    u64 regs[11];  // pt_regs from r10 to cs (x86_64)
+    bpf_probe_read_kernel(regs, sizeof(regs), (u8 *)ctx->args[0] + 56);
+    if (regs[8] != 1)  // orig_ax: write
+        return 0;
+    char comm[16];
+    bpf_get_current_comm(comm, sizeof(comm));
+    if (comm[0] != COMM0 || comm[1] != COMM1 || comm[2] != COMM2)
+        return 0;
+    u8 *record = ring.ringbuf_reserve(144);
+    if (!record)
+        return 0;
+    *(u64 *)record = bpf_ktime_get_boot_ns();
+    bpf_probe_read_user(record + 80, 64, (void *)regs[6]);
+    ring.ringbuf_submit(record, BPF_RB_NO_WAKEUP);
+    u32 zero = 0;
+    u64 *count = reserved.lookup(&zero);
+    if (count)
+        __sync_fetch_and_add(count, 1);
+    return 0;
+}
+"""
+RINGBUF_FLOOR = "ring buffer floor: registers, comm, clock, 64-byte copy, no wakeup"
 
 
 def build() -> Path:
@@ -118,9 +159,24 @@ class Recorder:
         return capture_end(self.capture), usage.ru_utime + usage.ru_stime
 
 
+def comm_cflags(binary: Path) -> list[str]:
+    return [f"-DCOMM{index}={byte}" for index, byte in enumerate(binary.name.encode()[:3])]
+
+
+def timed_under(program, loop: list[str]) -> float:
+    """ns per call of the loop with a bcc program's on_enter/on_exit attached."""
+    program.attach_raw_tracepoint(tp=b"sys_enter", fn_name=b"on_enter")
+    program.attach_raw_tracepoint(tp=b"sys_exit", fn_name=b"on_exit")
+    try:
+        return loop_ns(loop)
+    finally:
+        program.detach_raw_tracepoint(tp=b"sys_enter")
+        program.detach_raw_tracepoint(tp=b"sys_exit")
+
+
 def per_call(binary: Path, writes: int, size: int, repeat: int, workdir: str):
     """Rows of (name, median ns per call, note)."""
-    from bcc import BPF  # bench only: the floor program
+    from bcc import BPF  # bench only: the floor programs
 
     loop = [str(binary), str(writes), str(size), "write"]
     capture = os.path.join(workdir, "percall.wtrace")
@@ -129,12 +185,13 @@ def per_call(binary: Path, writes: int, size: int, repeat: int, workdir: str):
     floor = BPF(text=FLOOR_PROGRAM)
     for _ in range(repeat):
         times.setdefault("untraced", []).append(loop_ns(loop))
-        floor.attach_raw_tracepoint(tp=b"sys_enter", fn_name=b"on_enter")
-        floor.attach_raw_tracepoint(tp=b"sys_exit", fn_name=b"on_exit")
         times.setdefault("floor: do-nothing program on sys_enter/sys_exit", []).append(
-            loop_ns(loop))
-        floor.detach_raw_tracepoint(tp=b"sys_enter")
-        floor.detach_raw_tracepoint(tp=b"sys_exit")
+            timed_under(floor, loop))
+        ring_floor = BPF(text=RINGBUF_FLOOR_PROGRAM, cflags=comm_cflags(binary))
+        times.setdefault(RINGBUF_FLOOR, []).append(timed_under(ring_floor, loop))
+        reserved = ring_floor["reserved"][0].value
+        notes[RINGBUF_FLOOR] = f"{reserved} of {writes} reserved"
+        ring_floor.cleanup()
         for name, extra, paused in (
                 ("wtrec (ring buffer)", [], False),
                 ("wtrec (ring buffer), recorder paused: BPF side alone", [], True),
@@ -210,15 +267,86 @@ def paced(binary: Path, workdir: str, total_rate: int, seconds: float = 4,
     return writes * processes / (writes * slowest / 1e9), end
 
 
-def whole_run(workdir: str, repeat: int) -> list[float]:
+def whole_run(workdir: str, repeat: int, cache: bool = True) -> list[float]:
+    """Seconds of `record -- true`, launch to exit; `cache=False`: bcc compiles each time."""
     capture = os.path.join(workdir, "true.wtrace")
+    env = dict(os.environ)
+    if not cache:
+        env["WTREC_BPF_CACHE"] = "off"
     runs = []
-    for _ in range(repeat):
+    for number in range(repeat + (1 if cache else 0)):
         started = time.monotonic()
         subprocess.run([*WTREC, "record", "-q", "--force", "-o", capture, "--", "true"],
-                       check=True, stderr=subprocess.DEVNULL)
-        runs.append(time.monotonic() - started)
+                       check=True, stderr=subprocess.DEVNULL, env=env)
+        if number or not cache:  # with the cache, the first run may fill it
+            runs.append(time.monotonic() - started)
     return runs
+
+
+def program_costs(binary: Path, writes: int, size: int) -> list[tuple[str, float, int]]:
+    """(program, ns per run, runs) under the loop, from the kernel's own BPF statistics.
+
+    Runs count every syscall on the machine during the loop (other processes'
+    too, which leave early), so compare programs within one run.
+    """
+    from bcc import BPF  # bench only: the floor program
+
+    from wtrec.capture.probe import Probe, ProbeConfig
+
+    loop = [str(binary), str(writes), str(size), "write"]
+    stats_switch = Path("/proc/sys/kernel/bpf_stats_enabled")
+    was = stats_switch.read_text().strip()
+    stats_switch.write_text("1")
+    rows = []
+    try:
+        probe = Probe(ProbeConfig(comms=(binary.name,)))
+        try:
+            before = probe.program_stats()
+            loop_ns(loop)
+            after = probe.program_stats()
+        finally:
+            probe.close()
+        for name in ("on_sys_enter", "on_sys_exit"):
+            runs = after[name][1] - before[name][1]
+            rows.append((f"wtrec {name}", (after[name][0] - before[name][0]) / max(1, runs), runs))
+        ring_floor = BPF(text=RINGBUF_FLOOR_PROGRAM, cflags=comm_cflags(binary))
+        ring_floor.attach_raw_tracepoint(tp=b"sys_exit", fn_name=b"on_exit")
+        fd = ring_floor.funcs[b"on_exit"].fd
+        before_floor = fdinfo_stats(fd)
+        loop_ns(loop)
+        after_floor = fdinfo_stats(fd)
+        runs = after_floor[1] - before_floor[1]
+        rows.append((f"{RINGBUF_FLOOR} (on_exit)", (after_floor[0] - before_floor[0]) / max(1, runs),
+                     runs))
+        ring_floor.cleanup()
+    finally:
+        stats_switch.write_text(was)
+    return rows
+
+
+def fdinfo_stats(fd: int) -> tuple[int, int]:
+    fields = dict(line.split(":", 1) for line in
+                  Path(f"/proc/self/fdinfo/{fd}").read_text().splitlines() if ":" in line)
+    return int(fields["run_time_ns"]), int(fields["run_cnt"])
+
+
+def start_up_floors(repeat: int) -> list[tuple[str, float]]:
+    """(what, median seconds) of what any start-up of the recorder pays."""
+    commands = (
+        ("python -c 'import wtrec.cli'", [sys.executable, "-c", "import wtrec.cli"]),
+        ("python -c 'import bcc'", [sys.executable, "-c", "import bcc"]),
+        ("bcc compiles a one-line program", [sys.executable, "-c", "from bcc import BPF; "
+                                             "BPF(text='int f(void *ctx) { return 0; }')"]),
+    )
+    rows = []
+    for name, command in commands:
+        runs = []
+        for _ in range(repeat):
+            started = time.monotonic()
+            subprocess.run(command, check=True, stderr=subprocess.DEVNULL, cwd=ROOT)
+            runs.append(time.monotonic() - started)
+        rows.append((name, statistics.median(runs)))
+    return rows
 
 
 def main() -> None:
@@ -260,9 +388,21 @@ def main() -> None:
                 best = max(best, achieved)
         print(f"\nhighest sustained rate with 0 lost: {best:.0f} writes/s")
 
-        runs = whole_run(workdir, args.repeat)
-        print(f"\n`wtrec record -o F -- true`, whole run: median {statistics.median(runs):.2f} s "
-              f"(min {min(runs):.2f}, max {max(runs):.2f})")
+        print("\nBPF programs' own time per run (kernel.bpf_stats_enabled), same loop:\n")
+        print("| program | ns/run | runs |\n|---|---:|---:|")
+        for name, ns, runs in program_costs(binary, args.writes, args.size):
+            print(f"| {name} | {ns:.0f} | {runs} |")
+
+        print("\nstart-up, median of each:\n")
+        print("| what | seconds |\n|---|---:|")
+        for label, cache in (("`wtrec record -o F -- true`, compiled program cached", True),
+                             ("`wtrec record -o F -- true`, WTREC_BPF_CACHE=off (bcc compiles)",
+                              False)):
+            runs = whole_run(workdir, args.repeat, cache=cache)
+            print(f"| {label} | {statistics.median(runs):.2f} "
+                  f"(min {min(runs):.2f}, max {max(runs):.2f}) |")
+        for label, seconds in start_up_floors(args.repeat):
+            print(f"| {label} | {seconds:.2f} |")
     print(f"load average at end: {os.getloadavg()[0]:.2f}")
 
 
