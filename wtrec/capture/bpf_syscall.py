@@ -26,6 +26,7 @@ _NR_PERF_EVENT_OPEN = {"x86_64": 298, "aarch64": 241}
 # bpf() commands (include/uapi/linux/bpf.h).
 _MAP_CREATE, _MAP_LOOKUP_ELEM, _MAP_UPDATE_ELEM = 0, 1, 2
 _PROG_LOAD, _OBJ_GET_INFO_BY_FD, _RAW_TRACEPOINT_OPEN = 5, 15, 17
+PROG_TYPE_KPROBE = 2  # kprobes and uprobes
 PROG_TYPE_TRACEPOINT = 5
 PROG_TYPE_RAW_TRACEPOINT = 17
 MAP_TYPE_PERCPU_HASH, MAP_TYPE_PERCPU_ARRAY, MAP_TYPE_LRU_PERCPU_HASH = 5, 6, 10
@@ -41,6 +42,7 @@ _PERF_FLAG_FD_CLOEXEC = 1 << 3
 _PERF_EVENT_IOC_ENABLE = 0x2400
 _PERF_EVENT_IOC_SET_BPF = 0x40042408
 _TRACEFS = (Path("/sys/kernel/tracing"), Path("/sys/kernel/debug/tracing"))
+_UPROBE_PMU = Path("/sys/bus/event_source/devices/uprobe")
 _LOG_BYTES = 1 << 20
 
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -211,6 +213,40 @@ def raw_tracepoint_open(tracepoint: str, prog_fd: int) -> int:
         raise ProbeError(f"cannot attach to raw tracepoint {tracepoint}: {exc.strerror}") from None
 
 
+def _perf_event_attach(attr: ctypes.Array, prog_fd: int, what: str) -> int:
+    """Opens a perf event (any process, CPU 0: a BPF program runs on every CPU) and
+    runs the program on it; closing the returned fd detaches."""
+    fd = _libc.syscall(_arch_number(_NR_PERF_EVENT_OPEN), ctypes.byref(attr), -1, 0, -1,
+                       _PERF_FLAG_FD_CLOEXEC)
+    if fd < 0:
+        error = ctypes.get_errno()
+        raise ProbeError(f"cannot open {what}: {os.strerror(error)}")
+    for request, argument in ((_PERF_EVENT_IOC_SET_BPF, prog_fd), (_PERF_EVENT_IOC_ENABLE, 0)):
+        if _libc.ioctl(fd, ctypes.c_ulong(request), ctypes.c_int(argument)) < 0:
+            error = ctypes.get_errno()
+            os.close(fd)
+            raise ProbeError(f"cannot attach to {what}: {os.strerror(error)}")
+    return int(fd)
+
+
+def uprobe_attach(path: str, offset: int, prog_fd: int, *, retprobe: bool = False) -> int:
+    """Attaches a uprobe (or uretprobe) at a file offset of an ELF file, for every
+    process that maps it; closing the returned fd detaches."""
+    try:
+        pmu_type = int((_UPROBE_PMU / "type").read_text())
+        # "config:0": the bit of attr.config that makes it a return probe.
+        retprobe_bit = int((_UPROBE_PMU / "format" / "retprobe").read_text().split(":")[1])
+    except (OSError, ValueError, IndexError):
+        raise ProbeError("this kernel has no uprobe perf events") from None
+    path_buffer = ctypes.create_string_buffer(os.fsencode(path))
+    attr = ctypes.create_string_buffer(128)
+    struct.pack_into("<IIQQQ", attr, 0, pmu_type, 128, (1 << retprobe_bit) if retprobe else 0,
+                     1, _PERF_SAMPLE_RAW)
+    struct.pack_into("<QQ", attr, 56, ctypes.addressof(path_buffer), offset)  # config1, config2
+    # The kernel copies the path during perf_event_open: the buffer need not outlive it.
+    return _perf_event_attach(attr, prog_fd, f"uprobe {path}+{offset:#x}")
+
+
 def tracepoint_attach(category: str, event: str, prog_fd: int) -> int:
     """Attaches to a tracepoint through a perf event; closing the returned fd detaches."""
     for tracefs in _TRACEFS:
@@ -222,15 +258,4 @@ def tracepoint_attach(category: str, event: str, prog_fd: int) -> int:
     attr = ctypes.create_string_buffer(128)  # struct perf_event_attr, PERF_ATTR_SIZE_VER7
     struct.pack_into("<IIQQQ", attr, 0, _PERF_TYPE_TRACEPOINT, 128,
                      int(id_file.read_text()), 1, _PERF_SAMPLE_RAW)
-    fd = _libc.syscall(_arch_number(_NR_PERF_EVENT_OPEN), ctypes.byref(attr), -1, 0, -1,
-                       _PERF_FLAG_FD_CLOEXEC)
-    if fd < 0:
-        error = ctypes.get_errno()
-        raise ProbeError(f"cannot open tracepoint {category}:{event}: {os.strerror(error)}")
-    for request, argument in ((_PERF_EVENT_IOC_SET_BPF, prog_fd), (_PERF_EVENT_IOC_ENABLE, 0)):
-        if _libc.ioctl(fd, ctypes.c_ulong(request), ctypes.c_int(argument)) < 0:
-            error = ctypes.get_errno()
-            os.close(fd)
-            raise ProbeError(f"cannot attach to tracepoint {category}:{event}: "
-                             f"{os.strerror(error)}")
-    return int(fd)
+    return _perf_event_attach(attr, prog_fd, f"tracepoint {category}:{event}")

@@ -30,6 +30,7 @@ from pathlib import Path
 
 from wtrec.capture.bpf_cache import ProgramCache, cache_dir_from_environment, cache_key
 from wtrec.capture.bpf_syscall import (
+    PROG_TYPE_KPROBE,
     PROG_TYPE_RAW_TRACEPOINT,
     PROG_TYPE_TRACEPOINT,
     CompiledProgram,
@@ -43,6 +44,7 @@ from wtrec.capture.bpf_syscall import (
     percpu_value_size,
     raw_tracepoint_open,
     tracepoint_attach,
+    uprobe_attach,
     with_map_fds,
 )
 from wtrec.capture.kernel_records import (
@@ -368,7 +370,9 @@ class Probe:
         self._shapes: dict[str, MapShape] = {}
         self._program_fds: dict[str, int] = {}
         self._raw_links: list[int] = []
-        self._tracepoint_links: list[int] = []
+        self._tracepoint_links: list[int] = []  # tracepoints and uprobes: slow to detach
+        self._unloaded: dict[str, bytes] = {}  # functions loaded when attached (uprobes)
+        self._license = ""
         if cache_dir is None and use_cache:
             cache_dir = cache_dir_from_environment(os.environ)
         cache = ProgramCache(cache_dir) if use_cache and cache_dir is not None else None
@@ -396,10 +400,19 @@ class Probe:
             fds.append(fd)
             self._map_fds[shape.name] = fd
             self._shapes[shape.name] = shape
+        # Raw tracepoint and tracepoint programs are loaded now; any other
+        # function (a uprobe's) when attach_uprobe names it, with its type.
+        raw_tracepoint_programs = {name for _tp, name in RAW_TRACEPOINTS} | set(SHARED_PROGRAMS)
         loaded: dict[str, int] = {}
+        self._license = program.license
         for name, code in program.functions.items():
-            prog_type = (PROG_TYPE_TRACEPOINT if name.startswith("tracepoint__")
-                         else PROG_TYPE_RAW_TRACEPOINT)
+            if name.startswith("tracepoint__"):
+                prog_type = PROG_TYPE_TRACEPOINT
+            elif name in raw_tracepoint_programs:
+                prog_type = PROG_TYPE_RAW_TRACEPOINT
+            else:
+                self._unloaded[name] = with_map_fds(code, fds)
+                continue
             loaded[name] = load_program(name, prog_type, with_map_fds(code, fds), program.license)
             self._program_fds[name] = loaded[name]
         missing = [name for _tp, name in RAW_TRACEPOINTS if name not in loaded]
@@ -438,6 +451,22 @@ class Probe:
             self._update("comm_filter", comm.encode()[:15].ljust(16, b"\0"), one)
         for pid in self.config.pids:
             self.add_pid(pid)
+
+    def attach_uprobe(self, path: str, offset: int, function: str, *,
+                      retprobe: bool = False) -> None:
+        """Runs `function` (a uprobe program of the BPF source) at a file offset of an
+        ELF file (see wtrec.capture.elf_symbols), in every process that maps it.
+
+        Detached by stop_producing(), like the tracepoints.
+        """
+        if function not in self._program_fds:
+            code = self._unloaded.get(function)
+            if code is None:
+                raise ProbeError(f"the BPF program has no uprobe function {function}")
+            self._program_fds[function] = load_program(function, PROG_TYPE_KPROBE, code,
+                                                       self._license)
+        self._tracepoint_links.append(
+            uprobe_attach(path, offset, self._program_fds[function], retprobe=retprobe))
 
     def add_pid(self, pid: int) -> None:
         """Traces one more process (with follow: and its future children)."""
