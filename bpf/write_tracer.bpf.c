@@ -8,6 +8,8 @@
 //   WTREC_TRACE_ALL      1: no pid/comm filter
 //   WTREC_PID_FILTER     1: processes may be traced by pid (-p, the command, followed)
 //   WTREC_COMM_FILTER    1: processes may be traced by comm (-c)
+//   WTREC_COMM_LIST      how many comms (1 to COMM_LIST_MAX) are compared one by
+//                        one from `comm_list`; 0: looked up in `comm_filter`
 //   WTREC_FOLLOW         1: children of traced processes are traced too
 //   WTREC_PID_TABLE      most processes traced by pid (-p, the command, followed)
 // Which syscalls are captured is a map (`wanted`), and the recorder's own
@@ -64,6 +66,10 @@
 #ifndef WTREC_COMM_FILTER
 #define WTREC_COMM_FILTER 1
 #endif
+#ifndef WTREC_COMM_LIST
+#define WTREC_COMM_LIST 0
+#endif
+#define COMM_LIST_MAX 8
 #ifndef WTREC_PID_TABLE
 #define WTREC_PID_TABLE 16384
 #endif
@@ -113,7 +119,7 @@ struct user_args {           // pt_regs from regs[0] to syscallno
 
 struct comm_key {
     char name[16];
-};
+} __attribute__((aligned(8)));  // compared as two u64
 
 // What entry saw of an fd-naming (or, with follow, clone) syscall, kept
 // per thread until its exit.
@@ -162,6 +168,9 @@ BPF_ARRAY(wanted, u8, SC_LIMIT);  // wanted[SC_*] = 1: capture or note this sysc
 BPF_ARRAY(settings, u32, 1);      // settings[0]: the recorder's pid, never traced
 BPF_HASH(pid_filter, u32, u8, WTREC_PID_TABLE);  // by tgid: processes, never threads
 BPF_HASH(comm_filter, struct comm_key, u8, 256);
+// A few comms are compared in place: on every traced syscall's exit, a
+// hash lookup (jhash of 16 bytes) cost more than the rest of the filter.
+BPF_ARRAY(comm_list, struct comm_key, COMM_LIST_MAX);
 BPF_HASH(pending, u32, struct wtrec_pending, 16384);
 BPF_PERCPU_ARRAY(exiting, struct wtrec_exit, 1);
 // Taken (atomic increment to 1) for a run that uses `exiting`: a second
@@ -216,7 +225,18 @@ static __always_inline int traced_comm(u64 pid_tgid, struct comm_key *comm)
 #endif
 #if WTREC_COMM_FILTER
     bpf_get_current_comm(&comm->name, sizeof(comm->name));
+#if WTREC_COMM_LIST
+    u64 low = *(u64 *)&comm->name[0], high = *(u64 *)&comm->name[8];
+#pragma unroll
+    for (u32 i = 0; i < WTREC_COMM_LIST && i < COMM_LIST_MAX; i++) {
+        struct comm_key *want = comm_list.lookup(&i);
+        if (want && *(u64 *)&want->name[0] == low && *(u64 *)&want->name[8] == high)
+            return 1;
+    }
+    return 0;
+#else
     return comm_filter.lookup(comm) != 0;
+#endif
 #else
     return 0;
 #endif

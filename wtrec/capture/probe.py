@@ -73,6 +73,7 @@ FD_SYSCALLS = ("socket", "connect", "bind", "accept", "accept4", "openat", "open
 # Seen with follow, to tell a new process from a new thread.
 CLONE_SYSCALLS = ("clone", "clone3", "fork", "vfork")
 DEFAULT_PID_TABLE = 16384
+COMM_LIST_MAX = 8  # as in the BPF source
 PERF_WAKEUP_EVENTS = 64
 # Perf buffer mode: bytes queued in Python before the callback drops.
 MAX_QUEUED_BYTES = 16 << 20
@@ -113,6 +114,10 @@ class ProbeConfig:
         """Whether processes may be traced by pid: -p, or followed children (-- CMD)."""
         return bool(self.pids) or self.follow
 
+    def comm_list_size(self) -> int:
+        """How many comms the program compares one by one (0: it looks them up in a hash)."""
+        return len(self.comms) if len(self.comms) <= COMM_LIST_MAX else 0
+
     def cflags(self) -> list[str]:
         """The -D settings the program is compiled with (the recorder's pid is a map)."""
         return [
@@ -122,6 +127,7 @@ class ProbeConfig:
             f"-DWTREC_TRACE_ALL={int(self.trace_all)}",
             f"-DWTREC_PID_FILTER={int(self.pid_filter())}",
             f"-DWTREC_COMM_FILTER={int(bool(self.comms))}",
+            f"-DWTREC_COMM_LIST={self.comm_list_size()}",
             f"-DWTREC_FOLLOW={int(self.follow)}",
             f"-DWTREC_PID_TABLE={self.pid_table}",
         ]
@@ -447,8 +453,13 @@ class Probe:
             self._update("wanted", U32.pack(SYSCALL_IDS[name]), one)
         if self.config.trace_all:
             return
-        for comm in self.config.comms:
-            self._update("comm_filter", comm.encode()[:15].ljust(16, b"\0"), one)
+        table = "comm_list" if self.config.comm_list_size() else "comm_filter"
+        for index, comm in enumerate(self.config.comms):
+            key = comm.encode()[:15].ljust(16, b"\0")
+            if table == "comm_list":
+                self._update(table, U32.pack(index), key)
+            else:
+                self._update(table, key, one)
         for pid in self.config.pids:
             self.add_pid(pid)
 
