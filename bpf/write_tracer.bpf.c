@@ -199,6 +199,13 @@ static __always_inline void count(u32 slot)
         __sync_fetch_and_add(counter, 1);  // atomic: a preempting program may count too
 }
 
+// Whether comm_list[slot] holds this comm (as two u64).
+static __always_inline int comm_is(u32 slot, u64 low, u64 high)
+{
+    struct comm_key *want = comm_list.lookup(&slot);
+    return want && *(u64 *)&want->name[0] == low && *(u64 *)&want->name[8] == high;
+}
+
 static __always_inline int is_self(u32 tgid)
 {
     u32 zero = 0;
@@ -227,12 +234,13 @@ static __always_inline int traced_comm(u64 pid_tgid, struct comm_key *comm)
     bpf_get_current_comm(&comm->name, sizeof(comm->name));
 #if WTREC_COMM_LIST
     u64 low = *(u64 *)&comm->name[0], high = *(u64 *)&comm->name[8];
-#pragma unroll
-    for (u32 i = 0; i < WTREC_COMM_LIST && i < COMM_LIST_MAX; i++) {
-        struct comm_key *want = comm_list.lookup(&i);
-        if (want && *(u64 *)&want->name[0] == low && *(u64 *)&want->name[8] == high)
-            return 1;
-    }
+    // Written out, not a loop: the verifier cannot follow a loop counter
+    // whose address is passed to a lookup, and calls that an infinite loop.
+    if ((WTREC_COMM_LIST > 0 && comm_is(0, low, high)) || (WTREC_COMM_LIST > 1 && comm_is(1, low, high))
+        || (WTREC_COMM_LIST > 2 && comm_is(2, low, high)) || (WTREC_COMM_LIST > 3 && comm_is(3, low, high))
+        || (WTREC_COMM_LIST > 4 && comm_is(4, low, high)) || (WTREC_COMM_LIST > 5 && comm_is(5, low, high))
+        || (WTREC_COMM_LIST > 6 && comm_is(6, low, high)) || (WTREC_COMM_LIST > 7 && comm_is(7, low, high)))
+        return 1;
     return 0;
 #else
     return comm_filter.lookup(comm) != 0;

@@ -81,3 +81,27 @@ def test_uprobe_runs_the_program_at_each_call(live, tmp_path, retprobe):
     finally:
         os.close(program)
         os.close(counts)
+
+
+@pytest.mark.parametrize("others", [0, 1, 2, 3, 4, 5, 6, 7, 8])
+def test_comm_filter_with_few_and_many_comms(live, tmp_path, others):
+    """Up to 8 comms are compared in place, more are looked up in a hash: both match."""
+    from wtrec.capture.probe import Probe, ProbeConfig
+
+    name = "wtrec-cmtest"
+    program = tmp_path / name
+    program.symlink_to("/usr/bin/printf")
+    comms = tuple(f"other{number}" for number in range(others)) + (name,)
+    probe = Probe(ProbeConfig(comms=comms), use_cache=False)
+    try:
+        assert probe.config.comm_list_size() == (len(comms) if len(comms) <= 8 else 0)
+        subprocess.run([str(program), "hello-from-the-test"], check=True, capture_output=True)
+        subprocess.run(["/usr/bin/printf", "not-this-one"], check=True, capture_output=True)
+        probe.stop_producing()
+        records = probe.read(1 << 20)
+    finally:
+        probe.close()
+    events = [bytes(raw) for raw in records if struct.unpack_from("<I", raw)[0] == 1]
+    assert [raw[64:80].rstrip(b"\0") for raw in events] == [name.encode()]
+    (captured,) = struct.unpack_from("<I", events[0], 56)  # wtrec_event_header.captured
+    assert events[0][80:80 + captured] == b"hello-from-the-test"

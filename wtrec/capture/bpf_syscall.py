@@ -14,6 +14,7 @@ import ctypes
 import errno
 import os
 import platform
+import re
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,6 +45,8 @@ _PERF_EVENT_IOC_SET_BPF = 0x40042408
 _TRACEFS = (Path("/sys/kernel/tracing"), Path("/sys/kernel/debug/tracing"))
 _UPROBE_PMU = Path("/sys/bus/event_source/devices/uprobe")
 _LOG_BYTES = 1 << 20
+_VERIFIER_NOISE = re.compile(r"\d+: |processed |verification time|stack depth|cur state|old state"
+                             r"|from \d+ to \d+|last_idx|regs=|parent didn't")
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.syscall.restype = ctypes.c_long
@@ -195,9 +198,10 @@ def load_program(name: str, prog_type: int, code: bytes, license: str) -> int:
     try:
         return attempt(log)
     except OSError as exc:
-        # The verifier's verdict is the last line before its statistics.
+        # The verifier's verdict is its last line that is not an instruction,
+        # a register state or a statistic.
         lines = [line for line in log.value.decode("utf-8", "replace").splitlines()
-                 if line and not line.startswith(("processed ", "verification time", "stack depth"))]
+                 if line and not _VERIFIER_NOISE.match(line)]
         detail = lines[-1] if lines else exc.strerror
         raise ProbeError(f"the kernel refused BPF program {name}: {detail}") from None
 
