@@ -105,3 +105,24 @@ def test_comm_filter_with_few_and_many_comms(live, tmp_path, others):
     assert [raw[64:80].rstrip(b"\0") for raw in events] == [name.encode()]
     (captured,) = struct.unpack_from("<I", events[0], 56)  # wtrec_event_header.captured
     assert events[0][80:80 + captured] == b"hello-from-the-test"
+
+
+def test_map_creation_refused_for_locked_memory_raises_the_limit_once(monkeypatch):
+    """Kernels before 5.11 count BPF maps against RLIMIT_MEMLOCK: raised, then one retry."""
+    calls, limits = [], []
+
+    def fake_bpf(command, attr):
+        calls.append(command)
+        if len(calls) == 1:
+            raise PermissionError(1, "Operation not permitted")
+        return 42
+
+    monkeypatch.setattr(bpf_syscall, "_bpf", fake_bpf)
+    monkeypatch.setattr(bpf_syscall.resource, "setrlimit", lambda which, value: limits.append(which))
+    assert bpf_syscall.create_map(MapShape("m", MAP_TYPE_ARRAY, 4, 8, 1, 0)) == 42
+    assert len(calls) == 2 and limits == [bpf_syscall.resource.RLIMIT_MEMLOCK]
+    calls.clear()
+    monkeypatch.setattr(bpf_syscall, "_bpf", lambda command, attr: (_ for _ in ()).throw(
+        PermissionError(1, "Operation not permitted")))
+    with pytest.raises(bpf_syscall.ProbeError, match="cannot create BPF map m"):
+        bpf_syscall.create_map(MapShape("m", MAP_TYPE_ARRAY, 4, 8, 1, 0))

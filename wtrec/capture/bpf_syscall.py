@@ -15,6 +15,7 @@ import errno
 import os
 import platform
 import re
+import resource
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -114,6 +115,15 @@ def create_map(shape: MapShape) -> int:
     struct.pack_into("16s", attr, 28, shape.name.encode()[:15])
     try:
         return _bpf(_MAP_CREATE, attr)
+    except PermissionError:
+        # Kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK (bcc raised
+        # it when it loaded; so does libbpf): raise it and try once more.
+        try:
+            resource.setrlimit(resource.RLIMIT_MEMLOCK,
+                               (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+            return _bpf(_MAP_CREATE, attr)
+        except (OSError, ValueError) as exc:
+            raise ProbeError(f"cannot create BPF map {shape.name}: {exc}") from None
     except OSError as exc:
         raise ProbeError(f"cannot create BPF map {shape.name}: {exc.strerror}") from None
 
