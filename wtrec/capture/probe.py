@@ -1,21 +1,25 @@
-"""The bcc glue: compiles and attaches bpf/write_tracer.bpf.c, hands out raw records.
+"""The probe: bpf/write_tracer.bpf.c compiled, loaded and attached; raw records out.
 
-The only module that imports bcc. Two raw tracepoints (sys_enter, sys_exit)
-carry every syscall, a third sees processes exit; two plain tracepoints note
-TCP connections and (with follow) forks. Records are taken in batches of bounded size:
+The only module that imports bcc, and bcc is only the compiler here
+(`compile_program`): its bytecode and map shapes are kept between runs by
+wtrec.capture.bpf_cache, and loaded and attached through the bpf() system
+call by wtrec.capture.bpf_syscall, whichever way they came. Two raw
+tracepoints (sys_enter, sys_exit) carry every syscall, a third sees
+processes exit; two plain tracepoints note TCP connections and (with
+follow) forks. Records are taken in batches of bounded size:
 
 - ring buffer: read straight from the buffer's mapped pages (`RingReader`),
   so each step takes at most a given number of bytes and the rest waits in
   the kernel (bcc's poll keeps draining while data arrives, which leaves the
   caller deaf and its memory unbounded under a writer that never pauses);
-- perf buffer (the fallback for kernels before 5.8): bcc's per-record
-  callback, which only queues the bytes; past `MAX_QUEUED_BYTES` waiting
-  it drops and counts instead, so memory stays bounded. Slower per event.
+- perf buffer (the fallback for kernels before 5.8): libbcc's perf reader
+  calls back per record, and the callback only queues the bytes; past
+  `MAX_QUEUED_BYTES` waiting it drops and counts instead, so memory stays
+  bounded. Slower per event.
 
 The BPF program submits without waking the reader; `Probe.read` is called
 on a short timer.
 """
-
 import ctypes
 import mmap
 import os
