@@ -4,6 +4,7 @@ import os
 import pty
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,7 @@ from conftest import build_capture, wtrec_cmd
 from typer.testing import CliRunner
 
 from wtrec.capture import preflight
-from wtrec.cli import app
+from wtrec.cli.app import app
 from wtrec.format import encode_preamble
 
 runner = CliRunner()
@@ -171,3 +172,31 @@ def test_print_bpf_shows_the_defines_and_source():
         in result.stdout
     assert "struct wtrec_event_header {" in result.stdout  # the shared header
     assert "int on_sys_exit(struct bpf_raw_tracepoint_args *ctx)" in result.stdout
+
+
+def test_a_command_loads_only_its_own_module(tmp_path):
+    # `wtrec show` must not pay for the recorder or the protocol parsers at start-up.
+    capture = tmp_path / "c.wtrace"
+    capture.write_bytes(build_capture())
+    script = ("import sys\n"
+              "from wtrec.cli.app import main\n"
+              f"sys.argv = ['wtrec', 'show', {str(capture)!r}]\n"
+              "try:\n    main()\nexcept SystemExit as exc:\n    code = exc.code\n"
+              "loaded = [m for m in ('wtrec.record', 'wtrec.cli.record_command', "
+              "'wtrec.tools.protocols', 'wtrec.cli.conversation_commands', 'bcc') "
+              "if m in sys.modules]\n"
+              "print(code, loaded, file=sys.stderr)\n")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            check=False)
+    assert result.stderr.splitlines()[-1] == "0 []", result.stderr
+    assert "write" in result.stdout  # and it did show the capture
+
+
+def test_the_whole_application_has_every_command():
+    from wtrec.cli import app as app_module
+
+    names = [name for name, *_ in app_module.COMMANDS]
+    result = runner.invoke(app_module.app, ["--help"])
+    listed = [line.split()[1] for line in result.stdout.splitlines()
+              if line.startswith("│ ") and len(line.split()) > 1 and line.split()[1] in names]
+    assert listed == names

@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from wtrec.cli import app
+from wtrec.cli.app import app
 from wtrec.records import FdIdentity, FdInfo, IoEvent, Lost
 from wtrec.tools.conversations import Side, pair_sides
 from wtrec.tools.protocols import PROTOCOLS, Message, Note, guess, new_decoder

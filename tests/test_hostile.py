@@ -21,7 +21,7 @@ import zstandard
 from conftest import build_capture, make_header, wtrec_cmd
 from typer.testing import CliRunner
 
-from wtrec.cli import app
+from wtrec.cli.app import app
 from wtrec.format import encode_preamble
 from wtrec.records import Derivation, End, FdIdentity, FdInfo, Filters, IoEvent, Lost
 from wtrec.replay import paced, timed

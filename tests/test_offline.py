@@ -14,7 +14,7 @@ from conftest import build_capture, make_header, wtrec_cmd
 from test_show import check_golden
 from typer.testing import CliRunner
 
-from wtrec.cli import app
+from wtrec.cli.app import app
 from wtrec.format import CaptureReader, read_index
 from wtrec.records import FdIdentity, FdInfo, Header, IoEvent, Lost
 from wtrec.replay import adjust_speed, cap_relative_time, paced, timed, to_relative_time

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from test_hostile import crafted, event
 from typer.testing import CliRunner
 
-from wtrec.cli import app
+from wtrec.cli.app import app
 from wtrec.errors import FormatError
 from wtrec.format import CaptureWriter
 from wtrec.records import End, FdIdentity, FdInfo, IoEvent, Lost

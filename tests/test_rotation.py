@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 import wtrec
 from wtrec.capture.fd_table import FdTable
 from wtrec.capture.probe import ProbeConfig
-from wtrec.cli import app
+from wtrec.cli.app import app
 from wtrec.errors import FormatError, OutputError
 from wtrec.format import CaptureReader
 from wtrec.record import Recording, StopRule, boot_ns, recording_header

@@ -8,7 +8,7 @@ import pytest
 from conftest import GOLDEN, build_capture, make_header, sample_records
 from typer.testing import CliRunner
 
-from wtrec.cli import app
+from wtrec.cli.app import app
 from wtrec.format import CaptureWriter
 from wtrec.tools.render import escape_bytes, hex_lines, quoted_lines
 

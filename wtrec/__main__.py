@@ -1,5 +1,5 @@
 """Allows `python -m wtrec`."""
 
-from wtrec.cli import main
+from wtrec.cli.app import main
 
 main()
