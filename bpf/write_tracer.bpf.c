@@ -12,6 +12,7 @@
 //                        one from `comm_list`; 0: looked up in `comm_filter`
 //   WTREC_FOLLOW         1: children of traced processes are traced too
 //   WTREC_PID_TABLE      most processes traced by pid (-p, the command, followed)
+//   WTREC_TLS            1: TLS library uprobes too (record --tls, the last section)
 // Which syscalls are captured is a map (`wanted`), and the recorder's own
 // pid (never traced) is in `settings`, both filled by the recorder: the
 // compiled program depends only on the defines, so it can be kept and
@@ -351,6 +352,21 @@ static __always_inline void out_discard(void *record)
 
 #endif
 
+// record --tls: hooks the syscall programs call, defined at the end of this
+// file (with WTREC_TLS) or empty.
+#ifndef WTREC_TLS
+#define WTREC_TLS 0
+#endif
+#if WTREC_TLS
+static __always_inline void tls_sys_enter(struct bpf_raw_tracepoint_args *ctx, s64 nr);
+static __always_inline void tls_sys_exit(struct bpf_raw_tracepoint_args *ctx, s64 nr);
+static __always_inline void tls_mark_event(struct wtrec_event_header *h, u64 pid_tgid);
+#else
+static __always_inline void tls_sys_enter(struct bpf_raw_tracepoint_args *ctx, s64 nr) {}
+static __always_inline void tls_sys_exit(struct bpf_raw_tracepoint_args *ctx, s64 nr) {}
+static __always_inline void tls_mark_event(struct wtrec_event_header *h, u64 pid_tgid) {}
+#endif
+
 // ---------------------------------------------------------------- entry
 
 // wtrec's id for an architecture syscall number (0: not one of ours).
@@ -417,6 +433,7 @@ static __always_inline void note_end(void *ctx, struct wtrec_fd_note *n, u32 op,
 int on_sys_enter(struct bpf_raw_tracepoint_args *ctx)
 {
     s64 nr = ctx->args[1];
+    tls_sys_enter(ctx, nr);
     u32 syscall = sc_of(nr);
     if (syscall < SC_SOCKET || !is_wanted(syscall))
         return 0;
@@ -472,6 +489,7 @@ static __always_inline void fill_header(struct wtrec_event_header *h, struct wtr
     h->syscall = e->syscall;
     h->direction = direction_of(e->syscall);
     __builtin_memcpy(h->comm, e->comm.name, sizeof(h->comm));
+    tls_mark_event(h, pid_tgid);
     u32 zero = 0, tgid = h->pid;
     u32 *any = notes_lost.lookup(&zero);
     if (any && *any && stale_fds.lookup(&tgid)) {
@@ -696,6 +714,7 @@ int on_sys_exit(struct bpf_raw_tracepoint_args *ctx)
     struct user_args regs = {};
     bpf_probe_read_kernel(&regs, sizeof(regs), (u8 *)ctx->args[0] + ARGS_OFFSET);
     s64 nr = NR(regs);
+    tls_sys_exit(ctx, nr);
     u32 syscall = sc_of(nr);
     if (!syscall)
         return 0;
@@ -940,3 +959,267 @@ int on_process_exit(struct bpf_raw_tracepoint_args *ctx)
     stale_fds.delete(&tid);
     return 0;
 }
+
+// ---------------------------------------------------------------- TLS (record --tls)
+
+// wtrec's TLS half (`record --tls`): the plaintext a program hands its TLS
+// library (SSL_write, gnutls_record_send, wolfSSL_write...) or gets from it,
+// with the socket underneath learned from the syscalls made during the call.
+//
+// Compiled only with -DWTREC_TLS=1; otherwise the three hooks the syscall
+// programs call (tls_sys_enter, tls_sys_exit, tls_mark_event) are empty and
+// cost nothing. Here, in the main file, because bcc rewrites map calls
+// (tls_calls.lookup...) only there: in an included header they stay calls
+// through a pointer, which the kernel refuses.
+//
+// A uprobe at each entry point notes the call per thread (tls_calls); the
+// syscall hooks add each data syscall the thread makes meanwhile (its fd and
+// bytes: the call's ciphertext) and keep each TLS thread's last socket fds
+// (tls_threads: for libraries fed through memory BIOs, such as node's, whose
+// socket I/O happens outside the call); the uretprobe sends one
+// KIND_TLS record with the plaintext the call accepted or produced. Which
+// of the fds is the connection is decided in user space
+// (wtrec/capture/tls_connections.py), where the fd table is. Library
+// structs are never read: their layout differs between versions.
+#if WTREC_TLS
+
+#include <uapi/linux/ptrace.h>  // struct pt_regs (user ABI) for PT_REGS_PARM*
+
+// Plaintext bytes per TLS event: inline only (no chunks), and a perf
+// buffer scratch record holds one event header + CHUNK_MAX.
+#define TLS_DATA_MAX (CHUNK_MAX - 256)
+#define TLS_SNAPLEN (WTREC_SNAPLEN < TLS_DATA_MAX ? WTREC_SNAPLEN : TLS_DATA_MAX)
+
+#if defined(__x86_64__)
+#define TLS_ARG0_OFFSET (ARGS_OFFSET + __builtin_offsetof(struct user_args, di))
+#else
+#define TLS_ARG0_OFFSET (ARGS_OFFSET + __builtin_offsetof(struct user_args, x))
+#endif
+
+struct tls_call {
+    u64 call_ns;
+    u64 conn;          // the SSL * / gnutls_session_t / WOLFSSL * argument: a key, never read
+    u64 buf;           // plaintext in (write) or out (read)
+    u64 size_out;      // the _ex forms' size_t * out-parameter, else 0
+    u64 requested;     // the length argument
+    s32 fds[TLS_CALL_FDS];
+    u32 fd_in[TLS_CALL_FDS];
+    u32 fd_out[TLS_CALL_FDS];
+    s32 before_read_fd;
+    s32 before_write_fd;
+    u32 entry;
+    u32 syscalls;
+    u32 cipher_bytes;
+};
+
+struct tls_thread {
+    s32 read_fd;
+    s32 write_fd;
+};
+
+BPF_HASH(tls_calls, u32, struct tls_call, 16384);
+BPF_HASH(tls_pending_fd, u32, s32, 16384);  // fd of a data syscall in flight, by tid
+// Threads that ever entered a TLS call. LRU: threads end unannounced.
+BPF_TABLE("lru_hash", u32, struct tls_thread, tls_threads, 16384);
+
+// 0: not a data syscall; 1: sends (write family); 2: receives. Compares,
+// not a switch: clang may make a switch a jump table, which BPF cannot run.
+static __always_inline int tls_data_direction(s64 nr)
+{
+    if (nr == __NR_write || nr == __NR_writev || nr == __NR_sendto || nr == __NR_sendmsg
+        || nr == __NR_sendmmsg)
+        return 1;
+    if (nr == __NR_read || nr == __NR_readv || nr == __NR_recvfrom || nr == __NR_recvmsg
+        || nr == __NR_recvmmsg)
+        return 2;
+    return 0;
+}
+
+// sys_enter, every syscall: a TLS thread's data syscall notes its fd.
+static __always_inline void tls_sys_enter(struct bpf_raw_tracepoint_args *ctx, s64 nr)
+{
+    if (!tls_data_direction(nr))
+        return;
+    u32 tid = bpf_get_current_pid_tgid();
+    if (!tls_threads.lookup(&tid))
+        return;
+    u64 arg0 = 0;
+    bpf_probe_read_kernel(&arg0, sizeof(arg0), (u8 *)ctx->args[0] + TLS_ARG0_OFFSET);
+    s32 fd = (s32)arg0;
+    tls_pending_fd.update(&tid, &fd);
+}
+
+// sys_exit, every syscall: a data syscall that moved bytes updates the
+// thread's last fds and, inside a TLS call, the call's ciphertext count.
+static __always_inline void tls_sys_exit(struct bpf_raw_tracepoint_args *ctx, s64 nr)
+{
+    int direction = tls_data_direction(nr);
+    if (!direction)
+        return;
+    u32 tid = bpf_get_current_pid_tgid();
+    s32 *pending_fd = tls_pending_fd.lookup(&tid);
+    if (!pending_fd)
+        return;
+    s32 fd = *pending_fd;
+    tls_pending_fd.delete(&tid);
+    s64 ret = ctx->args[1];
+    if (ret <= 0)
+        return;
+    struct tls_thread *thread = tls_threads.lookup(&tid);
+    if (thread) {
+        if (direction == 2)
+            thread->read_fd = fd;
+        else
+            thread->write_fd = fd;
+    }
+    struct tls_call *call = tls_calls.lookup(&tid);
+    if (!call)
+        return;
+    call->syscalls += 1;
+    call->cipher_bytes += (u32)ret;
+#pragma unroll
+    for (int i = 0; i < TLS_CALL_FDS; i++) {
+        if (call->fds[i] == -1)
+            call->fds[i] = fd;
+        if (call->fds[i] == fd) {
+            if (direction == 2)
+                call->fd_in[i] += (u32)ret;
+            else
+                call->fd_out[i] += (u32)ret;
+            break;
+        }
+    }
+}
+
+// A syscall event emitted while its thread is inside a TLS call: flagged,
+// so the recorder can tie it to the call (it is that call's ciphertext).
+static __always_inline void tls_mark_event(struct wtrec_event_header *h, u64 pid_tgid)
+{
+    u32 tid = pid_tgid;
+    if (tls_calls.lookup(&tid))
+        h->flags |= FLAG_TLS_CIPHER;
+}
+
+static __always_inline int tls_enter(struct pt_regs *ctx, u32 entry, u64 size_out)
+{
+    u64 pid_tgid = bpf_get_current_pid_tgid();
+    if (!traced(pid_tgid))  // a uprobe on a library fires in every process mapping it
+        return 0;
+    u32 tid = pid_tgid;
+    struct tls_thread none = {-1, -1};
+    struct tls_thread *last = tls_threads.lookup_or_try_init(&tid, &none);
+    struct tls_call call = {};
+    call.call_ns = bpf_ktime_get_boot_ns();
+    call.conn = PT_REGS_PARM1(ctx);
+    call.buf = PT_REGS_PARM2(ctx);
+    call.requested = PT_REGS_PARM3(ctx);
+    call.size_out = size_out;
+    call.entry = entry;
+#pragma unroll
+    for (int i = 0; i < TLS_CALL_FDS; i++)
+        call.fds[i] = -1;
+    call.before_read_fd = last ? last->read_fd : -1;
+    call.before_write_fd = last ? last->write_fd : -1;
+    // Update, not insert: a call that never returned (thread killed, longjmp)
+    // must not block the thread's later calls. A nested call (GnuTLS's
+    // OpenSSL shim: SSL_write calls gnutls_record_send) replaces the outer
+    // one, whose return then finds another entry and sends nothing: the
+    // inner call's event holds the same plaintext.
+    tls_calls.update(&tid, &call);
+    return 0;
+}
+
+// How the return value is read: OpenSSL and wolfSSL return int (the upper
+// half of the register is not theirs to set: -1 must not read as 4294967295),
+// GnuTLS ssize_t; the _ex forms return 1/0 and store the length through
+// their 4th argument, readable now that the call is over.
+#define RET_INT 0
+#define RET_INT_EX 1
+#define RET_SSIZE 2
+
+static __always_inline int tls_leave(struct pt_regs *ctx, u32 entry, int style)
+{
+    u64 pid_tgid = bpf_get_current_pid_tgid();
+    u32 tid = pid_tgid;
+    struct tls_call *call = tls_calls.lookup(&tid);
+    if (!call || call->entry != entry)
+        return 0;
+    s64 ret = style == RET_SSIZE ? (s64)PT_REGS_RC(ctx) : (s64)(int)PT_REGS_RC(ctx);
+    u64 len = 0;
+    if (style == RET_INT_EX) {
+        if (ret == 1 && call->size_out)
+            bpf_probe_read_user(&len, sizeof(len), (void *)call->size_out);
+    } else if (ret > 0) {
+        len = (u64)ret;
+    }
+    // Opaque to the compiler, so the bounds below are checked on this very
+    // register (else clang clamps a copy, and the verifier sees an unbounded n).
+    u64 n = len;
+    asm volatile("" : "+r"(n));
+    if (n > TLS_SNAPLEN)
+        n = TLS_SNAPLEN;
+    struct wtrec_tls_event *e = out_reserve(sizeof(*e), n);
+    if (!e) {
+        count(COUNT_LOST_EVENTS);
+        tls_calls.delete(&tid);
+        return 0;
+    }
+    // The plaintext first, while the verifier still knows n fits the record.
+    u32 flags = 0;
+    if (n && bpf_probe_read_user((u8 *)(e + 1), n, (void *)call->buf) != 0) {
+        flags = FLAG_READ_FAULT;
+        n = 0;
+    }
+    e->kind = KIND_TLS;
+    e->flags = flags;
+    e->captured = n;
+    e->ts_ns = bpf_ktime_get_boot_ns();
+    e->call_ns = call->call_ns;
+    e->conn = call->conn;
+    e->requested = call->requested;
+    e->ret = ret;
+    e->len = len;
+    e->pid = pid_tgid >> 32;
+    e->tid = tid;
+    e->uid = (u32)bpf_get_current_uid_gid();
+    e->syscalls = call->syscalls;
+    e->cipher_bytes = call->cipher_bytes;
+#pragma unroll
+    for (int i = 0; i < TLS_CALL_FDS; i++) {
+        e->fds[i] = call->fds[i];
+        e->fd_in[i] = call->fd_in[i];
+        e->fd_out[i] = call->fd_out[i];
+    }
+    e->before_read_fd = call->before_read_fd;
+    e->before_write_fd = call->before_write_fd;
+    e->entry = entry;
+    e->pad = 0;
+    bpf_get_current_comm(&e->comm, sizeof(e->comm));
+    tls_calls.delete(&tid);
+    count(out_submit(ctx, e, sizeof(*e) + n) < 0 ? COUNT_LOST_EVENTS : COUNT_SENT_EVENTS);
+    return 0;
+}
+
+// One uprobe and one uretprobe program per entry point, written out (bcc
+// does not rewrite code that comes from a macro). The ids are the order of
+// ENTRY_POINTS in wtrec/capture/tls_libraries.py, plus one; the recorder
+// attaches tls_enter_<symbol> / tls_leave_<symbol> (lower case); a test
+// checks the three agree.
+int tls_enter_ssl_write(struct pt_regs *ctx) { return tls_enter(ctx, 1, 0); }
+int tls_leave_ssl_write(struct pt_regs *ctx) { return tls_leave(ctx, 1, RET_INT); }
+int tls_enter_ssl_write_ex(struct pt_regs *ctx) { return tls_enter(ctx, 2, PT_REGS_PARM4(ctx)); }
+int tls_leave_ssl_write_ex(struct pt_regs *ctx) { return tls_leave(ctx, 2, RET_INT_EX); }
+int tls_enter_ssl_read(struct pt_regs *ctx) { return tls_enter(ctx, 3, 0); }
+int tls_leave_ssl_read(struct pt_regs *ctx) { return tls_leave(ctx, 3, RET_INT); }
+int tls_enter_ssl_read_ex(struct pt_regs *ctx) { return tls_enter(ctx, 4, PT_REGS_PARM4(ctx)); }
+int tls_leave_ssl_read_ex(struct pt_regs *ctx) { return tls_leave(ctx, 4, RET_INT_EX); }
+int tls_enter_gnutls_record_send(struct pt_regs *ctx) { return tls_enter(ctx, 5, 0); }
+int tls_leave_gnutls_record_send(struct pt_regs *ctx) { return tls_leave(ctx, 5, RET_SSIZE); }
+int tls_enter_gnutls_record_recv(struct pt_regs *ctx) { return tls_enter(ctx, 6, 0); }
+int tls_leave_gnutls_record_recv(struct pt_regs *ctx) { return tls_leave(ctx, 6, RET_SSIZE); }
+int tls_enter_wolfssl_write(struct pt_regs *ctx) { return tls_enter(ctx, 7, 0); }
+int tls_leave_wolfssl_write(struct pt_regs *ctx) { return tls_leave(ctx, 7, RET_INT); }
+int tls_enter_wolfssl_read(struct pt_regs *ctx) { return tls_enter(ctx, 8, 0); }
+int tls_leave_wolfssl_read(struct pt_regs *ctx) { return tls_leave(ctx, 8, RET_INT); }
+
+#endif  // WTREC_TLS

@@ -14,12 +14,14 @@
 #define KIND_EVENT 1
 #define KIND_CHUNK 2
 #define KIND_FD 3
+#define KIND_TLS 4            // a TLS library call (record --tls): bpf/tls_tracer.h
 
 // Event flags.
 #define FLAG_READ_FAULT 1     // user memory could not be read: data short or missing
 #define FLAG_CHUNKED 2        // data came before, in chunk records
 #define FLAG_INCOMPLETE 4     // a chunk could not be emitted (data short)
 #define FLAG_FDS_STALE 8      // an fd note of this process was lost before this event
+#define FLAG_TLS_CIPHER 16    // made while its thread was inside a TLS library call
 
 // Syscall ids (wtrec's own numbering, mirrored in kernel_records.py).
 #define SC_WRITE 1
@@ -104,6 +106,34 @@ struct wtrec_fd_note {
     __u32 a2;          // socket: protocol; tcp: dport
     __u32 len;         // bytes used in blob
     __u8 blob[256];    // sockaddr, path, or tcp: 16-byte saddr + 16-byte daddr
+};
+
+// A TLS library call (record --tls), sent at its return; `captured`
+// plaintext bytes follow inline.
+#define TLS_CALL_FDS 4
+struct wtrec_tls_event {
+    __u32 kind;        // KIND_TLS
+    __u32 flags;       // FLAG_READ_FAULT
+    __u64 ts_ns;       // bpf_ktime_get_boot_ns() at return (emission)
+    __u64 call_ns;     // ... at entry
+    __u64 conn;        // the library's connection handle (first argument): a key
+    __u64 requested;   // the length argument
+    __s64 ret;         // the library's return value (int ones sign-extended)
+    __u64 len;         // plaintext bytes the call moved (ret, or the _ex out-parameter)
+    __u32 pid;
+    __u32 tid;
+    __u32 uid;
+    __u32 captured;    // plaintext bytes that follow
+    __u32 syscalls;    // data syscalls that moved bytes during the call
+    __u32 cipher_bytes;  // ... and their bytes
+    __s32 fds[TLS_CALL_FDS];     // distinct fds of those syscalls (-1: unused)
+    __u32 fd_in[TLS_CALL_FDS];   // bytes each received
+    __u32 fd_out[TLS_CALL_FDS];  // bytes each sent
+    __s32 before_read_fd;        // the thread's last read-side fd before the call
+    __s32 before_write_fd;
+    __u32 entry;       // entry point: index in ENTRY_POINTS (tls_libraries.py) + 1
+    __u32 pad;
+    char comm[16];
 };
 
 #endif

@@ -14,9 +14,12 @@ from wtrec.capture.kernel_records import (
     KIND_CHUNK,
     KIND_EVENT,
     KIND_FD,
+    KIND_TLS,
     RINGBUF_BUSY_BIT,
     RINGBUF_DISCARD_BIT,
     SYSCALL_IDS,
+    TLS_CALL_FDS,
+    TLS_EVENT,
     FdNote,
 )
 from wtrec.records import IoEvent
@@ -47,6 +50,18 @@ def encode_fd_note(note: FdNote) -> bytes:
                         note.blob.ljust(256, b"\0"))
 
 
+def encode_tls_event(*, entry: int, ts_ns: int, call_ns: int, pid: int, tid: int,
+                     conn: int = 0x5555, requested: int = 0, ret: int = 0, length: int = 0,
+                     data: bytes = b"", in_call: tuple[tuple[int, int, int], ...] = (),
+                     before: tuple[int, int] = (-1, -1), comm: bytes = b"c", flags: int = 0,
+                     syscalls: int = 0, cipher_bytes: int = 0) -> bytes:
+    """A TLS record as the BPF program sends it (in_call: (fd, received, sent) per fd)."""
+    slots = list(in_call) + [(-1, 0, 0)] * (TLS_CALL_FDS - len(in_call))
+    return TLS_EVENT.pack(
+        KIND_TLS, flags, ts_ns, call_ns, conn, requested, ret, length, pid, tid, 0, len(data),
+        syscalls, cipher_bytes, *(fd for fd, _r, _s in slots), *(r for _f, r, _s in slots),
+        *(s for _f, _r, s in slots), before[0], before[1], entry, 0,
+        comm.ljust(16, b"\0")) + data
 def ring_block(raws: list[bytes], *, discarded: frozenset[int] = frozenset(),
                busy: frozenset[int] = frozenset()) -> bytes:
     """Records as the BPF ring buffer lays them out: an 8-byte header (length with the busy

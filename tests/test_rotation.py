@@ -17,7 +17,7 @@ from wtrec.capture.fd_table import FdTable
 from wtrec.capture.probe import ProbeConfig
 from wtrec.cli.app import app
 from wtrec.errors import FormatError, OutputError
-from wtrec.format import CaptureReader
+from wtrec.format import FORMAT_MINOR, CaptureReader
 from wtrec.record import Recording, StopRule, boot_ns, recording_header
 from wtrec.records import End, FdIdentity, FdInfo, Header, IoEvent, Lost, SeriesPart
 from wtrec.rotation import RotatingWriter, RotationRule, series_path
@@ -96,7 +96,7 @@ def test_every_seconds_rotates_on_the_clock_and_each_file_stands_alone():
         records = read(disk[path])
         header, end = records[0], records[-1]
         assert isinstance(header, Header) and header.series == SeriesPart("feedc0de", index)
-        assert (header.format_major, header.format_minor) == (1, 3)
+        assert (header.format_major, header.format_minor) == (1, FORMAT_MINOR)
         events = [r for r in records if isinstance(r, IoEvent)]
         lost = sum(r.count for r in records if isinstance(r, Lost))
         assert isinstance(end, End)

@@ -22,7 +22,17 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 
 from wtrec.errors import FormatError, InputError, UsageError
 from wtrec.format import CaptureReader
-from wtrec.records import End, FdIdentity, FdInfo, Header, IoEvent, PayloadSizes, Record
+from wtrec.records import (
+    LAYERS,
+    End,
+    FdIdentity,
+    FdInfo,
+    Header,
+    IoEvent,
+    PayloadSizes,
+    Record,
+    TlsInfo,
+)
 from wtrec.tools.fd_names import FdNames
 from wtrec.tools.grep import frame_prefilter, payload_test
 from wtrec.tools.info import CaptureInfo, inspect
@@ -72,6 +82,23 @@ class Event(PayloadSizes):
     identity: FdIdentity | None
     host: str  # the recording host, from the capture's header
     capture_start_ns: int  # when that recording started (wall clock)
+    # record --tls (format 1.4): "tls" for a TLS library call, whose syscall
+    # is the entry point (SSL_write...) and data the plaintext; `tls` says
+    # which library and connection; a syscall made inside such a call (its
+    # ciphertext) has the call's entry time in tls_call_ns.
+    layer: str = "syscall"
+    tls: TlsInfo | None = None
+    tls_call_ns: int | None = None
+
+    @property
+    def library(self) -> str | None:
+        """The TLS library family (openssl, gnutls, wolfssl) of a TLS-layer event."""
+        return self.tls.library if self.tls else None
+
+    @property
+    def entry_point(self) -> str | None:
+        """The TLS library function of a TLS-layer event (same as syscall there)."""
+        return self.syscall if self.layer == "tls" else None
 
     @property
     def time(self) -> datetime:
@@ -172,19 +199,24 @@ class Capture:
                fd: int | Iterable[int] | None = None,
                direction: str | None = None,
                syscall: str | Iterable[str] | None = None,
-               payload: Payload | None = None) -> Iterator[Event]:
-        """The events, filtered like the command line's --pid, --comm, --fd.
+               payload: Payload | None = None,
+               layer: str | None = None) -> Iterator[Event]:
+        """The events, filtered like the command line's --pid, --comm, --fd, --layer.
 
         A filter takes one value or several (any of them matches); `pid`
         matches a pid or a tid; `direction` is "out" (the write family) or
         "in" (the read family); `payload` keeps the events whose data
-        contains a match (bytes, or a compiled bytes regex), as `wtrec grep`.
+        contains a match (bytes, or a compiled bytes regex), as `wtrec grep`;
+        `layer` is "tls" (TLS library calls, from record --tls) or "syscall".
         """
         if direction is not None and direction not in DIRECTIONS:
             raise UsageError(f"direction is 'out' or 'in', not {direction!r}")
+        if layer is not None and layer not in LAYERS:
+            raise UsageError(f"layer is 'tls' or 'syscall', not {layer!r}")
         selection = Selection(pids=_values(pid, int, "pid"), comms=_values(comm, str, "comm"),
                               fds=_values(fd, int, "fd"),
-                              syscalls=_values(syscall, str, "syscall"))
+                              syscalls=_values(syscall, str, "syscall"),
+                              layers=() if layer is None else (layer,))
         keep = _payload_search(payload)
         return self._iter_events(selection, direction, keep)  # bad filters fail here, not later
 
@@ -374,7 +406,8 @@ def as_event(event: IoEvent, header: Header, identity: FdIdentity | None) -> Eve
                  comm=event.comm.decode("utf-8", "backslashreplace"), fd=event.fd,
                  syscall=event.syscall, direction=event.direction, count=event.count,
                  ret=event.ret, data=event.data, identity=identity, host=header.host,
-                 capture_start_ns=header.start_ns)
+                 capture_start_ns=header.start_ns, layer=event.layer, tls=event.tls,
+                 tls_call_ns=event.tls_call_ns)
 
 
 def _as_sources(source: object) -> list[Source]:

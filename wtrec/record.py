@@ -22,17 +22,19 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from operator import add, itemgetter
 from typing import BinaryIO, Protocol
 
 from wtrec import __version__
 from wtrec.capture import compat32
 from wtrec.capture.fd_table import FdTable
-from wtrec.capture.kernel_records import BadKernelEvent, FdNote, KernelDecoder
+from wtrec.capture.kernel_records import BadKernelEvent, FdNote, KernelDecoder, TlsKernelEvent
 from wtrec.capture.launch import HeldCommand
 from wtrec.capture.ordering import ReorderBuffer
 from wtrec.capture.probe import Probe, ProbeConfig, RecordCounts
+from wtrec.capture.tls_events import TlsEvents, find_targets, no_call_note, tls_targets_for_header
+from wtrec.capture.tls_libraries import AttachTarget
 from wtrec.errors import OutputError, ProbeError
 from wtrec.format import FORMAT_MAJOR, FORMAT_MINOR, CaptureWriter
 from wtrec.records import (
@@ -124,7 +126,8 @@ class Recording:
 
     def __init__(self, probe: Probe, writer: CaptureSink, rule: StopRule,
                  status: Callable[[Stats], None] | None = None,
-                 fds: FdTable | None = None, sleep: Callable[[float], None] = time.sleep):
+                 fds: FdTable | None = None, sleep: Callable[[float], None] = time.sleep,
+                 tls_targets: list[AttachTarget] | None = None):
         self._probe = probe
         self._writer = writer
         self._rule = rule
@@ -133,6 +136,8 @@ class Recording:
         self._decoder = KernelDecoder()
         self._reorder = ReorderBuffer()
         self._fds = fds if fds is not None else FdTable()
+        # record --tls: TLS calls become events of layer "tls" (capture/tls_events.py).
+        self.tls = TlsEvents(tls_targets, self._fds.identity) if tls_targets is not None else None
         # The identity last written per pid and fd.
         self._fd_written: dict[int, dict[int, FdIdentity]] = {}
         # Descriptors whose identity in the file is the table's current one,
@@ -210,6 +215,8 @@ class Recording:
                 batch = self._decoder.decode_rows(self._probe.read(STEP_BYTES))
         except BadKernelEvent as exc:
             raise ProbeError(f"the BPF program sent a malformed record: {exc}") from None
+        if self.tls is not None:  # ties ciphertext syscalls to their TLS call
+            self.tls.link(batch.items)
         # Ask /proc now, while the process may still be alive, about
         # descriptors not yet named in the file.
         clean, prefetch = self._fd_clean, self._fds.prefetch
@@ -234,6 +241,10 @@ class Recording:
                     item = ready[position]
                     if kind is FdNote:
                         self._note(item)
+                    elif kind is TlsKernelEvent and self.tls is not None:
+                        self._write_event(self.tls.event(item))
+                    elif kind is IoEvent and item.tls_call_ns is not None:
+                        self._write_event(item)  # made inside a TLS call: kept whole
                     elif isinstance(item, IoEvent):  # a decoder's event not made a row
                         self._write_rows([event_row(item)])
                     else:
@@ -246,6 +257,8 @@ class Recording:
 
     def _note(self, note: FdNote) -> None:
         self._fds.apply(note)
+        if self.tls is not None:
+            self.tls.note(note)
         # The note may change what the process's descriptors are (a fork's
         # note changes the child's): their events are checked again.
         self._fd_clean.pop(note.pid, None)
@@ -299,6 +312,19 @@ class Recording:
             written[fd] = identity
         self._fd_clean.setdefault(pid, set()).add(fd)
 
+    def _write_event(self, event: IoEvent) -> None:
+        """One event that travels whole, not as a row (record --tls: its 1.4 fields)."""
+        if self._rule.max_events is not None and self.stats.events >= self._rule.max_events:
+            return  # past --count: not lost, just not asked for
+        self._name(event_row(event))
+        # Made by the decoder or tls_events a moment ago, held by nothing else.
+        event.__dict__["seq"] = self.stats.events
+        self._writer.write(event)
+        if self._unflushed_since is None:
+            self._unflushed_since = boot_ns()
+        self.stats.events += 1
+        self.stats.bytes += len(event.data)
+
     def _emit_rows(self, rows: list[EventRow]) -> None:
         """Numbers the events and hands them to the writer."""
         if not rows:
@@ -327,7 +353,8 @@ class Recording:
 Notify = Callable[[str], None]
 
 
-def recording_header(config: ProbeConfig, command: tuple[str, ...]) -> Header:
+def recording_header(config: ProbeConfig, command: tuple[str, ...],
+                     tls_targets: list[AttachTarget] | None = None) -> Header:
     """The header of a new capture: this host, now, and what is traced how."""
     anchor_real, anchor_boot = time.time_ns(), boot_ns()
     return Header(
@@ -335,7 +362,8 @@ def recording_header(config: ProbeConfig, command: tuple[str, ...]) -> Header:
         host=socket.gethostname(), kernel=platform.release(), start_ns=anchor_real,
         anchor_boot_ns=anchor_boot, anchor_real_ns=anchor_real, argv=tuple(sys.argv),
         filters=Filters(config.comms, config.pids, config.trace_all, config.syscalls,
-                        config.follow, command),
+                        config.follow, command, tls=tls_targets is not None,
+                        tls_targets=tls_targets_for_header(tls_targets or ())),
         snaplen=config.snaplen, buffer="perf" if config.use_perf else "ringbuf")
 
 
@@ -391,6 +419,24 @@ def _warn_32bit(config: ProbeConfig, child: HeldCommand | None, notify: Notify) 
                "32-bit syscalls, so it will not be captured")
 
 
+def _tls_start(config: ProbeConfig, child: HeldCommand | None,
+               notify: Notify) -> tuple[list[AttachTarget] | None, ProbeConfig]:
+    """record --tls: finds the entry points to probe and says which on stderr.
+
+    With none found the session records syscalls only, compiled without the
+    TLS programs (their syscall hooks would cost for nothing).
+    """
+    search = find_targets(pids=config.pids,
+                          system=bool(config.comms or config.trace_all or child),
+                          command_binary=child.binary if child else None,
+                          tls_libs=config.tls_libs)
+    for line in search.describe():
+        notify(line)
+    if not search.targets:
+        return None, replace(config, tls=False)
+    return search.targets, config
+
+
 def record_session(out: BinaryIO | Callable[[Header], CaptureSink], *, output_name: str,
                    config: ProbeConfig,
                    command: tuple[str, ...] = (), duration_s: float | None = None,
@@ -410,8 +456,14 @@ def record_session(out: BinaryIO | Callable[[Header], CaptureSink], *, output_na
     for signum in STOP_SIGNALS:
         signal.signal(signum, _interrupt_start_up)
     child = HeldCommand(list(command)) if command else None
+    tls_targets: list[AttachTarget] | None = None
     try:
+        if config.tls:
+            tls_targets, config = _tls_start(config, child, notify)
         probe = Probe(config)
+        if tls_targets:
+            for failure in probe.attach_tls(tls_targets):
+                notify(f"--tls: cannot probe {failure}")
     except BaseException:
         if child:
             child.abandon()
@@ -419,7 +471,7 @@ def record_session(out: BinaryIO | Callable[[Header], CaptureSink], *, output_na
     try:
         try:
             _warn_32bit(config, child, notify)
-            header = recording_header(config, command)
+            header = recording_header(config, command, tls_targets)
             try:
                 writer = (out(header) if callable(out)
                           else CaptureWriter(out, header, background=True))
@@ -431,7 +483,7 @@ def record_session(out: BinaryIO | Callable[[Header], CaptureSink], *, output_na
             raise
         recording = Recording(probe, writer, StopRule(duration_s, max_events,
                                                       child.process if child else None),
-                              status)
+                              status, tls_targets=tls_targets)
 
         def stop(_signum: int, _frame: object) -> None:
             recording.stop()
@@ -454,6 +506,8 @@ def record_session(out: BinaryIO | Callable[[Header], CaptureSink], *, output_na
         except OSError as exc:
             raise OutputError(f"cannot write {output_name}: {exc.strerror}") from None
         notify(summary_line(stats, output_name))
+        if tls_targets and recording.tls is not None and not recording.tls.calls:
+            notify(no_call_note(tls_targets))
         for warning in summary_warnings(stats):
             notify(warning)
         return stats, (child.exit_status() if child else 0)

@@ -8,7 +8,7 @@ their byte-level encoding. Times are integer nanoseconds on the boot clock
 from dataclasses import dataclass, field
 
 FORMAT_MAJOR = 1
-FORMAT_MINOR = 3
+FORMAT_MINOR = 4
 
 # Record type codes: the first element of every msgpack record array.
 TYPE_HEADER = 1
@@ -29,6 +29,9 @@ class Filters:
     syscalls: tuple[str, ...] = ("write",)  # since 1.1
     follow: bool = False  # since 1.1: children of traced processes too
     command: tuple[str, ...] = ()  # since 1.1: the command wtrec started
+    tls: bool = False  # since 1.4: TLS library calls were traced too (record --tls)
+    # since 1.4: where TLS probes were placed: (file, library family, entry points)
+    tls_targets: tuple[tuple[str, str, tuple[str, ...]], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -92,11 +95,15 @@ class PayloadSizes:
     ret: int | None
     data: bytes
     direction: str
+    layer: str
 
     @property
     def expected(self) -> int:
-        """Bytes a whole capture would hold: asked-for (out) or received (in)."""
-        if self.direction == "in":
+        """Bytes a whole capture would hold: asked-for (out) or received (in).
+
+        A TLS call's data is what the library accepted or produced, either way.
+        """
+        if self.direction == "in" or self.layer == "tls":
             return max(self.ret or 0, 0)
         return self.count
 
@@ -107,6 +114,27 @@ class PayloadSizes:
     @property
     def failed(self) -> bool:
         return self.ret is not None and self.ret < 0
+
+
+@dataclass(frozen=True)
+class TlsInfo:
+    """What a TLS-layer event adds (since 1.4): which library, connection and call.
+
+    `library` is the family (openssl, gnutls, wolfssl), `object` the file
+    the probe was in when only one such file was probed (else None), `conn`
+    the library's connection handle (an opaque number, per process),
+    `fd_source` how the event's fd was found (in-call, thread, connection,
+    unknown: see capture/tls_connections.py), `call_ns` when the call was
+    entered (the event's ts_ns is its return), `raw_ret` what the library
+    returned (the event's ret is the plaintext length, or this when <= 0).
+    """
+
+    library: str
+    object: str | None
+    conn: int
+    fd_source: str
+    call_ns: int
+    raw_ret: int
 
 
 @dataclass(frozen=True)
@@ -131,6 +159,13 @@ class IoEvent(PayloadSizes):
     ret: int | None = None
     seq: int | None = None
     direction: str = "out"  # "out": the write family; "in": the read family
+    # Since 1.4 (record --tls): "tls" for a TLS library call, whose `syscall`
+    # is the entry point (SSL_write...) and `data` the plaintext; a syscall
+    # event made inside such a call (its ciphertext) has that call's
+    # call_ns in `tls_call_ns`.
+    layer: str = "syscall"
+    tls: TlsInfo | None = None
+    tls_call_ns: int | None = None
 
 
 # An event as a plain tuple, in the order the format stores its fields
@@ -208,5 +243,7 @@ class End:
     bytes: int
     lost: int
 
+
+LAYERS = ("syscall", "tls")
 
 Record = Header | IoEvent | FdInfo | Lost | End

@@ -22,12 +22,17 @@ from operator import getitem
 
 from wtrec.records import TYPE_READ, TYPE_WRITE, IoEvent, event_row
 
-KIND_EVENT, KIND_CHUNK, KIND_FD = 1, 2, 3
+KIND_EVENT, KIND_CHUNK, KIND_FD, KIND_TLS = 1, 2, 3, 4
 
 FLAG_READ_FAULT = 1
 FLAG_CHUNKED = 2
 FLAG_INCOMPLETE = 4
 FLAG_FDS_STALE = 8
+FLAG_TLS_CIPHER = 16  # a syscall event made inside a TLS library call (record --tls)
+# What the decoder puts in IoEvent.tls_call_ns of an event flagged
+# FLAG_TLS_CIPHER; the recorder's TLS handling (capture/tls_events.py)
+# replaces it by the enclosing call's time or None before anything is written.
+TLS_CALL_OPEN = -1
 
 # The structs of bpf/wtrec_records.h, field by field: (C field name, struct
 # code). tests/test_units.py compiles the header and checks every offset.
@@ -40,9 +45,16 @@ FD_NOTE_FIELDS = (
     ("kind", "I"), ("op", "I"), ("ts_ns", "Q"), ("ret", "q"), ("pid", "I"), ("tid", "I"),
     ("fd", "i"), ("fd2", "i"), ("a0", "I"), ("a1", "I"), ("a2", "I"), ("len", "I"),
     ("blob", "256s"))
+TLS_CALL_FDS = 4
+TLS_EVENT_FIELDS = (
+    ("kind", "I"), ("flags", "I"), ("ts_ns", "Q"), ("call_ns", "Q"), ("conn", "Q"),
+    ("requested", "Q"), ("ret", "q"), ("len", "Q"), ("pid", "I"), ("tid", "I"), ("uid", "I"),
+    ("captured", "I"), ("syscalls", "I"), ("cipher_bytes", "I"), ("fds", f"{TLS_CALL_FDS}i"),
+    ("fd_in", f"{TLS_CALL_FDS}I"), ("fd_out", f"{TLS_CALL_FDS}I"), ("before_read_fd", "i"),
+    ("before_write_fd", "i"), ("entry", "I"), ("pad", "I"), ("comm", "16s"))
 # C struct name -> its fields, for that test.
 C_LAYOUTS = {"wtrec_event_header": EVENT_FIELDS, "wtrec_chunk_header": CHUNK_FIELDS,
-             "wtrec_fd_note": FD_NOTE_FIELDS}
+             "wtrec_fd_note": FD_NOTE_FIELDS, "wtrec_tls_event": TLS_EVENT_FIELDS}
 
 
 def layout(fields: tuple[tuple[str, str], ...]) -> struct.Struct:
@@ -53,6 +65,7 @@ def layout(fields: tuple[tuple[str, str], ...]) -> struct.Struct:
 EVENT_HEADER = layout(EVENT_FIELDS)
 CHUNK_HEADER = layout(CHUNK_FIELDS)
 FD_NOTE = layout(FD_NOTE_FIELDS)
+TLS_EVENT = layout(TLS_EVENT_FIELDS)
 RECORD_KIND = struct.Struct("<I")
 
 # The BPF ring buffer's record header (include/uapi/linux/bpf.h): u32 length
@@ -112,6 +125,36 @@ class FdNote:
     a1: int
     a2: int
     blob: bytes
+
+
+@dataclass(frozen=True)
+class TlsKernelEvent:
+    """One TLS library call as the kernel saw it (record --tls); see capture/tls_events.py.
+
+    `entry` indexes ENTRY_POINTS (tls_libraries.py) from 1; `ret` is the
+    library's return value, `length` the plaintext bytes it moved; `in_call`
+    holds (fd, bytes received, bytes sent) per fd of the data syscalls made
+    during the call.
+    """
+
+    ts_ns: int
+    call_ns: int
+    conn: int
+    requested: int
+    ret: int
+    length: int
+    pid: int
+    tid: int
+    uid: int
+    comm: bytes
+    entry: int
+    in_call: tuple[tuple[int, int, int], ...]
+    before_read_fd: int
+    before_write_fd: int
+    syscalls: int
+    cipher_bytes: int
+    read_fault: bool
+    data: bytes
 
 
 @dataclass
@@ -270,7 +313,9 @@ class KernelDecoder:
             if self._stale.pop(id(item), None) is not None:
                 out.items.append(_stale_note(item))
                 out.times.append(item.ts_ns)
-            out.items.append(event_row(item))
+            # Made inside a TLS call (record --tls): kept whole, so the
+            # recorder can tie it to its call (a row has no room for that).
+            out.items.append(item if item.tls_call_ns is not None else event_row(item))
             out.fd_keys.add((item.pid, item.fd))
         else:
             out.items.append(item)
@@ -362,20 +407,23 @@ class KernelDecoder:
         self.stats.events += count
         return count
 
-    def decode_batch(self, raws: Iterable[bytes | memoryview]) -> list[IoEvent | FdNote]:
+    def decode_batch(self, raws: Iterable[bytes | memoryview]
+                     ) -> list[IoEvent | FdNote | TlsKernelEvent]:
         """Records in kernel order in; the events and notes they make, in the same order.
 
         An event flagged FLAG_FDS_STALE (an fd note of its process was lost
         before it) is preceded by an "fds-lost" note for its process.
         """
         decode = self.decode
-        items = [item for item in map(decode, raws) if item is not None]
+        items: list[IoEvent | FdNote | TlsKernelEvent] = [
+            item for item in map(decode, raws) if item is not None]
         if self._stale:
             items = self._with_stale_notes(items)
         return items
 
-    def _with_stale_notes(self, items: list[IoEvent | FdNote]) -> list[IoEvent | FdNote]:
-        out: list[IoEvent | FdNote] = []
+    def _with_stale_notes(self, items: list[IoEvent | FdNote | TlsKernelEvent]
+                          ) -> list[IoEvent | FdNote | TlsKernelEvent]:
+        out: list[IoEvent | FdNote | TlsKernelEvent] = []
         for item in items:
             if self._stale.get(id(item)) is item:
                 out.append(_stale_note(item))
@@ -383,7 +431,7 @@ class KernelDecoder:
         self._stale.clear()
         return out
 
-    def decode(self, raw: bytes | memoryview) -> IoEvent | FdNote | None:
+    def decode(self, raw: bytes | memoryview) -> IoEvent | FdNote | TlsKernelEvent | None:
         """One record in; an event or note out (None for a chunk that waits)."""
         if len(raw) < 4:
             raise BadKernelEvent(f"record of {len(raw)} bytes")
@@ -396,6 +444,12 @@ class KernelDecoder:
         if kind == KIND_FD:
             self.stats.fd_notes += 1
             return _fd_note(raw)
+        if kind == KIND_TLS:
+            self.stats.events += 1
+            event = _tls_event(raw)
+            if event.read_fault:
+                self.stats.read_faults += 1
+            return event
         raise BadKernelEvent(f"record of unknown kind {kind}")
 
     def _chunk(self, raw: bytes | memoryview) -> None:
@@ -457,6 +511,8 @@ class KernelDecoder:
             ret=ret, seq=None, direction="in" if direction else "out")
         if flags & FLAG_FDS_STALE:
             self._stale[id(event)] = event
+        if flags & FLAG_TLS_CIPHER:
+            event.__dict__["tls_call_ns"] = TLS_CALL_OPEN
         return event
 
 
@@ -473,3 +529,25 @@ def _fd_note(raw: bytes | memoryview) -> FdNote:
      blob) = FD_NOTE.unpack_from(raw)
     return FdNote(op=SYSCALL_NAMES.get(op, f"op{op}"), ts_ns=ts_ns, ret=ret, pid=pid, tid=tid,
                   fd=fd, fd2=fd2, a0=a0, a1=a1, a2=a2, blob=blob[:min(length, len(blob))])
+
+
+def _tls_event(raw: bytes | memoryview) -> TlsKernelEvent:
+    if len(raw) < TLS_EVENT.size:
+        raise BadKernelEvent(f"TLS event of {len(raw)} bytes, shorter than its header")
+    values = TLS_EVENT.unpack_from(raw)
+    (_kind, flags, ts_ns, call_ns, conn, requested, ret, length, pid, tid, uid, captured,
+     syscalls, cipher_bytes) = values[:14]
+    fds = values[14:14 + TLS_CALL_FDS]
+    fd_in = values[14 + TLS_CALL_FDS:14 + 2 * TLS_CALL_FDS]
+    fd_out = values[14 + 2 * TLS_CALL_FDS:14 + 3 * TLS_CALL_FDS]
+    before_read_fd, before_write_fd, entry, _pad, comm = values[14 + 3 * TLS_CALL_FDS:]
+    data = bytes(raw[TLS_EVENT.size:TLS_EVENT.size + captured])
+    if len(data) != captured:
+        raise BadKernelEvent(f"TLS event claims {captured} bytes but carries {len(data)}")
+    return TlsKernelEvent(
+        ts_ns=ts_ns, call_ns=call_ns, conn=conn, requested=requested, ret=ret, length=length,
+        pid=pid, tid=tid, uid=uid, comm=comm.split(b"\0", 1)[0], entry=entry,
+        in_call=tuple((fd, received, sent) for fd, received, sent
+                      in zip(fds, fd_in, fd_out, strict=True) if fd >= 0),
+        before_read_fd=before_read_fd, before_write_fd=before_write_fd, syscalls=syscalls,
+        cipher_bytes=cipher_bytes, read_fault=bool(flags & FLAG_READ_FAULT), data=data)

@@ -31,6 +31,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from wtrec.capture.bpf_cache import ProgramCache, cache_dir_from_environment, cache_key
 from wtrec.capture.bpf_syscall import (
@@ -61,6 +62,11 @@ from wtrec.capture.kernel_records import (
     WRITE_FAMILY,
 )
 from wtrec.errors import BccMissingError, KernelHeadersMissingError, ProbeError
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from wtrec.capture.tls_libraries import AttachTarget
 
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 MAX_SNAPLEN_RINGBUF = 1 << 20
@@ -103,6 +109,8 @@ class ProbeConfig:
     buffer_bytes: int = 32 << 20
     pid_table: int = DEFAULT_PID_TABLE  # most processes traced by pid at once
     self_tgid: int = field(default_factory=os.getpid)
+    tls: bool = False  # TLS library calls too (the BPF source's last section); see attach_tls
+    tls_libs: tuple[str, ...] = ()  # --tls-lib: files to probe besides those found
 
     def buffer_pages(self) -> int:
         """Buffer size in pages, rounded up to a power of two as the kernel needs."""
@@ -134,7 +142,7 @@ class ProbeConfig:
             f"-DWTREC_COMM_LIST={self.comm_list_size()}",
             f"-DWTREC_FOLLOW={int(self.follow)}",
             f"-DWTREC_PID_TABLE={self.pid_table}",
-        ]
+        ] + (["-DWTREC_TLS=1"] if self.tls else [])
 
     def wanted_syscalls(self) -> tuple[str, ...]:
         """The chosen data syscalls and the fd-naming ones, as the `wanted` map holds them."""
@@ -156,11 +164,13 @@ def bpf_program_text(config: ProbeConfig) -> str:
     defines = "\n".join("#define " + flag[2:].replace("=", " ", 1) for flag in config.cflags())
     wanted = ", ".join(config.wanted_syscalls())
     header = (bpf_dir() / "wtrec_records.h").read_text()
+    tls = ("// with --tls: uprobes tls_enter_*/tls_leave_* on the TLS entry points found at "
+           "start\n" if config.tls else "")
     return (f"// compiled with:\n{defines}\n// wanted map: {wanted}\n"
             f"// settings map: recorder pid {config.self_tgid}\n"
             f"// attached: raw_tracepoint sys_enter, sys_exit, sched_process_exit; tracepoint "
-            f"sock:inet_sock_set_state, sched:sched_process_fork (with follow)\n\n"
-            f"// ---- wtrec_records.h\n{header}\n// ---- write_tracer.bpf.c\n"
+            f"sock:inet_sock_set_state, sched:sched_process_fork (with follow)\n"
+            f"{tls}\n// ---- wtrec_records.h\n{header}\n// ---- write_tracer.bpf.c\n"
             f"{bpf_source_path().read_text()}")
 
 
@@ -482,6 +492,30 @@ class Probe:
                                                        self._license)
         self._tracepoint_links.append(
             uprobe_attach(path, offset, self._program_fds[function], retprobe=retprobe))
+
+    def attach_tls(self, targets: "Sequence[AttachTarget]",
+                   pids: "Sequence[int]" = ()) -> list[str]:
+        """Places a uprobe and a uretprobe on each TLS entry point; returns what failed.
+
+        Attached for every process mapping the file, at the entry point's
+        file offset (tls_libraries/elf_symbols); the BPF side applies the
+        session's filters, which also covers children and later programs.
+        `pids` (-p alone) is not used yet: a uprobe bound to processes
+        would spare the others the trap (~10 us a call on this VM).
+        Detached by stop_producing(), like the tracepoints.
+        """
+        failures = []
+        for target in targets:
+            program = target.symbol.lower()
+            try:
+                if target.file_offset is None:
+                    raise ProbeError("no file offset for the symbol")
+                self.attach_uprobe(target.path, target.file_offset, f"tls_enter_{program}")
+                self.attach_uprobe(target.path, target.file_offset, f"tls_leave_{program}",
+                                   retprobe=True)
+            except ProbeError as exc:
+                failures.append(f"{target.path} {target.symbol}: {exc.message}")
+        return failures
 
     def add_pid(self, pid: int) -> None:
         """Traces one more process (with follow: and its future children)."""

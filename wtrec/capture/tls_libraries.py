@@ -92,7 +92,7 @@ class TlsSearch:
         if not self.targets:
             families = ", ".join(FAMILY_NAMES.values())
             lines = [f"--tls: no TLS library found in {self.where} (looked for {families} entry points "
-                     f"in {len(self.searched)} objects); recording syscalls only"]
+                     f"in {len(self.searched)} objects); syscalls only"]
         else:
             lines = []
             by_path: dict[str, list[AttachTarget]] = {}
@@ -197,15 +197,15 @@ def ldconfig_libraries(listing: str) -> list[str]:
     return paths
 
 
-def search_system(extra_paths: Iterable[str] = ()) -> TlsSearch:
-    """The TLS entry points in the system's TLS libraries and in each --tls-lib path.
+def search_paths(paths: Iterable[str]) -> TlsSearch:
+    """The TLS entry points in each --tls-lib path.
 
-    A --tls-lib path that is missing, not ELF, for another machine or without
-    any entry point is a UsageError: the user named it, so silence would hide
+    A path that is missing, not ELF, for another machine or without any
+    entry point is a UsageError: the user named it, so silence would hide
     a typo.
     """
-    search = TlsSearch(where="the system's libraries")
-    for path in extra_paths:
+    search = TlsSearch(where="--tls-lib")
+    for path in paths:
         if not os.path.isfile(path):
             raise UsageError(f"--tls-lib {path}: no such file")
         try:
@@ -216,6 +216,13 @@ def search_system(extra_paths: Iterable[str] = ()) -> TlsSearch:
             raise UsageError(f"--tls-lib {path}: defines none of "
                              f"{', '.join(entry.symbol for entry in ENTRY_POINTS)}")
         _add(search, path, targets)
+    return search
+
+
+def search_system(extra_paths: Iterable[str] = ()) -> TlsSearch:
+    """The TLS entry points in the system's TLS libraries and in each --tls-lib path."""
+    search = search_paths(extra_paths)
+    search.where = "the system's libraries"
     try:
         listing = subprocess.run(["ldconfig", "-p"], capture_output=True, text=True, check=True,
                                  timeout=30).stdout
@@ -225,6 +232,23 @@ def search_system(extra_paths: Iterable[str] = ()) -> TlsSearch:
     for path in ldconfig_libraries(listing):
         _read_into(search, path, quiet_if_not_elf=False, quiet_if_foreign=True)
     return search
+
+
+def search_executable(path: str) -> TlsSearch:
+    """The TLS entry points in one program (a command to start: node, a static build)."""
+    search = TlsSearch(where=path)
+    _read_into(search, path, quiet_if_not_elf=True)
+    return search
+
+
+def combine(where: str, searches: Iterable[TlsSearch]) -> TlsSearch:
+    """One search from several: each file (by inode) once, what was skipped kept."""
+    combined = TlsSearch(where=where)
+    for search in searches:
+        for path in search.searched:
+            _add(combined, path, [t for t in search.targets if t.path == path])
+        combined.skipped += [item for item in search.skipped if item not in combined.skipped]
+    return combined
 
 
 def _read_into(search: TlsSearch, path: str, *, quiet_if_not_elf: bool,

@@ -207,6 +207,12 @@ def record(
         "--syscalls", help="Comma-separated syscalls to capture (default: the write family).")] = None,
     read: Annotated[bool, typer.Option(
         "--read", help="Also capture what is received: read, readv, pread64, recvfrom, recvmsg.")] = False,
+    tls: Annotated[bool, typer.Option(
+        "--tls", help="Also capture the plaintext of TLS library calls (OpenSSL, GnuTLS, "
+                      "wolfSSL: SSL_write, SSL_read, ...), with the socket underneath.")] = False,
+    tls_lib: Annotated[list[str] | None, typer.Option(
+        "--tls-lib", help="A TLS library or program to probe besides those found; repeatable; "
+                          "implies --tls.")] = None,
     snaplen: Annotated[str, typer.Option(
         "-s", "--snaplen", help="Bytes captured per call, up to 1048576, or 'max'.")] = "4096",
     perf_buffer: Annotated[bool, typer.Option(
@@ -254,7 +260,8 @@ def record(
         config = ProbeConfig(snaplen=parse_snaplen(snaplen, use_perf), use_perf=use_perf,
                              trace_all=trace_all, comms=comms, pids=pids,
                              follow=follow or bool(argv), syscalls=parse_syscalls(syscalls, read),
-                             buffer_bytes=parse_size(buffer_size), pid_table=follow_max)
+                             buffer_bytes=parse_size(buffer_size), pid_table=follow_max,
+                             tls=tls or bool(tls_lib), tls_libs=tuple(tls_lib or ()))
         rule = rotation_rule(output, file_size, rotate_seconds, file_count)
         if print_bpf:
             print(bpf_program_text(config))

@@ -13,7 +13,7 @@ import re
 import time
 from collections.abc import Iterable, Iterator
 
-from wtrec.records import End, FdInfo, Header, IoEvent, Lost, Record
+from wtrec.records import End, FdIdentity, FdInfo, Filters, Header, IoEvent, Lost, Record
 from wtrec.tools.fd_names import FdNames
 
 _ESCAPES = {0x5C: "\\\\", 0x22: '\\"', 0x0A: "\\n", 0x0D: "\\r", 0x09: "\\t", 0x00: "\\0"}
@@ -165,12 +165,38 @@ def describe_result(event: IoEvent) -> str:
     text = f"count {event.count}"
     if event.ret is None:
         return text
+    if event.tls is not None and event.ret <= 0:
+        # A library's own return value, not -errno (SSL_read -1: see SSL_get_error).
+        return f"{text}, returned {event.tls.raw_ret} (no data)"
     if event.ret < 0:
         name = errno.errorcode.get(-event.ret, f"errno {-event.ret}")
         suffix = " (payload not sent)" if event.direction == "out" else ""
         return f"{text}, failed: {name}{suffix}"
     verb = "received" if event.direction == "in" else "wrote"
     return f"{text}, {verb} {event.ret}"
+
+
+LIBRARY_NAMES = {"openssl": "OpenSSL", "gnutls": "GnuTLS", "wolfssl": "wolfSSL"}
+
+
+SOCKET_KINDS = frozenset({"tcp", "udp", "unix", "socket"})
+
+
+def layer_note(event: IoEvent, tls_capture: bool, identity: FdIdentity | None) -> str:
+    """'  [tls OpenSSL]', '  [syscall, TLS ciphertext]', '  [syscall]' or '' (no TLS in sight).
+
+    A syscall made inside a TLS call is its ciphertext when on a socket; on
+    anything else (node reads /etc/localtime in its first SSL_write) it is
+    only "inside" the call.
+    """
+    if event.tls is not None:
+        library = LIBRARY_NAMES.get(event.tls.library, event.tls.library)
+        return f"  [tls {escape_text(library)}]"
+    if event.tls_call_ns is not None:
+        if identity is not None and identity.kind in SOCKET_KINDS:
+            return "  [syscall, TLS ciphertext]"
+        return "  [syscall, inside a TLS call]"
+    return "  [syscall]" if tls_capture or event.layer != "syscall" else ""
 
 
 class TextRenderer:
@@ -182,6 +208,7 @@ class TextRenderer:
         self.hex_view = hex_view
         self.color = color
         self.fds = FdNames()
+        self.tls_capture = header is not None and header.filters.tls
 
     def _paint(self, code: str, text: str) -> str:
         return f"{code}{text}{RESET}" if self.color else text
@@ -205,6 +232,7 @@ class TextRenderer:
             detail += f", captured {captured} (truncated: {captured} of {event.expected} bytes)"
         elif event.ret is None:
             detail += f"  captured {captured}"
+        detail += layer_note(event, self.tls_capture, identity)
         yield self._paint(BOLD, title)
         yield detail
         if len(event.data) <= SMALL_PAYLOAD:  # the body as one string: one step, not one a line
@@ -224,6 +252,15 @@ class TextRenderer:
         yield ""
 
 
+def _tls_filters(f: Filters) -> dict:
+    """The header's record --tls keys (1.4), only when TLS was traced: other headers unchanged."""
+    if not f.tls:
+        return {}
+    return {"tls": True, "tls_targets": [{"path": path, "library": family,
+                                          "entry_points": list(symbols)}
+                                         for path, family, symbols in f.tls_targets]}
+
+
 def header_dict(h: Header) -> dict:
     """A header as plain JSON-ready data, provenance included."""
     f = h.filters
@@ -232,7 +269,7 @@ def header_dict(h: Header) -> dict:
         "host": h.host, "kernel": h.kernel, "start_ns": h.start_ns, "argv": list(h.argv),
         "filters": {"comms": list(f.comms), "pids": list(f.pids), "all": f.all,
                     "syscalls": list(f.syscalls), "follow": f.follow,
-                    "command": list(f.command)},
+                    "command": list(f.command), **_tls_filters(f)},
         "snaplen": h.snaplen, "buffer": h.buffer,
         "provenance": [{"op": d.op, "tool_version": d.tool_version, "time_ns": d.time_ns,
                         "argv": list(d.argv), "notes": dict(d.notes),
@@ -260,7 +297,7 @@ class JsonRenderer:
                           "path": ident.path}, ensure_ascii=True)
 
     def event(self, event: IoEvent) -> Iterator[str]:
-        obj = {
+        obj: dict[str, object] = {
             "type": "write" if event.direction == "out" else "read",
             "ts_ns": event.ts_ns, "wall_ns": self._time(event.ts_ns), "seq": event.seq,
             "pid": event.pid, "tid": event.tid, "uid": event.uid,
@@ -273,6 +310,14 @@ class JsonRenderer:
         identity = self.fds.get(event.pid, event.fd)
         if identity is not None:
             obj["fd_desc"] = identity.describe()
+        if event.layer != "syscall" or event.tls_call_ns is not None:  # record --tls (1.4)
+            obj["layer"] = event.layer
+            if event.tls is not None:
+                obj["tls"] = {"library": event.tls.library, "object": event.tls.object,
+                              "conn": event.tls.conn, "fd_source": event.tls.fd_source,
+                              "call_ns": event.tls.call_ns, "raw_ret": event.tls.raw_ret}
+            if event.tls_call_ns is not None:
+                obj["tls_call_ns"] = event.tls_call_ns
         try:
             obj["text"] = event.data.decode("utf-8")
         except UnicodeDecodeError:

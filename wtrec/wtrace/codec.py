@@ -31,6 +31,7 @@ from wtrec.records import (
     Lost,
     Record,
     SeriesPart,
+    TlsInfo,
     event_row,
 )
 from wtrec.wtrace.framing import MAX_FRAME_CONTENT
@@ -47,7 +48,13 @@ I32_MIN, I32_MAX = -(1 << 31), (1 << 31) - 1
 def encode_record(record: Record) -> list:
     """The msgpack-ready array for one record (see docs/FORMAT.md)."""
     if isinstance(record, IoEvent):
-        return [*event_row(record), record.seq]
+        fields = [*event_row(record), record.seq]
+        # 1.4's fields only where they say something: other events stay as in 1.3.
+        if record.tls is not None:
+            fields += [record.layer, _encode_tls(record.tls)]
+        elif record.tls_call_ns is not None or record.layer != "syscall":
+            fields += [record.layer, None, record.tls_call_ns]
+        return fields
     if isinstance(record, FdInfo):
         ident = record.identity
         return [TYPE_FD, record.ts_ns, record.pid, record.fd, ident.kind, ident.local,
@@ -60,6 +67,10 @@ def encode_record(record: Record) -> list:
         f = record.filters
         filters = {"comms": list(f.comms), "pids": list(f.pids), "all": f.all,
                    "syscalls": list(f.syscalls), "follow": f.follow, "command": list(f.command)}
+        if f.tls:  # since 1.4; absent without --tls, so such headers stay as in 1.3
+            filters["tls"] = True
+            filters["tls_targets"] = [[path, family, list(symbols)]
+                                      for path, family, symbols in f.tls_targets]
         fields = [TYPE_HEADER, record.format_major, record.format_minor, record.tool_version,
                   record.host, record.kernel, record.start_ns, record.anchor_boot_ns,
                   record.anchor_real_ns, list(record.argv), filters, record.snaplen,
@@ -68,6 +79,11 @@ def encode_record(record: Record) -> list:
             fields.append([record.series.id, record.series.index])
         return fields
     raise TypeError(f"not a record: {record!r}")
+
+
+def _encode_tls(tls: TlsInfo) -> dict:
+    return {"library": tls.library, "object": tls.object, "conn": tls.conn,
+            "fd_source": tls.fd_source, "call_ns": tls.call_ns, "raw_ret": tls.raw_ret}
 
 
 def _encode_derivation(step: Derivation) -> list:
@@ -310,7 +326,7 @@ def _fast_io(obj: list) -> IoEvent | None:
     Same checks as _decode_io, without building its error messages; any
     doubt falls back to it, so the rules and the errors stay in one place.
     """
-    if len(obj) < 12:
+    if len(obj) != 12:  # 1.4's TLS fields, or a newer version's: _decode_io
         return None
     kind, ts, pid, tid, uid, comm, fd, count, data, syscall, ret, seq = obj[:12]
     if (type(ts) is int and type(pid) is int and type(tid) is int and type(uid) is int
@@ -438,6 +454,24 @@ class _Fields:
             raise self._bad(index, what)
         return SeriesPart(value[0], value[1])
 
+    def tls(self, index: int, what: str) -> TlsInfo | None:
+        """A TLS-layer event's map (since 1.4; nil or absent otherwise)."""
+        if not self.has(index) or self._values[index] is None:
+            return None
+        value = self._values[index]
+        if type(value) is not dict:
+            raise self._bad(index, what)
+        library, obj = value.get("library"), value.get("object")
+        conn, source = value.get("conn"), value.get("fd_source")
+        call_ns, raw_ret = value.get("call_ns"), value.get("raw_ret")
+        if (type(library) is not str or (obj is not None and type(obj) is not str)
+                or type(conn) is not int or not 0 <= conn <= U64 or type(source) is not str
+                or type(call_ns) is not int or not 0 <= call_ns <= U64
+                or type(raw_ret) is not int or not -(1 << 63) <= raw_ret < (1 << 63)):
+            raise self._bad(index, what)
+        return TlsInfo(library=library, object=obj, conn=conn, fd_source=source,
+                       call_ns=call_ns, raw_ret=raw_ret)
+
     def filters(self, index: int, what: str) -> Filters:
         value = self._get(index, what)
         if type(value) is not dict:
@@ -448,13 +482,25 @@ class _Fields:
         syscalls = value.get("syscalls", ["write"])
         follow = value.get("follow", False)
         command = value.get("command", [])
+        tls = value.get("tls", False)
+        targets = value.get("tls_targets", [])
         strings = (comms, syscalls, command)
         if (any(type(v) is not list or any(type(c) is not str for c in v) for v in strings)
                 or type(pids) is not list or any(type(p) is not int for p in pids)
-                or type(everything) is not bool or type(follow) is not bool):
+                or type(everything) is not bool or type(follow) is not bool
+                or type(tls) is not bool or type(targets) is not list
+                or not all(_is_tls_target(t) for t in targets)):
             raise self._bad(index, what)
         return Filters(tuple(comms), tuple(pids), everything, tuple(syscalls), follow,
-                       tuple(command))
+                       tuple(command), tls,
+                       tuple((path, family, tuple(symbols)) for path, family, symbols in targets))
+
+
+def _is_tls_target(target: object) -> bool:
+    """[path, family, [symbols]], as header filters' tls_targets hold them."""
+    return (type(target) is list and len(target) == 3 and type(target[0]) is str
+            and type(target[1]) is str and type(target[2]) is list
+            and all(type(symbol) is str for symbol in target[2]))
 
 
 def _decode_header(f: _Fields, depth: int = 0) -> Header:
@@ -490,6 +536,9 @@ def _decode_io(f: _Fields, direction: str) -> IoEvent:
         ret=f.optional_int(10, "return value", low=-(1 << 63), high=(1 << 63) - 1),
         seq=f.optional_int(11, "sequence number", low=0, high=U64),
         direction=direction,
+        layer=f.optional_str(12, "layer") or "syscall",
+        tls=f.tls(13, "tls"),
+        tls_call_ns=f.optional_int(14, "enclosing TLS call", low=0, high=U64),
     )
 
 

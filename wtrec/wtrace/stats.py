@@ -136,7 +136,7 @@ class StatsAccumulator:
                 if row is None:
                     row = self._row(record.pid, record.fd, inbound)
                 captured, ret = len(record.data), record.ret
-                if inbound:  # as IoEvent.expected, inlined
+                if inbound or record.layer == "tls":  # as IoEvent.expected, inlined
                     expected = ret if ret is not None and ret > 0 else 0
                 else:
                     expected = record.count

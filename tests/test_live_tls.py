@@ -1,0 +1,243 @@
+"""record --tls with real TLS clients (curl, python, wget, node, the wolfSSL samples).
+
+Each client fetches from tests/https_server.py under `record --tls --read`;
+the capture must hold the request the server saw, byte for byte, as the
+plaintext of the client's TLS writes on the connection's socket (its tcp
+identity named), and the reply as the plaintext of its TLS reads.
+"""
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import wtrec_cmd
+from https_server import BODY, HttpsServer, SeenRequest
+from live_helpers import Recorder, assert_summary_lost_nothing, free_port, read_line_until
+from test_https_clients import CLIENTS
+
+from wtrec.format import CaptureReader
+from wtrec.records import End, FdIdentity, FdInfo, IoEvent, Lost
+
+LIBRARIES = {"curl": "OpenSSL", "python": "OpenSSL", "wget": "GnuTLS", "node": "OpenSSL"}
+
+
+def need(program: str) -> None:
+    if shutil.which(program) is None:
+        reason = f"{program} is not installed (scripts/bootstrap setup installs it)"
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail(reason)
+        pytest.skip(reason)
+
+
+@pytest.fixture(scope="module")
+def https(live):
+    need("openssl")
+    with HttpsServer() as server:
+        yield server
+
+
+class Capture:
+    """A capture read back: its events, each with the fd identity in force for it."""
+
+    def __init__(self, path: Path):
+        reader = CaptureReader(path.open("rb"))
+        self.events: list[tuple[IoEvent, FdIdentity | None]] = []
+        self.lost = 0
+        self.ended = False
+        names: dict[tuple[int, int], FdIdentity] = {}
+        for record in reader:
+            if isinstance(record, FdInfo):
+                names[(record.pid, record.fd)] = record.identity
+            elif isinstance(record, IoEvent):
+                self.events.append((record, names.get((record.pid, record.fd))))
+            elif isinstance(record, Lost):
+                self.lost += record.count
+            elif isinstance(record, End):
+                self.ended = True
+        assert reader.header is not None
+        self.header = reader.header
+
+    def tls(self, direction: str) -> list[tuple[IoEvent, FdIdentity | None]]:
+        return [(e, i) for e, i in self.events if e.layer == "tls" and e.direction == direction]
+
+
+def request_bytes(seen: SeenRequest) -> bytes:
+    """The request as the client sent it (the server keeps header order and case)."""
+    head = f"{seen.method} {seen.path} HTTP/1.1\r\n" + "".join(
+        f"{name}: {value}\r\n" for name, value in seen.headers.items()) + "\r\n"
+    return head.encode("latin-1") + seen.body
+
+
+def record(workdir: str, *args: str, timeout: float = 120) -> tuple[Capture, str]:
+    path = Path(workdir) / "tls.wtrace"
+    path.unlink(missing_ok=True)
+    done = subprocess.run(wtrec_cmd("record", "-q", "--tls", "--read", "-o", str(path), *args),
+                          capture_output=True, timeout=timeout)
+    said = done.stderr.decode("utf-8", "replace")
+    assert done.returncode == 0, said
+    assert_summary_lost_nothing(said)
+    return Capture(path), said
+
+
+def check_connection(capture: Capture, seen: SeenRequest, port: int, comm: bytes) -> None:
+    """The request and the reply are in the capture as plaintext on the tcp connection."""
+    sent = request_bytes(seen)
+    writes = [(e, i) for e, i in capture.tls("out") if e.comm == comm]
+    first = next(((e, i) for e, i in writes if e.data.startswith(sent[:30])), None)
+    assert first is not None, [e.data[:60] for e, _ in writes]
+    event, identity = first
+    assert event.fd >= 0 and identity is not None, event
+    assert identity.kind == "tcp" and identity.remote == f"127.0.0.1:{port}", identity
+    assert event.tls is not None and event.tls.fd_source in ("in-call", "thread", "connection")
+    on_connection = [(e, i) for e, i in capture.events
+                     if e.pid == event.pid and e.fd == event.fd and i == identity]
+    plaintext_out = b"".join(e.data[:max(e.ret or 0, 0)] for e, _ in on_connection
+                             if e.layer == "tls" and e.direction == "out")
+    assert plaintext_out == sent
+    plaintext_in = b"".join(e.data for e, _ in on_connection
+                            if e.layer == "tls" and e.direction == "in")
+    assert plaintext_in.startswith(b"HTTP/1.1 200 OK\r\n") and plaintext_in.endswith(BODY)
+    # What the socket carried is ciphertext; a library doing its own socket I/O
+    # does it inside the call, so those syscalls are marked as made there
+    # (node's libuv does it outside, through memory buffers).
+    on_socket = [e for e, _ in on_connection if e.layer == "syscall"]
+    assert on_socket and all(plaintext_out[:16] not in e.data for e in on_socket)
+    if event.tls.fd_source == "in-call":
+        assert any(e.tls_call_ns == event.tls.call_ns for e in on_socket)
+    assert capture.lost == 0 and capture.ended
+    assert capture.header.filters.tls
+
+
+@pytest.mark.parametrize("client", sorted(CLIENTS))
+def test_a_client_command_is_recorded_in_plaintext(https, workdir, client):
+    command = CLIENTS[client](https.url(f"/cmd-{client}"))
+    need(command[0])
+    before = len(https.requests)
+    capture, said = record(workdir, "--", *command)
+    seen = https.requests[before:]
+    assert [(r.method, r.path) for r in seen] == [("GET", f"/cmd-{client}")]
+    assert f"({LIBRARIES[client]}):" in said, said
+    comm = {"python": Path(sys.executable).name.encode()[:15]}.get(
+        client, command[0].encode()[:15])
+    check_connection(capture, seen[0], https.port, comm)
+
+
+def test_curl_recorded_by_comm(https, workdir):
+    need("curl")
+    recorder_path = Path(workdir) / "comm.wtrace"
+    recorder = Recorder("--tls", "--read", "-c", "curl", "-o", str(recorder_path))
+    before = len(https.requests)
+    done = subprocess.run(CLIENTS["curl"](https.url("/by-comm")), capture_output=True, timeout=60)
+    assert done.returncode == 0 and done.stdout == BODY
+    said = recorder.finish()
+    assert "libssl" in said and "(OpenSSL):" in said, said
+    seen = https.requests[before:]
+    assert [r.path for r in seen] == ["/by-comm"]
+    capture = Capture(recorder_path)
+    check_connection(capture, seen[0], https.port, b"curl")
+    # The in-kernel comm filter applies to TLS calls: the server (this
+    # python process, in libssl too) is not in the capture.
+    assert {e.comm for e, _ in capture.events} == {b"curl"}
+
+
+def test_python_post_body_is_exact(https, workdir):
+    body = bytes(range(256)) * 20 + b"\x1b[2J secret=hunter2"
+    script = ("import ssl, sys, urllib.request\n"
+              "ctx = ssl._create_unverified_context()\n"
+              "req = urllib.request.Request(sys.argv[1], data=bytes.fromhex(sys.argv[2]))\n"
+              "sys.stdout.buffer.write(urllib.request.urlopen(req, context=ctx).read())\n")
+    before = len(https.requests)
+    capture, _said = record(workdir, "-s", "65536", "--", sys.executable, "-c", script,
+                            https.url("/post"), body.hex())
+    seen = https.requests[before:]
+    assert [r.body for r in seen] == [body]
+    writes = b"".join(e.data for e, _ in capture.tls("out"))
+    assert request_bytes(seen[0]) in writes
+    reads = b"".join(e.data for e, _ in capture.tls("in"))
+    assert reads.endswith(body)  # the echo, received through SSL_read_ex
+
+
+def wolfssl_server(samples: Path, port: int) -> subprocess.Popen:
+    server = subprocess.Popen([str(samples / "server-tls"), str(port)], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, text=True)
+    read_line_until(server.stderr, "listening", 10, [])
+    return server
+
+
+def test_wolfssl_samples_recorded_by_comm(samples, workdir):
+    if not (samples / "client-tls").exists():
+        pytest.fail("samples/client-tls was not built: libwolfssl-dev missing?")
+    port = free_port()
+    path = Path(workdir) / "wolf.wtrace"
+    lines = [b"GET /hello HTTP/1.1\n", b"secret=hunter2\n", b"\x1b]0;title\x07 \xff\xfe\n"]
+    recorder = Recorder("--tls", "--read", "-c", "server-tls", "-c", "client-tls",
+                        "-o", str(path))
+    server = wolfssl_server(samples, port)
+    try:
+        client = subprocess.run([str(samples / "client-tls"), "127.0.0.1", str(port)],
+                                input=b"".join(lines), capture_output=True, timeout=60)
+        assert client.returncode == 0, client.stderr
+    finally:
+        server.terminate()
+        server.wait(10)
+    said = recorder.finish()
+    assert "libwolfssl" in said and "(wolfSSL): wolfSSL_write wolfSSL_read" in said, said
+    capture = Capture(path)
+    sent = [(e, i) for e, i in capture.tls("out") if e.comm == b"client-tls"]
+    assert [e.data for e, _ in sent] == lines
+    assert all(e.syscall == "wolfSSL_write" and i is not None and i.kind == "tcp"
+               and i.remote == f"127.0.0.1:{port}" for e, i in sent)
+    received = [e.data for e, _ in capture.tls("in") if e.comm == b"server-tls" and e.data]
+    assert received == lines
+    replies = [e.data for e, _ in capture.tls("in") if e.comm == b"client-tls" and e.data]
+    assert len(replies) == len(lines) and all(replies)
+
+
+def test_a_program_without_tls_library_is_said_and_recorded(samples, workdir):
+    """-p of a process mapping no TLS library: the clear note, then syscalls as before."""
+    port = free_port()
+    server = subprocess.Popen([str(samples / "server-tcp"), str(port)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        read_line_until(server.stderr, "listening", 10, [])
+        path = Path(workdir) / "plain.wtrace"
+        recorder = Recorder("--tls", "-p", str(server.pid), "--follow", "-o", str(path))
+        said_early = "".join(recorder.stderr_lines)
+        assert (f"--tls: no TLS library found in pid {server.pid} (looked for OpenSSL, GnuTLS, "
+                "wolfSSL entry points in") in said_early, said_early
+        assert said_early.splitlines()[0].endswith("objects); syscalls only"), said_early
+        client = subprocess.run([str(samples / "client-tcp"), "127.0.0.1", str(port)],
+                                input=b"plain line\n", capture_output=True, timeout=30)
+        assert client.returncode == 0
+        said = recorder.finish()
+    finally:
+        server.terminate()
+        server.wait(10)
+    capture = Capture(path)
+    assert not capture.header.filters.tls
+    writes = [e for e, _ in capture.events if e.direction == "out"]
+    assert writes and all(e.layer == "syscall" for e in writes), (said, capture.events)
+
+
+def test_a_command_that_makes_no_tls_call_gets_the_end_note(samples, workdir):
+    port = free_port()
+    server = subprocess.Popen([str(samples / "server-tcp"), str(port)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        read_line_until(server.stderr, "listening", 10, [])
+        path = Path(workdir) / "none.wtrace"
+        done = subprocess.run(wtrec_cmd("record", "-q", "--tls", "-o", str(path), "--",
+                                        str(samples / "client-tcp"), "127.0.0.1", str(port)),
+                              input=b"one line\n", capture_output=True, timeout=120)
+    finally:
+        server.terminate()
+        server.wait(10)
+    said = done.stderr.decode()
+    assert done.returncode == 0, said
+    assert "--tls: no TLS library call was recorded (probed" in said, said
+    capture = Capture(path)
+    assert any(e.data == b"one line\n" for e, _ in capture.events)
+    assert not any(e.layer == "tls" for e, _ in capture.events)
