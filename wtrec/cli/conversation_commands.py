@@ -11,7 +11,18 @@ from typing import Annotated
 import typer
 
 from wtrec.cli.exits import reported_errors, say
-from wtrec.cli.options import ColorMode, ColorOpt, Direction, DirectionOpt, FileArg, ForceOpt, use_color
+from wtrec.cli.options import (
+    ColorMode,
+    ColorOpt,
+    Direction,
+    DirectionOpt,
+    FileArg,
+    ForceOpt,
+    Layer,
+    LayerOpt,
+    layers_of,
+    use_color,
+)
 from wtrec.cli.outputs import (
     open_capture,
     open_input,
@@ -33,6 +44,7 @@ from wtrec.tools.conversation_views import (
 from wtrec.tools.conversations import Conversation, iter_messages, iter_pieces, list_conversations
 from wtrec.tools.protocols import UNKNOWN
 from wtrec.tools.render import escape_bytes
+from wtrec.tools.selection import Selection, select_records
 
 
 class ProtoChoice(str, Enum):
@@ -47,10 +59,19 @@ AllOpt = Annotated[bool, typer.Option("--all", help="Every fd, not only sockets 
 StreamOpt = Annotated[list[int] | None, typer.Option("--stream", help="Only this stream number; repeatable.")]
 
 
-def _conversations(path: str, every_fd: bool):
+def _records(capture, layer: Layer):
+    """The capture's records, with --layer: a TLS connection's socket carries the plaintext
+    calls (tls) and the ciphertext (syscall); a conversation wants one of them."""
+    records = records_after_header(capture)
+    if layer is Layer.all:
+        return records
+    return select_records(records, Selection(layers=layers_of(layer)))
+
+
+def _conversations(path: str, every_fd: bool, layer: Layer = Layer.all):
     """The capture read once for its conversations; returns it, to read again, and them."""
     capture = open_capture(rewindable_input(path))
-    conversations = list_conversations(records_after_header(capture),
+    conversations = list_conversations(_records(capture, layer),
                                        every_fd=every_fd).conversations
     return capture, conversations
 
@@ -59,13 +80,14 @@ def streams(
     file: FileArg,
     json_view: Annotated[bool, typer.Option("--json", help="One JSON object per conversation.")] = False,
     every_fd: AllOpt = False,
+    layer: LayerOpt = Layer.all,
     color: ColorOpt = ColorMode.auto,
 ) -> None:
     """List the conversations: one per connection, both traced ends paired into one."""
     with reported_errors():
         capture = open_capture(open_input(file))
         header = capture.header
-        listing = list_conversations(records_after_header(capture), every_fd=every_fd)
+        listing = list_conversations(_records(capture, layer), every_fd=every_fd)
         conversations = listing.conversations
         paint = Painter(use_color(color))
         for conversation in conversations:
@@ -113,16 +135,17 @@ def follow(
     direction: DirectionOpt = Direction.out,
     force: ForceOpt = False,
     every_fd: AllOpt = False,
+    layer: LayerOpt = Layer.all,
     color: ColorOpt = ColorMode.auto,
 ) -> None:
     """Print one conversation in time order, both directions, gaps where they happen."""
     with reported_errors():
         if sum((hex_view, json_view, raw)) > 1:
             raise UsageError("--hex, --json and --raw exclude each other")
-        capture, conversations = _conversations(file, every_fd)
+        capture, conversations = _conversations(file, every_fd, layer)
         conversation = _choose(conversations, number)
         header = capture.header
-        pieces = iter_pieces(records_after_header(capture), [conversation])
+        pieces = iter_pieces(_records(capture, layer), [conversation])
         if raw:
             wanted = 0 if direction is Direction.out else 1
             with result_file(output, force, (file,)) as out:
@@ -165,6 +188,7 @@ def messages(
         "'surrogateescape') gives the bytes back)."))] = False,
     number: StreamOpt = None,
     every_fd: AllOpt = False,
+    layer: LayerOpt = Layer.all,
     color: ColorOpt = ColorMode.auto,
 ) -> None:
     """Decode each conversation into protocol messages (HTTP/1.x, HTTP/2, Redis, Postgres).
@@ -172,7 +196,7 @@ def messages(
     The human view escapes all but printable ASCII (a backslash as \\\\, as `show` does).
     """
     with reported_errors():
-        capture, conversations = _conversations(file, every_fd)
+        capture, conversations = _conversations(file, every_fd, layer)
         if number:
             known = {c.number for c in conversations}
             for wanted in number:
@@ -180,7 +204,7 @@ def messages(
                     raise UsageError(f"no stream {wanted}; `wtrec streams FILE` lists {len(conversations)}")
             conversations = [c for c in conversations if c.number in number]
         header = capture.header
-        records = records_after_header(capture)
+        records = _records(capture, layer)
         forced = None if proto is ProtoChoice.auto else proto.value
         paint = Painter(use_color(color))
         write = sys.stdout.write

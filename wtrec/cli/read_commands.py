@@ -19,8 +19,11 @@ from wtrec.cli.options import (
     FdOpt,
     FileArg,
     FilesArg,
+    Layer,
+    LayerOpt,
     PidOpt,
     as_tuple,
+    layers_of,
     use_color,
 )
 from wtrec.cli.outputs import (
@@ -61,6 +64,7 @@ def show(
     pid: PidOpt = None,
     comm: CommOpt = None,
     fd: FdOpt = None,
+    layer: LayerOpt = Layer.all,
     color: ColorOpt = ColorMode.auto,
 ) -> None:
     """Print the events of a capture (no root needed)."""
@@ -71,7 +75,8 @@ def show(
         capture = open_capture(stream)
         renderer = (JsonRenderer(capture.header) if json_view else
                     TextRenderer(capture.header, hex_view, use_color(color)))
-        selection = Selection(as_tuple(pid), as_tuple(comm), as_tuple(fd))
+        selection = Selection(as_tuple(pid), as_tuple(comm), as_tuple(fd),
+                              layers=layers_of(layer))
         out = TextOut()
         write = out.write
         live = not is_seekable(stream)  # a pipe may be a recording still going on
@@ -141,6 +146,7 @@ def grep(
     pid: PidOpt = None,
     comm: CommOpt = None,
     fd: FdOpt = None,
+    layer: LayerOpt = Layer.all,
     color: ColorOpt = ColorMode.auto,
 ) -> None:
     """Search payloads. Exit 0 when something matched, 1 when nothing did, 2 on error."""
@@ -149,7 +155,8 @@ def grep(
             raise UsageError("-v and --stream exclude each other")
         found = _grep_files(
             files, compile_pattern(pattern, fixed, ignore_case),
-            selection=Selection(as_tuple(pid), as_tuple(comm), as_tuple(fd)),
+            selection=Selection(as_tuple(pid), as_tuple(comm), as_tuple(fd),
+                                layers=layers_of(layer)),
             count=count, list_files=list_files, invert=invert, context=context,
             hex_view=hex_view, stream=stream, color=use_color(color))
     raise typer.Exit(0 if found else 1)

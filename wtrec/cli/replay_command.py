@@ -14,8 +14,11 @@ from wtrec.cli.options import (
     FdOpt,
     FileArg,
     ForceOpt,
+    Layer,
+    LayerOpt,
     PidOpt,
     as_tuple,
+    layers_of,
 )
 from wtrec.cli.outputs import (
     open_capture,
@@ -40,6 +43,7 @@ def replay(
     comm: CommOpt = None,
     fd: FdOpt = None,
     direction: DirectionOpt = Direction.out,
+    layer: LayerOpt = Layer.all,
     timing: Annotated[bool, typer.Option(
         "--timing", help="With --to: keep the original gaps between writes.")] = False,
     speed: Annotated[float, typer.Option("--speed", help="Play this many times faster.",
@@ -56,7 +60,8 @@ def replay(
 ) -> None:
     """Play a capture on the terminal with its timing, or resend one stream to a peer."""
     with reported_errors():
-        selection = Selection(as_tuple(pid), as_tuple(comm), as_tuple(fd))
+        selection = Selection(as_tuple(pid), as_tuple(comm), as_tuple(fd),
+                              layers=layers_of(layer))
         if to is None and not dry_run:
             _to_terminal(file, selection, speed=speed, max_gap=max_gap)
             return
@@ -64,7 +69,7 @@ def replay(
             check_target(to)
         capture = open_capture(rewindable_input(file))
         chosen, records = one_stream(lambda: records_after_header(capture), selection, direction.value)
-        events = stream_events(records, chosen, direction.value)
+        events = stream_events(records, chosen, direction.value, selection)
         if dry_run or to is None:  # without --to only a dry run gets here
             _dry_run(events, f"{chosen.describe()} to {to or 'the peer'}")
             return

@@ -20,9 +20,12 @@ from wtrec.cli.options import (
     FdOpt,
     FileArg,
     ForceOpt,
+    Layer,
+    LayerOpt,
     OutputOpt,
     PidOpt,
     as_tuple,
+    layers_of,
 )
 from wtrec.cli.outputs import (
     open_capture,
@@ -70,6 +73,7 @@ def filter_command(
         "--match", help="Only events whose payload matches this regex.")] = None,
     invert: Annotated[bool, typer.Option(
         "--invert", help="With --match: only events it does not match.")] = False,
+    layer: LayerOpt = Layer.all,
     force: ForceOpt = False,
 ) -> None:
     """Write a capture holding only the chosen events (and their fd records)."""
@@ -85,12 +89,14 @@ def filter_command(
                 syscalls=as_tuple(syscall),
                 since_ns=None if since is None else parse_time(since, header, "--since"),
                 until_ns=None if until is None else parse_time(until, header, "--until"),
-                pattern=None if match is None else compile_pattern(match), invert=invert)
+                pattern=None if match is None else compile_pattern(match), invert=invert,
+                layers=layers_of(layer))
             notes = [(name, value) for name, value in (
                 ("pid", ",".join(map(str, pid or ()))), ("comm", ",".join(comm or ())),
                 ("fd", ",".join(map(str, fd or ()))), ("syscall", ",".join(syscall or ())),
                 ("since", since or ""), ("until", until or ""), ("match", match or ""),
-                ("invert", "yes" if invert else "")) if value]
+                ("invert", "yes" if invert else ""),
+                ("layer", "" if layer is Layer.all else layer.value)) if value]
             writer = CaptureWriter(out, derived_header([header], "filter", sys.argv, notes))
             end = write_capture(writer, select_for_writing(records_after_header(capture), selection),
                                 capture.end.ts_ns if capture.end else None)
@@ -107,16 +113,20 @@ def export(
     comm: CommOpt = None,
     fd: FdOpt = None,
     direction: DirectionOpt = Direction.out,
+    layer: LayerOpt = Layer.all,
     force: ForceOpt = False,
 ) -> None:
     """Convert a capture: JSON lines, a stream's raw bytes, pcapng for Wireshark, or Parquet."""
     with reported_errors():
-        selection = Selection(as_tuple(pid), as_tuple(comm), as_tuple(fd))
+        selection = Selection(as_tuple(pid), as_tuple(comm), as_tuple(fd),
+                              layers=layers_of(layer))
         show_progress = progress_wanted(stdout_carries_data=output == "-")
         if format_name is ExportFormat.raw:
             _export_raw(file, output, selection, direction.value, force, show_progress)
             return
         if format_name is ExportFormat.parquet:  # needs the parquet extra (pyarrow)
+            if layer is not Layer.all:
+                raise UsageError("--layer works with jsonl, raw and pcapng, not yet parquet")
             from wtrec.cli.parquet_export import export_parquet
             export_parquet(file, output, pids=selection.pids, comms=selection.comms,
                            fds=selection.fds, force=force, show_progress=show_progress)
@@ -150,7 +160,7 @@ def _export_raw(file: str, output: str, selection: Selection, direction: str,
         chosen, records = one_stream(lambda: records_after_header(capture), selection, direction)
         with result_file(output, force, (file,)) as out:
             size = 0
-            for event in stream_events(records, chosen, direction):
+            for event in stream_events(records, chosen, direction, selection):
                 data = sent_bytes(event)
                 out.write(data)
                 size += len(data)

@@ -150,6 +150,9 @@ def text_lines(info: CaptureInfo) -> Iterator[str]:
            f"wtrec {_safe(h.tool_version)}")
     yield f"command     {_safe(' '.join(h.argv))}"
     yield f"traced      {_traced(h)}"
+    if h.filters.tls:  # record --tls: which files got TLS probes
+        for path, family, symbols in h.filters.tls_targets:
+            yield f"tls         {_safe(path)} ({_safe(family)}): {_safe(' '.join(symbols))}"
     for step in h.provenance:
         yield f"derived     {_derivation(step)}"
     if s.first_ns is not None and s.last_ns is not None:

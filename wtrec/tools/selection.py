@@ -14,6 +14,9 @@ from wtrec.records import FdInfo, Header, IoEvent, Lost, Record
 class Selection:
     """Empty tuples and None select everything; within a field any value matches.
 
+    `layers` picks TLS library calls ("tls") or syscalls ("syscall") of a
+    capture made with record --tls.
+
     Times are boot-clock nanoseconds, like the events'; `pattern` searches
     the captured payload, `invert` keeps the events it does not match.
     """
@@ -26,6 +29,7 @@ class Selection:
     until_ns: int | None = None
     pattern: re.Pattern | None = None
     invert: bool = False
+    layers: tuple[str, ...] = ()  # "tls", "syscall" (record --tls)
 
     def matches(self, event: IoEvent) -> bool:
         if self.pids and event.pid not in self.pids and event.tid not in self.pids:
@@ -35,6 +39,8 @@ class Selection:
         if self.fds and event.fd not in self.fds:
             return False
         if self.syscalls and event.syscall not in self.syscalls:
+            return False
+        if self.layers and event.layer not in self.layers:
             return False
         if self.since_ns is not None and event.ts_ns < self.since_ns:
             return False

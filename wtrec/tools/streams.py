@@ -83,10 +83,15 @@ def sent_bytes(event: IoEvent) -> bytes:
     return event.data[:event.ret]
 
 
-def stream_events(records: Iterable[Record], stream: StreamSummary,
-                  direction: str) -> Iterator[IoEvent]:
-    """The events of one stream and direction, in file order."""
+def stream_events(records: Iterable[Record], stream: StreamSummary, direction: str,
+                  selection: Selection | None = None) -> Iterator[IoEvent]:
+    """The events of one stream and direction, in file order (those `selection` keeps).
+
+    Pass the selection that chose the stream when it picks a layer: a TLS
+    connection's socket carries both the plaintext calls and the ciphertext.
+    """
     for record in records:
         if (isinstance(record, IoEvent) and record.pid == stream.pid
-                and record.fd == stream.fd and record.direction == direction):
+                and record.fd == stream.fd and record.direction == direction
+                and (selection is None or selection.matches(record))):
             yield record
