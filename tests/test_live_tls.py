@@ -241,3 +241,67 @@ def test_a_command_that_makes_no_tls_call_gets_the_end_note(samples, workdir):
     capture = Capture(path)
     assert any(e.data == b"one line\n" for e, _ in capture.events)
     assert not any(e.layer == "tls" for e, _ in capture.events)
+
+
+BURST_CLIENT = (
+    "import socket, ssl, sys\n"
+    "port, n = int(sys.argv[1]), int(sys.argv[2])\n"
+    "ctx = ssl._create_unverified_context()\n"
+    "with ctx.wrap_socket(socket.create_connection(('127.0.0.1', port))) as s:\n"
+    "    s.sendall(b'POST /burst HTTP/1.1\\r\\nHost: x\\r\\nContent-Length: %d\\r\\n\\r\\n'"
+    " % (64 * n))\n"
+    "    for i in range(n):\n"
+    "        s.sendall(b'%063d\\n' % i)\n"
+    "    while s.recv(65536):\n"
+    "        pass\n")
+
+
+def test_loss_accounting_is_exact_for_tls_events(https, workdir):
+    """A 4 KiB buffer and a burst of SSL_write_ex calls: each call is an event or a loss.
+
+    --syscalls pwrite64 (which the client never calls) leaves only TLS events,
+    and without --read only the write entry points are probed, so the count
+    is known: the request head plus one call per line.
+    """
+    lines = 3000
+    path = Path(workdir) / "burst.wtrace"
+    done = subprocess.run(
+        wtrec_cmd("record", "-q", "--tls", "--syscalls", "pwrite64", "--buffer-size", "4K",
+                  "-o", str(path), "--", sys.executable, "-c", BURST_CLIENT, str(https.port),
+                  str(lines)), capture_output=True, timeout=300)
+    said = done.stderr.decode()
+    assert done.returncode == 0, said
+    assert "SSL_read" not in said and "SSL_write_ex" in said  # reads need --read
+    body = b"".join(b"%063d\n" % i for i in range(lines))
+    assert https.requests[-1].body == body
+    capture = Capture(path)
+    events = [e for e, _ in capture.events]
+    assert all(e.layer == "tls" and e.syscall == "SSL_write_ex" for e in events)
+    assert len(events) + capture.lost == lines + 1, (len(events), capture.lost)
+    numbered = [e.data for e in events if len(e.data) == 64]
+    assert all(data in body for data in numbered) and len(set(numbered)) == len(numbered)
+    assert f"{len(events)} events," in said and f", {capture.lost} lost" in said
+
+
+def test_wolfssl_server_recorded_by_pid(samples, workdir):
+    """-p: the TLS library is found in what the process maps; the client is not traced."""
+    port = free_port()
+    path = Path(workdir) / "pid.wtrace"
+    server = wolfssl_server(samples, port)
+    try:
+        recorder = Recorder("--tls", "--read", "-p", str(server.pid), "-o", str(path))
+        said_early = "".join(recorder.stderr_lines)
+        assert "libwolfssl" in said_early and "(wolfSSL): wolfSSL_write wolfSSL_read" in said_early
+        assert "libssl" not in said_early  # only what the process maps
+        client = subprocess.run([str(samples / "client-tls"), "127.0.0.1", str(port)],
+                                input=b"by pid\n", capture_output=True, timeout=60)
+        assert client.returncode == 0, client.stderr
+        recorder.finish()
+    finally:
+        server.terminate()
+        server.wait(10)
+    capture = Capture(path)
+    assert {e.comm for e, _ in capture.events} == {b"server-tls"}
+    received = [(e, i) for e, i in capture.tls("in") if e.data]
+    assert [e.data for e, _ in received] == [b"by pid\n"]
+    assert received[0][1] is not None and received[0][1].local == f"127.0.0.1:{port}"

@@ -29,7 +29,13 @@ from typing import BinaryIO, Protocol
 from wtrec import __version__
 from wtrec.capture import compat32
 from wtrec.capture.fd_table import FdTable
-from wtrec.capture.kernel_records import BadKernelEvent, FdNote, KernelDecoder, TlsKernelEvent
+from wtrec.capture.kernel_records import (
+    READ_FAMILY,
+    BadKernelEvent,
+    FdNote,
+    KernelDecoder,
+    TlsKernelEvent,
+)
 from wtrec.capture.launch import HeldCommand
 from wtrec.capture.ordering import ReorderBuffer
 from wtrec.capture.probe import Probe, ProbeConfig, RecordCounts
@@ -429,7 +435,8 @@ def _tls_start(config: ProbeConfig, child: HeldCommand | None,
     search = find_targets(pids=config.pids,
                           system=bool(config.comms or config.trace_all or child),
                           command_binary=child.binary if child else None,
-                          tls_libs=config.tls_libs)
+                          tls_libs=config.tls_libs,
+                          reads=any(name in READ_FAMILY for name in config.syscalls))
     for line in search.describe():
         notify(line)
     if not search.targets:

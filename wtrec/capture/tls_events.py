@@ -32,7 +32,7 @@ MAX_WAITING_THREADS = 4096
 
 
 def find_targets(*, pids: Sequence[int], system: bool, command_binary: str | None,
-                 tls_libs: Sequence[str]) -> TlsSearch:
+                 tls_libs: Sequence[str], reads: bool) -> TlsSearch:
     """Where the session's TLS entry points are.
 
     `-p PID`: what each process maps (so a library outside the system's, or
@@ -40,7 +40,9 @@ def find_targets(*, pids: Sequence[int], system: bool, command_binary: str | Non
     system's TLS libraries, whose uprobes are armed in any process that maps
     them later (a command's libraries are loaded after it starts), plus the
     command's executable (node carries OpenSSL inside). --tls-lib paths
-    always. Raises UsageError for a bad --tls-lib path or a gone pid.
+    always. The read entry points only with `reads` (--read, or a read
+    syscall chosen), as for syscalls. Raises UsageError for a bad --tls-lib
+    path or a gone pid.
     """
     searches = [search_process(pid) for pid in pids]
     if command_binary is not None:
@@ -49,7 +51,10 @@ def find_targets(*, pids: Sequence[int], system: bool, command_binary: str | Non
     where = " and ".join([f"pid {pid}" for pid in pids]
                          + ([command_binary] if command_binary else [])
                          + (["the system's libraries"] if system else []))
-    return combine(where or "--tls-lib", searches)
+    search = combine(where or "--tls-lib", searches)
+    if not reads:
+        search.targets = [target for target in search.targets if target.entry.direction == "out"]
+    return search
 
 
 def tls_targets_for_header(targets: Iterable[AttachTarget]
