@@ -127,7 +127,7 @@ class FdNote:
     blob: bytes
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # not frozen: its generated __init__ is 3x faster, and it is hot
 class TlsKernelEvent:
     """One TLS library call as the kernel saw it (record --tls); see capture/tls_events.py.
 

@@ -87,6 +87,10 @@ class TlsConnections:
             return call.before_write_fd, "thread"
         return -1, "unknown"
 
+    def remember(self, pid: int, conn: int, fd: int) -> None:
+        """Ties (pid, handle) to fd, as resolve does: for a caller that found the fd itself."""
+        self._by_handle[(pid, conn)] = fd
+
     def forget_fd(self, pid: int, fd: int) -> None:
         """The fd was closed: no handle may lead to it any more (the number gets reused)."""
         for key in [key for key, known in self._by_handle.items() if key[0] == pid and known == fd]:
