@@ -469,7 +469,10 @@ def record_session(out: BinaryIO | Callable[[Header], CaptureSink], *, output_na
             tls_targets, config = _tls_start(config, child, notify)
         probe = Probe(config)
         if tls_targets:
-            for failure in probe.attach_tls(tls_targets):
+            # -p alone: probes bound to those processes, so others pay no trap.
+            bound = () if (child or config.follow or config.comms or config.trace_all) \
+                else config.pids
+            for failure in probe.attach_tls(tls_targets, bound):
                 notify(f"--tls: cannot probe {failure}")
     except BaseException:
         if child:
