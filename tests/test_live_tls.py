@@ -305,3 +305,13 @@ def test_wolfssl_server_recorded_by_pid(samples, workdir):
     received = [(e, i) for e, i in capture.tls("in") if e.data]
     assert [e.data for e, _ in received] == [b"by pid\n"]
     assert received[0][1] is not None and received[0][1].local == f"127.0.0.1:{port}"
+
+
+def test_curl_with_the_perf_buffer(https, workdir):
+    """The TLS records go through the per-CPU perf buffer (kernels before 5.8) as well."""
+    need("curl")
+    before = len(https.requests)
+    capture, said = record(workdir, "--perf-buffer", "--", *CLIENTS["curl"](https.url("/perf")))
+    seen = https.requests[before:]
+    assert [r.path for r in seen] == ["/perf"] and "(perf buffer" in said
+    check_connection(capture, seen[0], https.port, b"curl")

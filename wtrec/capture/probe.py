@@ -55,6 +55,7 @@ from wtrec.capture.bpf_syscall import (
 from wtrec.capture.kernel_records import (
     KIND_EVENT,
     KIND_FD,
+    KIND_TLS,
     RINGBUF_BUSY_BIT,
     RINGBUF_DISCARD_BIT,
     RINGBUF_HEADER,
@@ -538,7 +539,7 @@ class Probe:
             # Full: what cannot be taken is counted lost, like the kernel does.
             # A dropped chunk needs no count: its event arrives incomplete.
             kind = ctypes.cast(data, ctypes.POINTER(ctypes.c_uint32))[0] if size >= 4 else 0
-            if kind == KIND_EVENT:
+            if kind in (KIND_EVENT, KIND_TLS):  # a TLS call is an event too
                 dropped.events += 1
             elif kind == KIND_FD:
                 dropped.fd_notes += 1
