@@ -195,3 +195,19 @@ def test_the_python_api_carries_layer_library_and_entry_point(capture):
 def test_info_names_the_probed_files(capture):
     out = run("info", str(capture)).output
     assert f"tls         {LIBSSL} (openssl): SSL_write SSL_read" in out
+
+
+def test_parquet_has_the_layer_and_library(capture, tmp_path):
+    pq = pytest.importorskip("pyarrow.parquet")
+    out = tmp_path / "tls.parquet"
+    assert run("export", "--format", "parquet", "-o", str(out), str(capture)).exit_code == 0
+    table = pq.read_table(out)
+    assert table.column("layer").to_pylist() == ["syscall", "tls", "syscall", "tls", "tls",
+                                                  "syscall"]
+    assert table.column("tls_library").to_pylist() == [None, "openssl", None, "openssl",
+                                                        "openssl", None]
+    only = tmp_path / "only.parquet"
+    result = run("export", "--format", "parquet", "--layer", "tls", "-o", str(only), str(capture))
+    assert result.exit_code == 0, result.output
+    assert pq.read_table(only).column("syscall").to_pylist() == ["SSL_write", "SSL_read",
+                                                                 "SSL_read"]

@@ -144,7 +144,7 @@ def test_docs_list_exactly_the_columns_and_types_written(tmp_path):
     arrow_schema = pq.read_schema(target)
     written = [(f.name, str(f.type)) for f in arrow_schema]
     assert documented_columns() == written
-    assert arrow_schema.metadata[b"wtrec.schema"] == b"1"
+    assert arrow_schema.metadata[b"wtrec.schema"] == parquet.SCHEMA_VERSION.encode()
 
 
 def test_row_groups_are_capped_by_rows_and_by_bytes(tmp_path):

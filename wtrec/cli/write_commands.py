@@ -125,11 +125,10 @@ def export(
             _export_raw(file, output, selection, direction.value, force, show_progress)
             return
         if format_name is ExportFormat.parquet:  # needs the parquet extra (pyarrow)
-            if layer is not Layer.all:
-                raise UsageError("--layer works with jsonl, raw and pcapng, not yet parquet")
             from wtrec.cli.parquet_export import export_parquet
             export_parquet(file, output, pids=selection.pids, comms=selection.comms,
-                           fds=selection.fds, force=force, show_progress=show_progress)
+                           fds=selection.fds, force=force, show_progress=show_progress,
+                           layer=None if layer is Layer.all else layer.value)
             return
         with (result_file(output, force, (file,), binary=format_name is ExportFormat.pcapng) as out,
               InputProgress(enabled=show_progress) as progress):

@@ -32,7 +32,7 @@ ROW_GROUP_ROWS = 122_880
 ROW_GROUP_BYTES = 64 << 20
 BATCH_ROWS = 8_192  # events held as Python objects at once while building columns
 
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "2"  # 2: layer, tls_library (record --tls)
 METADATA_KEY = b"wtrec.header"  # the capture's header as JSON (for a series, the first's)
 
 _COLUMNS = (
@@ -48,6 +48,8 @@ _COLUMNS = (
     ("fd", "int32", False),
     ("syscall", "string", False),
     ("direction", "string", False),
+    ("layer", "string", False),
+    ("tls_library", "string", True),
     ("count", "int64", False),
     ("ret", "int64", True),
     ("truncated", "bool", False),
@@ -146,6 +148,8 @@ def _batch(arrow_schema: Any, events: list[Event]) -> Any:
         "fd": [e.fd for e in events],
         "syscall": [e.syscall for e in events],
         "direction": [e.direction for e in events],
+        "layer": [e.layer for e in events],
+        "tls_library": [e.library for e in events],
         "count": [e.count for e in events],
         "ret": [e.ret for e in events],
         "truncated": [e.truncated for e in events],
@@ -197,8 +201,8 @@ def write_parquet(out: BinaryIO, events: Iterable[Event], header: Header | None 
     arrow_schema = schema().with_metadata(_metadata(header))
     rows = 0
     # Dictionary encoding pays for the repetitive text columns, never for payloads.
-    dictionary = ["comm", "syscall", "direction", "fd_kind", "local_addr", "remote_addr",
-                  "fd_path", "host"]
+    dictionary = ["comm", "syscall", "direction", "layer", "tls_library", "fd_kind",
+                  "local_addr", "remote_addr", "fd_path", "host"]
     with parquet.ParquetWriter(out, arrow_schema, compression="zstd",
                                use_dictionary=dictionary) as writer:
         for group in iter_row_groups(events, rows=rows_per_group, max_bytes=bytes_per_group):
