@@ -22,24 +22,17 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from operator import add, itemgetter
 from typing import BinaryIO, Protocol
 
 from wtrec import __version__
-from wtrec.capture import compat32
+from wtrec.capture import compat32, tls_events
 from wtrec.capture.fd_table import FdTable
-from wtrec.capture.kernel_records import (
-    READ_FAMILY,
-    BadKernelEvent,
-    FdNote,
-    KernelDecoder,
-    TlsKernelEvent,
-)
+from wtrec.capture.kernel_records import BadKernelEvent, FdNote, KernelDecoder, TlsKernelEvent
 from wtrec.capture.launch import HeldCommand
 from wtrec.capture.ordering import ReorderBuffer
 from wtrec.capture.probe import Probe, ProbeConfig, RecordCounts
-from wtrec.capture.tls_events import TlsEvents, find_targets, no_call_note, tls_targets_for_header
 from wtrec.capture.tls_libraries import AttachTarget
 from wtrec.errors import OutputError, ProbeError
 from wtrec.format import FORMAT_MAJOR, FORMAT_MINOR, CaptureWriter
@@ -143,7 +136,8 @@ class Recording:
         self._reorder = ReorderBuffer()
         self._fds = fds if fds is not None else FdTable()
         # record --tls: TLS calls become events of layer "tls" (capture/tls_events.py).
-        self.tls = TlsEvents(tls_targets, self._fds.identity) if tls_targets is not None else None
+        self.tls = (tls_events.TlsEvents(tls_targets, self._fds.identity)
+                    if tls_targets is not None else None)
         # The identity last written per pid and fd.
         self._fd_written: dict[int, dict[int, FdIdentity]] = {}
         # Descriptors whose identity in the file is the table's current one,
@@ -369,7 +363,7 @@ def recording_header(config: ProbeConfig, command: tuple[str, ...],
         anchor_boot_ns=anchor_boot, anchor_real_ns=anchor_real, argv=tuple(sys.argv),
         filters=Filters(config.comms, config.pids, config.trace_all, config.syscalls,
                         config.follow, command, tls=tls_targets is not None,
-                        tls_targets=tls_targets_for_header(tls_targets or ())),
+                        tls_targets=tls_events.tls_targets_for_header(tls_targets or ())),
         snaplen=config.snaplen, buffer="perf" if config.use_perf else "ringbuf")
 
 
@@ -425,25 +419,6 @@ def _warn_32bit(config: ProbeConfig, child: HeldCommand | None, notify: Notify) 
                "32-bit syscalls, so it will not be captured")
 
 
-def _tls_start(config: ProbeConfig, child: HeldCommand | None,
-               notify: Notify) -> tuple[list[AttachTarget] | None, ProbeConfig]:
-    """record --tls: finds the entry points to probe and says which on stderr.
-
-    With none found the session records syscalls only, compiled without the
-    TLS programs (their syscall hooks would cost for nothing).
-    """
-    search = find_targets(pids=config.pids,
-                          system=bool(config.comms or config.trace_all or child),
-                          command_binary=child.binary if child else None,
-                          tls_libs=config.tls_libs,
-                          reads=any(name in READ_FAMILY for name in config.syscalls))
-    for line in search.describe():
-        notify(line)
-    if not search.targets:
-        return None, replace(config, tls=False)
-    return search.targets, config
-
-
 def record_session(out: BinaryIO | Callable[[Header], CaptureSink], *, output_name: str,
                    config: ProbeConfig,
                    command: tuple[str, ...] = (), duration_s: float | None = None,
@@ -466,14 +441,11 @@ def record_session(out: BinaryIO | Callable[[Header], CaptureSink], *, output_na
     tls_targets: list[AttachTarget] | None = None
     try:
         if config.tls:
-            tls_targets, config = _tls_start(config, child, notify)
+            tls_targets, config = tls_events.prepare(
+                config, command_binary=child.binary if child else None, notify=notify)
         probe = Probe(config)
         if tls_targets:
-            # -p alone: probes bound to those processes, so others pay no trap.
-            bound = () if (child or config.follow or config.comms or config.trace_all) \
-                else config.pids
-            for failure in probe.attach_tls(tls_targets, bound):
-                notify(f"--tls: cannot probe {failure}")
+            tls_events.attach(probe, tls_targets, config, command=bool(child), notify=notify)
     except BaseException:
         if child:
             child.abandon()
@@ -517,7 +489,7 @@ def record_session(out: BinaryIO | Callable[[Header], CaptureSink], *, output_na
             raise OutputError(f"cannot write {output_name}: {exc.strerror}") from None
         notify(summary_line(stats, output_name))
         if tls_targets and recording.tls is not None and not recording.tls.calls:
-            notify(no_call_note(tls_targets))
+            notify(tls_events.no_call_note(tls_targets))
         for warning in summary_warnings(stats):
             notify(warning)
         return stats, (child.exit_status() if child else 0)

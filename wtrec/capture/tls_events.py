@@ -2,7 +2,8 @@
 
 `find_targets` decides which files get uprobes for a session (what the
 traced processes map, the command's own executable, the system's TLS
-libraries, the --tls-lib paths). `TlsEvents` is handed the decoded kernel
+libraries, the --tls-lib paths); `prepare` and `attach` are what the
+recording session calls around loading the probe. `TlsEvents` is handed the decoded kernel
 records: in kernel order it ties the syscall events flagged as made inside
 a TLS call to that call (they are its ciphertext), and in file order it
 turns each TLS call into an IoEvent of layer "tls" whose fd is the socket
@@ -10,8 +11,10 @@ underneath (capture/tls_connections.py). Plain Python, tested without root.
 """
 
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import replace
 
-from wtrec.capture.kernel_records import TLS_CALL_OPEN, FdNote, TlsKernelEvent
+from wtrec.capture.kernel_records import READ_FAMILY, TLS_CALL_OPEN, FdNote, TlsKernelEvent
+from wtrec.capture.probe import Probe, ProbeConfig
 from wtrec.capture.tls_connections import SOCKET_KINDS, CallFd, TlsCall, TlsConnections
 from wtrec.capture.tls_libraries import (
     ENTRY_POINTS,
@@ -56,6 +59,34 @@ def find_targets(*, pids: Sequence[int], system: bool, command_binary: str | Non
     if not reads:
         search.targets = [target for target in search.targets if target.entry.direction == "out"]
     return search
+
+
+def prepare(config: ProbeConfig, *, command_binary: str | None,
+            notify: Callable[[str], None]) -> tuple[list[AttachTarget] | None, ProbeConfig]:
+    """Finds what to probe for a session and says which on stderr (`notify`).
+
+    With none found the session records syscalls only: the config comes
+    back without tls, so the TLS programs (and their syscall hooks) are not
+    even compiled in.
+    """
+    search = find_targets(pids=config.pids,
+                          system=bool(config.comms or config.trace_all or command_binary),
+                          command_binary=command_binary, tls_libs=config.tls_libs,
+                          reads=any(name in READ_FAMILY for name in config.syscalls))
+    for line in search.describe():
+        notify(line)
+    if not search.targets:
+        return None, replace(config, tls=False)
+    return search.targets, config
+
+
+def attach(probe: Probe, targets: Sequence[AttachTarget], config: ProbeConfig, *,
+           command: bool, notify: Callable[[str], None]) -> None:
+    """Places the probes; says on stderr what could not be probed."""
+    # -p alone: probes bound to those processes, so others pay no trap.
+    bound = () if (command or config.follow or config.comms or config.trace_all) else config.pids
+    for failure in probe.attach_tls(targets, bound):
+        notify(f"--tls: cannot probe {failure}")
 
 
 def tls_targets_for_header(targets: Iterable[AttachTarget]
