@@ -318,3 +318,15 @@ def test_curl_with_the_perf_buffer(https, workdir):
     seen = https.requests[before:]
     assert [r.path for r in seen] == ["/perf"] and "(perf buffer" in said
     check_connection(capture, seen[0], https.port, b"curl")
+
+
+def test_a_child_of_the_command_is_followed(https, workdir):
+    """The in-kernel follow filter applies to TLS calls: curl run by a shell is recorded."""
+    need("curl")
+    before = len(https.requests)
+    url = https.url("/child")
+    capture, _said = record(workdir, "--", "sh", "-c", f"curl -sk {url}; true")
+    seen = https.requests[before:]
+    assert [r.path for r in seen] == ["/child"]
+    check_connection(capture, seen[0], https.port, b"curl")
+    assert len({e.pid for e, _ in capture.events}) >= 2  # the shell and its child
