@@ -1017,10 +1017,12 @@ struct tls_thread {
     s32 write_fd;
 };
 
-BPF_HASH(tls_calls, u32, struct tls_call, 16384);
-BPF_HASH(tls_pending_fd, u32, s32, 16384);  // fd of a data syscall in flight, by tid
-// Threads that ever entered a TLS call. LRU: threads end unannounced.
-BPF_TABLE("lru_hash", u32, struct tls_thread, tls_threads, 16384);
+// By thread id. LRU, all three: a thread that dies inside a call (or
+// between a syscall's entry and exit) leaves its entry behind, and a full
+// plain hash would then refuse every later call.
+BPF_TABLE("lru_hash", u32, struct tls_call, tls_calls, 16384);
+BPF_TABLE("lru_hash", u32, s32, tls_pending_fd, 16384);  // fd of a data syscall in flight
+BPF_TABLE("lru_hash", u32, struct tls_thread, tls_threads, 16384);  // ever in a TLS call
 
 // 0: not a data syscall; 1: sends (write family); 2: receives. Compares,
 // not a switch: clang may make a switch a jump table, which BPF cannot run.
