@@ -83,7 +83,8 @@ def prepare(config: ProbeConfig, *, command_binary: str | None,
 def attach(probe: Probe, targets: Sequence[AttachTarget], config: ProbeConfig, *,
            command: bool, notify: Callable[[str], None]) -> None:
     """Places the probes; says on stderr what could not be probed."""
-    # -p alone: probes bound to those processes, so others pay no trap.
+    # -p alone: only those processes need the probes (the loader may bind them
+    # there, sparing other processes the trap; it does not yet).
     bound = () if (command or config.follow or config.comms or config.trace_all) else config.pids
     for failure in probe.attach_tls(targets, bound):
         notify(f"--tls: cannot probe {failure}")
