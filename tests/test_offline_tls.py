@@ -13,7 +13,7 @@ from conftest import build_capture, make_header
 from typer.testing import CliRunner
 
 import wtrec
-from wtrec.cli import app
+from wtrec.cli.app import app
 from wtrec.format import CaptureReader
 from wtrec.records import Filters, IoEvent, TlsInfo
 
