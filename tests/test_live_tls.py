@@ -6,6 +6,7 @@ plaintext of the client's TLS writes on the connection's socket (its tcp
 identity named), and the reply as the plaintext of its TLS reads.
 """
 
+import json
 import os
 import shutil
 import subprocess
@@ -79,7 +80,19 @@ def record(workdir: str, *args: str, timeout: float = 120) -> tuple[Capture, str
     said = done.stderr.decode("utf-8", "replace")
     assert done.returncode == 0, said
     assert_summary_lost_nothing(said)
+    assert_index_is_a_scan(path)
     return Capture(path), said
+
+
+def assert_index_is_a_scan(path: Path) -> None:
+    """The totals the recorder wrote in the index (TLS events included) are a scan's."""
+    indexed = json.loads(subprocess.run(wtrec_cmd("info", "--json", str(path)),
+                                        capture_output=True, check=True).stdout)
+    scanned = json.loads(subprocess.run(wtrec_cmd("info", "--json", "-"), input=path.read_bytes(),
+                                        capture_output=True, check=True).stdout)
+    assert (indexed["source"], scanned["source"]) == ("index", "scan")
+    for key in ("events", "lost", "processes", "fds"):
+        assert indexed[key] == scanned[key], key
 
 
 def check_connection(capture: Capture, seen: SeenRequest, port: int, comm: bytes) -> None:
@@ -330,3 +343,82 @@ def test_a_child_of_the_command_is_followed(https, workdir):
     assert [r.path for r in seen] == ["/child"]
     check_connection(capture, seen[0], https.port, b"curl")
     assert len({e.pid for e, _ in capture.events}) >= 2  # the shell and its child
+
+
+def uprobe_program_runs(pid: int) -> int:
+    """How often the uprobe programs a process holds have run (kernel.bpf_stats_enabled)."""
+    runs = 0
+    for fd in os.listdir(f"/proc/{pid}/fdinfo"):
+        try:
+            fields = dict(line.split(":\t", 1) for line in
+                          Path(f"/proc/{pid}/fdinfo/{fd}").read_text().splitlines()
+                          if ":\t" in line)
+        except OSError:  # closed meanwhile
+            continue
+        if fields.get("prog_type", "").strip() == "2":  # BPF_PROG_TYPE_KPROBE: uprobes too
+            runs += int(fields.get("run_cnt", "0"))
+    return runs
+
+
+def test_probes_of_pid_alone_spare_other_processes(samples, workdir):
+    """-p alone binds the uprobes to that process: another wolfSSL pair pays no trap.
+
+    Counted by the kernel's own statistics of the recorder's uprobe programs:
+    with -c the other pair's calls run them (the count works), with -p of an
+    idle server they never run."""
+    stats = Path("/proc/sys/kernel/bpf_stats_enabled")
+    before = stats.read_text().strip()
+    idle_port, busy_port = free_port(), free_port()
+    idle, busy = wolfssl_server(samples, idle_port), wolfssl_server(samples, busy_port)
+    runs = {}
+    try:
+        stats.write_text("1")
+        for how in (("-c", "client-tls"), ("-p", str(idle.pid))):
+            recorder = Recorder("--tls", "--read", *how, "-o", str(Path(workdir) / "bound.wtrace"),
+                                "--force")
+            client = subprocess.run([str(samples / "client-tls"), "127.0.0.1", str(busy_port)],
+                                    input=b"one\ntwo\n", capture_output=True, timeout=60)
+            assert client.returncode == 0, client.stderr
+            runs[how[0]] = uprobe_program_runs(recorder.proc.pid)
+            recorder.finish()
+    finally:
+        stats.write_text(before)
+        for server in (idle, busy):
+            server.terminate()
+            server.wait(10)
+    assert runs["-c"] >= 4  # two writes and two reads of the client, entry and return
+    assert runs["-p"] == 0
+
+
+def test_a_command_with_its_own_libwolfssl_build_is_probed_there(samples, workdir):
+    """-- CMD: the libraries the command's loader will load are searched, so a libwolfssl
+    in a build tree (found through RPATH, not the system's) is probed and recorded."""
+    system = sorted(Path("/usr/lib/x86_64-linux-gnu").glob("libwolfssl.so.*"))
+    if not system or not shutil.which("cc"):
+        pytest.fail("libwolfssl and cc are needed (scripts/bootstrap setup installs them)")
+    tree = Path(workdir) / "wolfssl-build" / "lib"
+    tree.mkdir(parents=True)
+    copy = tree / system[0].name
+    shutil.copy(system[0], copy)
+    (tree / "libwolfssl.so").symlink_to(copy.name)
+    client = Path(workdir) / "client-tls"
+    built = subprocess.run(["cc", "-O1", "-o", str(client), str(samples / "client-tls.c"),
+                            f"-L{tree}", f"-Wl,-rpath,{tree}", "-lwolfssl"],
+                           capture_output=True, text=True)
+    assert built.returncode == 0, built.stderr
+    shutil.copy(samples / "server-cert.pem", client.parent / "server-cert.pem")
+    port = free_port()
+    server = wolfssl_server(samples, port)
+    path = Path(workdir) / "tree.wtrace"
+    try:
+        done = subprocess.run(wtrec_cmd("record", "-q", "--tls", "--read", "-o", str(path), "--",
+                                        str(client), "127.0.0.1", str(port)),
+                              input=b"from the build tree\n", capture_output=True, timeout=120)
+    finally:
+        server.terminate()
+        server.wait(10)
+    said = done.stderr.decode("utf-8", "replace")
+    assert done.returncode == 0, said
+    assert f"--tls: {copy} (wolfSSL): wolfSSL_write wolfSSL_read" in said, said
+    # The client maps only the copy, so these came through the copy's probes.
+    assert [e.data for e, _ in Capture(path).tls("out")] == [b"from the build tree\n"]

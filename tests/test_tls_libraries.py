@@ -20,6 +20,8 @@ from wtrec.capture.tls_libraries import (
     ENTRY_POINT_BY_SYMBOL,
     entry_points_in,
     ldconfig_libraries,
+    linked_libraries,
+    search_executable,
     search_process,
     search_system,
 )
@@ -334,3 +336,46 @@ def test_absurd_section_header_counts_are_refused(tmp_path):
 
 def test_module_owns_no_bcc():
     assert "bcc" not in Path(tls_libraries.__file__).read_text()
+
+
+# ---------------------------------------------------------------- a command's own libraries
+
+def build_tree_wolfssl(tmp_path: Path) -> Path:
+    """A copy of libwolfssl in a "build tree" the loader finds only through RPATH/LD_LIBRARY_PATH."""
+    system = library("libwolfssl.so.*")
+    tree = tmp_path / "wolfssl-build" / "lib"
+    tree.mkdir(parents=True)
+    shutil.copy(system, tree / system.name)
+    (tree / "libwolfssl.so").symlink_to(system.name)
+    return tree / system.name
+
+
+def test_the_loader_names_a_library_in_a_build_tree(tmp_path):
+    copy = build_tree_wolfssl(tmp_path)
+    by_rpath = compile_c(tmp_path, STATIC_WOLFSSL, f"-L{copy.parent}", f"-Wl,-rpath,{copy.parent}",
+                         "-lwolfssl", name="by_rpath")
+    plain = compile_c(tmp_path, STATIC_WOLFSSL, f"-L{copy.parent}", "-lwolfssl", name="plain")
+    env = {"PATH": os.environ.get("PATH", "/usr/bin")}
+    found = linked_libraries(str(by_rpath), env=env, user=None, group=None)
+    assert str(copy) in found
+    assert str(copy) not in linked_libraries(str(plain), env=env, user=None, group=None)
+    assert str(copy) in linked_libraries(str(plain), env={**env, "LD_LIBRARY_PATH": str(copy.parent)},
+                                         user=None, group=None)
+    search = search_executable(str(by_rpath), found)
+    assert {(t.path, t.symbol) for t in search.targets} >= {(str(copy), "wolfSSL_write"),
+                                                            (str(copy), "wolfSSL_read")}
+
+
+def test_a_static_program_is_not_asked_and_never_runs(tmp_path):
+    marker = tmp_path / "ran"
+    program = compile_c(tmp_path, f"""
+#include <stdio.h>
+int main(void) {{ fclose(fopen("{marker}", "w")); return 0; }}
+""", "-static", name="static_marker")
+    assert linked_libraries(str(program), env={}, user=None, group=None) == []
+    assert not marker.exists()
+    with ElfFile(str(program)) as elf:
+        assert elf.interpreter() is None
+    with ElfFile(str(library("libwolfssl.so.*"))) as elf:
+        assert elf.interpreter() is None  # a library names no interpreter
+    assert linked_libraries(str(tmp_path / "missing"), env={}, user=None, group=None) == []

@@ -441,8 +441,7 @@ def record_session(out: BinaryIO | Callable[[Header], CaptureSink], *, output_na
     tls_targets: list[AttachTarget] | None = None
     try:
         if config.tls:
-            tls_targets, config = tls_events.prepare(
-                config, command_binary=child.binary if child else None, notify=notify)
+            tls_targets, config = tls_events.prepare(config, command=child, notify=notify)
         probe = Probe(config)
         if tls_targets:
             tls_events.attach(probe, tls_targets, config, command=bool(child), notify=notify)

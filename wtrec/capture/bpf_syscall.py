@@ -227,10 +227,14 @@ def raw_tracepoint_open(tracepoint: str, prog_fd: int) -> int:
         raise ProbeError(f"cannot attach to raw tracepoint {tracepoint}: {exc.strerror}") from None
 
 
-def _perf_event_attach(attr: ctypes.Array, prog_fd: int, what: str) -> int:
-    """Opens a perf event (any process, CPU 0: a BPF program runs on every CPU) and
-    runs the program on it; closing the returned fd detaches."""
-    fd = _libc.syscall(_arch_number(_NR_PERF_EVENT_OPEN), ctypes.byref(attr), -1, 0, -1,
+def _perf_event_attach(attr: ctypes.Array, prog_fd: int, what: str, pid: int = -1) -> int:
+    """Opens a perf event and runs the program on it; closing the returned fd detaches.
+
+    pid -1: any process, CPU 0 (a BPF program runs on every CPU); a pid:
+    that process only, on any CPU (a uprobe then fires in that process
+    alone, and other processes mapping the file pay no trap)."""
+    cpu = 0 if pid < 0 else -1
+    fd = _libc.syscall(_arch_number(_NR_PERF_EVENT_OPEN), ctypes.byref(attr), pid, cpu, -1,
                        _PERF_FLAG_FD_CLOEXEC)
     if fd < 0:
         error = ctypes.get_errno()
@@ -243,9 +247,11 @@ def _perf_event_attach(attr: ctypes.Array, prog_fd: int, what: str) -> int:
     return int(fd)
 
 
-def uprobe_attach(path: str, offset: int, prog_fd: int, *, retprobe: bool = False) -> int:
+def uprobe_attach(path: str, offset: int, prog_fd: int, *, retprobe: bool = False,
+                  pid: int = -1) -> int:
     """Attaches a uprobe (or uretprobe) at a file offset of an ELF file, for every
-    process that maps it; closing the returned fd detaches."""
+    process that maps it (or, with `pid`, for that process alone, its threads
+    included, not its children); closing the returned fd detaches."""
     try:
         pmu_type = int((_UPROBE_PMU / "type").read_text())
         # "config:0": the bit of attr.config that makes it a return probe.
@@ -258,7 +264,8 @@ def uprobe_attach(path: str, offset: int, prog_fd: int, *, retprobe: bool = Fals
                      1, _PERF_SAMPLE_RAW)
     struct.pack_into("<QQ", attr, 56, ctypes.addressof(path_buffer), offset)  # config1, config2
     # The kernel copies the path during perf_event_open: the buffer need not outlive it.
-    return _perf_event_attach(attr, prog_fd, f"uprobe {path}+{offset:#x}")
+    where = "" if pid < 0 else f" in pid {pid}"
+    return _perf_event_attach(attr, prog_fd, f"uprobe {path}+{offset:#x}{where}", pid)
 
 
 def tracepoint_attach(category: str, event: str, prog_fd: int) -> int:

@@ -21,6 +21,8 @@ ELF_MAGIC = b"\x7fELF"
 SHT_SYMTAB = 2
 SHT_DYNSYM = 11
 PT_LOAD = 1
+PT_INTERP = 3
+MAX_INTERPRETER = 4096  # a path; PATH_MAX
 SHN_UNDEF = 0
 STT_FUNC = 2
 STT_GNU_IFUNC = 10
@@ -155,6 +157,21 @@ class ElfFile:
             if p_type == PT_LOAD:
                 loads.append((p_vaddr, p_offset, p_filesz))
         return loads
+
+    def interpreter(self) -> str | None:
+        """The program interpreter (PT_INTERP, the dynamic loader) a dynamically linked
+        program names, or None for a static program or a library."""
+        for fields in self._table(self._phoff, self._phnum, self._phentsize, self._layout.program):
+            if self.is64:
+                p_type, _flags, p_offset, _vaddr, _paddr, p_filesz = fields[:6]
+            else:
+                p_type, p_offset, _vaddr, _paddr, p_filesz = fields[:5]
+            if p_type == PT_INTERP:
+                if p_filesz > MAX_INTERPRETER:
+                    raise ElfError(f"an interpreter path of {p_filesz} bytes")
+                path = self._bytes(p_offset, p_filesz).split(b"\0", 1)[0]
+                return os.fsdecode(path) if path else None
+        return None
 
     def _sections(self) -> list[tuple[int, int, int, int, int]]:
         """(type, offset, size, link, entsize) of each section."""

@@ -46,6 +46,8 @@ class HeldCommand:
             os.close(ready_write)
         self.pid = self.process.pid
         self.binary = shutil.which(argv[0])
+        # What the command runs with, for asking its loader what it will load (--tls).
+        self.env, self.user, self.group = env, user, group
         try:
             ready = _read_with_timeout(ready_read, ready_timeout_s)
         finally:

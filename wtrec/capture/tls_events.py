@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
 
 from wtrec.capture.kernel_records import READ_FAMILY, TLS_CALL_OPEN, FdNote, TlsKernelEvent
+from wtrec.capture.launch import HeldCommand
 from wtrec.capture.probe import Probe, ProbeConfig
 from wtrec.capture.tls_connections import SOCKET_KINDS, CallFd, TlsCall, TlsConnections
 from wtrec.capture.tls_libraries import (
@@ -22,6 +23,7 @@ from wtrec.capture.tls_libraries import (
     AttachTarget,
     TlsSearch,
     combine,
+    linked_libraries,
     search_executable,
     search_paths,
     search_process,
@@ -36,21 +38,24 @@ _new = object.__new__
 
 
 def find_targets(*, pids: Sequence[int], system: bool, command_binary: str | None,
-                 tls_libs: Sequence[str], reads: bool) -> TlsSearch:
+                 tls_libs: Sequence[str], reads: bool,
+                 command_libraries: Sequence[str] = ()) -> TlsSearch:
     """Where the session's TLS entry points are.
 
     `-p PID`: what each process maps (so a library outside the system's, or
     one linked in, is found). `-c`, `--all` and a command (`system`): the
     system's TLS libraries, whose uprobes are armed in any process that maps
     them later (a command's libraries are loaded after it starts), plus the
-    command's executable (node carries OpenSSL inside). --tls-lib paths
-    always. The read entry points only with `reads` (--read, or a read
-    syscall chosen), as for syscalls. Raises UsageError for a bad --tls-lib
+    command's executable (node carries OpenSSL inside) and the libraries
+    its loader will load (`command_libraries`: a libwolfssl in a build
+    tree found through RPATH or LD_LIBRARY_PATH). --tls-lib paths always.
+    The read entry points only with `reads` (--read, or a read syscall
+    chosen), as for syscalls. Raises UsageError for a bad --tls-lib
     path or a gone pid.
     """
     searches = [search_process(pid) for pid in pids]
     if command_binary is not None:
-        searches.append(search_executable(command_binary))
+        searches.append(search_executable(command_binary, command_libraries))
     searches.append(search_system(tls_libs) if system else search_paths(tls_libs))
     where = " and ".join([f"pid {pid}" for pid in pids]
                          + ([command_binary] if command_binary else [])
@@ -61,7 +66,7 @@ def find_targets(*, pids: Sequence[int], system: bool, command_binary: str | Non
     return search
 
 
-def prepare(config: ProbeConfig, *, command_binary: str | None,
+def prepare(config: ProbeConfig, *, command: HeldCommand | None,
             notify: Callable[[str], None]) -> tuple[list[AttachTarget] | None, ProbeConfig]:
     """Finds what to probe for a session and says which on stderr (`notify`).
 
@@ -69,10 +74,14 @@ def prepare(config: ProbeConfig, *, command_binary: str | None,
     back without tls, so the TLS programs (and their syscall hooks) are not
     even compiled in.
     """
+    command_binary = command.binary if command else None
+    libraries = linked_libraries(command_binary, env=command.env, user=command.user,
+                                 group=command.group) if command and command_binary else []
     search = find_targets(pids=config.pids,
                           system=bool(config.comms or config.trace_all or command_binary),
                           command_binary=command_binary, tls_libs=config.tls_libs,
-                          reads=any(name in READ_FAMILY for name in config.syscalls))
+                          reads=any(name in READ_FAMILY for name in config.syscalls),
+                          command_libraries=libraries)
     for line in search.describe():
         notify(line)
     if not search.targets:
@@ -83,8 +92,8 @@ def prepare(config: ProbeConfig, *, command_binary: str | None,
 def attach(probe: Probe, targets: Sequence[AttachTarget], config: ProbeConfig, *,
            command: bool, notify: Callable[[str], None]) -> None:
     """Places the probes; says on stderr what could not be probed."""
-    # -p alone: only those processes need the probes (the loader may bind them
-    # there, sparing other processes the trap; it does not yet).
+    # -p alone: only those processes need the probes, bound there so that other
+    # processes using the library pay no trap.
     bound = () if (command or config.follow or config.comms or config.trace_all) else config.pids
     for failure in probe.attach_tls(targets, bound):
         notify(f"--tls: cannot probe {failure}")

@@ -234,11 +234,47 @@ def search_system(extra_paths: Iterable[str] = ()) -> TlsSearch:
     return search
 
 
-def search_executable(path: str) -> TlsSearch:
-    """The TLS entry points in one program (a command to start: node, a static build)."""
+def search_executable(path: str, libraries: Iterable[str] = ()) -> TlsSearch:
+    """The TLS entry points in one program (a command to start: node, a static build)
+    and in the shared libraries it will load (see linked_libraries)."""
     search = TlsSearch(where=path)
     _read_into(search, path, quiet_if_not_elf=True)
+    for library in libraries:
+        _read_into(search, library, quiet_if_not_elf=True, quiet_if_foreign=True)
     return search
+
+
+def linked_libraries(program: str, *, env: dict[str, str], user: int | None,
+                     group: int | None) -> list[str]:
+    """The shared libraries a dynamically linked program will load, as its loader resolves
+    them (RPATH, RUNPATH, LD_LIBRARY_PATH, the cache): a libwolfssl in a build tree too.
+
+    Asks the program's own interpreter (`ld.so --list`), as the user and with
+    the environment the command will run with; the program itself never
+    runs (a static program has no interpreter and is not asked: ld.so would
+    run it). Whatever goes wrong gives no libraries: the system's are
+    searched anyway.
+    """
+    try:
+        with ElfFile(program) as elf:
+            interpreter = elf.interpreter()
+    except ElfError:
+        return []
+    if interpreter is None or not os.path.isabs(interpreter):
+        return []
+    try:
+        listing = subprocess.run([interpreter, "--list", program], env=env, user=user,
+                                 group=group, extra_groups=[] if user is not None else None,
+                                 capture_output=True, text=True, errors="replace", timeout=10,
+                                 stdin=subprocess.DEVNULL, check=False).stdout
+    except (OSError, subprocess.SubprocessError):
+        return []
+    paths = []
+    for line in listing.splitlines():
+        match = re.match(r"\s*\S+ => (/\S.*?) \(0x[0-9a-f]+\)$", line)
+        if match:
+            paths.append(match.group(1))
+    return paths
 
 
 def combine(where: str, searches: Iterable[TlsSearch]) -> TlsSearch:
