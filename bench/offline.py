@@ -112,7 +112,8 @@ def measure(path: str, events: int, payload: int, repeat: int) -> None:
         ("wtrec show | head -1", f"{wtrec} show {path} | head -1"),
         ("wtrec info (index)", f"{wtrec} info {path}"),
         ("wtrec info (scan, stdin)", f"cat {path} | {wtrec} info -"),
-        ("python -c 'import wtrec.cli'", f"{sys.executable} -c 'import wtrec.cli'"),
+        ("python -c 'import wtrec.cli.read_commands'",
+         f"{sys.executable} -c 'import wtrec.cli.read_commands'"),
     ]
     print(f"capture: {events} events, {payload / 1e9:.2f} GB payload, {size / 1e9:.2f} GB file "
           f"({payload / size:.1f}x); median of {repeat} runs, page cache warm")

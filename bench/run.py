@@ -333,7 +333,8 @@ def fdinfo_stats(fd: int) -> tuple[int, int]:
 def start_up_floors(repeat: int) -> list[tuple[str, float]]:
     """(what, median seconds) of what any start-up of the recorder pays."""
     commands = (
-        ("python -c 'import wtrec.cli'", [sys.executable, "-c", "import wtrec.cli"]),
+        ("python -c 'import wtrec.cli.record_command'",
+         [sys.executable, "-c", "import wtrec.cli.record_command"]),
         ("python -c 'import bcc'", [sys.executable, "-c", "import bcc"]),
         ("bcc compiles a one-line program", [sys.executable, "-c", "from bcc import BPF; "
                                              "BPF(text='int f(void *ctx) { return 0; }')"]),
