@@ -138,22 +138,30 @@ def test_a_client_command_is_recorded_in_plaintext(https, workdir, client):
     check_connection(capture, seen[0], https.port, comm)
 
 
-def test_curl_recorded_by_comm(https, workdir):
-    need("curl")
+@pytest.mark.parametrize("client", sorted(CLIENTS))
+def test_a_client_recorded_by_comm(https, workdir, client):
+    """-c COMM: the system's libraries (and what the comm's program loads) are probed."""
+    command = CLIENTS[client](https.url(f"/comm-{client}"))
+    need(command[0])
+    if client == "python":  # this process (the server) is python too: run the client
+        alias = Path(workdir) / "pyfetch"  # under a name of its own (comm is the file's name)
+        alias.symlink_to(Path(command[0]).resolve())
+        command = [str(alias), *command[1:]]
+    comm = Path(command[0]).name.encode()[:15]
     recorder_path = Path(workdir) / "comm.wtrace"
-    recorder = Recorder("--tls", "--read", "-c", "curl", "-o", str(recorder_path))
+    recorder = Recorder("--tls", "--read", "-c", comm.decode(), "-o", str(recorder_path))
     before = len(https.requests)
-    done = subprocess.run(CLIENTS["curl"](https.url("/by-comm")), capture_output=True, timeout=60)
-    assert done.returncode == 0 and done.stdout == BODY
+    done = subprocess.run(command, capture_output=True, timeout=60)
+    assert done.returncode == 0 and done.stdout == BODY, done.stderr
     said = recorder.finish()
-    assert "libssl" in said and "(OpenSSL):" in said, said
+    assert f"({LIBRARIES[client]}):" in said, said
     seen = https.requests[before:]
-    assert [r.path for r in seen] == ["/by-comm"]
+    assert [r.path for r in seen] == [f"/comm-{client}"]
     capture = Capture(recorder_path)
-    check_connection(capture, seen[0], https.port, b"curl")
+    check_connection(capture, seen[0], https.port, comm)
     # The in-kernel comm filter applies to TLS calls: the server (this
     # python process, in libssl too) is not in the capture.
-    assert {e.comm for e, _ in capture.events} == {b"curl"}
+    assert {e.comm for e, _ in capture.events} == {comm}
 
 
 def test_python_post_body_is_exact(https, workdir):

@@ -21,6 +21,7 @@ from wtrec.capture.tls_libraries import (
     entry_points_in,
     ldconfig_libraries,
     linked_libraries,
+    programs_named,
     search_executable,
     search_process,
     search_system,
@@ -379,3 +380,16 @@ int main(void) {{ fclose(fopen("{marker}", "w")); return 0; }}
     with ElfFile(str(library("libwolfssl.so.*"))) as elf:
         assert elf.interpreter() is None  # a library names no interpreter
     assert linked_libraries(str(tmp_path / "missing"), env={}, user=None, group=None) == []
+
+
+def test_a_comm_names_the_program_on_path_and_what_running_processes_execute(tmp_path):
+    assert os.path.realpath(shutil.which("sh")) in programs_named(["sh"])
+    sleeper = tmp_path / "zzsleeper"  # not on PATH: found only as a running process
+    shutil.copy(shutil.which("sleep"), sleeper)
+    process = subprocess.Popen([str(sleeper), "30"])
+    try:
+        assert programs_named(["zzsleeper"]) == [str(sleeper)]
+    finally:
+        process.kill()
+        process.wait()
+    assert programs_named(["no-such-comm-x"]) == []

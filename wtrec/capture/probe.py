@@ -224,10 +224,15 @@ class RingReader:
                                    mmap.PROT_READ | mmap.PROT_WRITE, offset=0)
         self._producer = mmap.mmap(map_fd, PAGE_SIZE + 2 * data_bytes, mmap.MAP_SHARED,
                                    mmap.PROT_READ, offset=PAGE_SIZE)
+        # The consumer position is stored by one 8-byte write: the kernel reads it
+        # at every reservation. struct.pack_into zeroes its target before packing,
+        # and a kernel that read that 0 saw a full ring and refused reservations
+        # with the ring nearly empty: a few events lost at any rate.
+        self._consumer_pos = ctypes.c_uint64.from_buffer(self._consumer)
 
     def _spans(self, max_bytes: int) -> tuple[int, int, list[tuple[int, int]]]:
         """(consumer position, end position, [(start, length)] of committed records)."""
-        consumer = U64.unpack_from(self._consumer, 0)[0]
+        consumer = self._consumer_pos.value
         producer = U64.unpack_from(self._producer, 0)[0]
         data, mask = self._producer, self._mask
         position = consumer
@@ -251,7 +256,7 @@ class RingReader:
             return []
         start = PAGE_SIZE + (consumer & self._mask)
         batch = memoryview(self._producer[start:start + (end - consumer)])
-        U64.pack_into(self._consumer, 0, end)
+        self._consumer_pos.value = end
         return [batch[offset:offset + size] for offset, size in spans]
 
     def peek(self, max_bytes: int) -> bytes:
@@ -260,7 +265,7 @@ class RingReader:
 
         Nothing is released: `advance` says how much of it was used.
         """
-        consumer = U64.unpack_from(self._consumer, 0)[0]
+        consumer = self._consumer_pos.value
         available = U64.unpack_from(self._producer, 0)[0] - consumer
         if available <= 0:
             return b""
@@ -273,13 +278,14 @@ class RingReader:
     def advance(self, used: int) -> None:
         """Releases the first `used` bytes of what `peek` gave (whole records) to the kernel."""
         if used:
-            U64.pack_into(self._consumer, 0, U64.unpack_from(self._consumer, 0)[0] + used)
+            self._consumer_pos.value += used
 
     def skip_all(self) -> None:
         """Releases every record without reading it."""
-        U64.pack_into(self._consumer, 0, U64.unpack_from(self._producer, 0)[0])
+        self._consumer_pos.value = U64.unpack_from(self._producer, 0)[0]
 
     def close(self) -> None:
+        del self._consumer_pos  # the mmap cannot close while ctypes holds its buffer
         self._consumer.close()
         self._producer.close()
 

@@ -24,6 +24,7 @@ from wtrec.capture.tls_libraries import (
     TlsSearch,
     combine,
     linked_libraries,
+    programs_named,
     search_executable,
     search_paths,
     search_process,
@@ -39,7 +40,8 @@ _new = object.__new__
 
 def find_targets(*, pids: Sequence[int], system: bool, command_binary: str | None,
                  tls_libs: Sequence[str], reads: bool,
-                 command_libraries: Sequence[str] = ()) -> TlsSearch:
+                 command_libraries: Sequence[str] = (),
+                 programs: Sequence[str] = ()) -> TlsSearch:
     """Where the session's TLS entry points are.
 
     `-p PID`: what each process maps (so a library outside the system's, or
@@ -48,7 +50,8 @@ def find_targets(*, pids: Sequence[int], system: bool, command_binary: str | Non
     them later (a command's libraries are loaded after it starts), plus the
     command's executable (node carries OpenSSL inside) and the libraries
     its loader will load (`command_libraries`: a libwolfssl in a build
-    tree found through RPATH or LD_LIBRARY_PATH). --tls-lib paths always.
+    tree found through RPATH or LD_LIBRARY_PATH). `programs`: the
+    executables `-c COMM` names (programs_named). --tls-lib paths always.
     The read entry points only with `reads` (--read, or a read syscall
     chosen), as for syscalls. Raises UsageError for a bad --tls-lib
     path or a gone pid.
@@ -56,6 +59,7 @@ def find_targets(*, pids: Sequence[int], system: bool, command_binary: str | Non
     searches = [search_process(pid) for pid in pids]
     if command_binary is not None:
         searches.append(search_executable(command_binary, command_libraries))
+    searches += [search_executable(program) for program in programs]
     searches.append(search_system(tls_libs) if system else search_paths(tls_libs))
     where = " and ".join([f"pid {pid}" for pid in pids]
                          + ([command_binary] if command_binary else [])
@@ -81,7 +85,8 @@ def prepare(config: ProbeConfig, *, command: HeldCommand | None,
                           system=bool(config.comms or config.trace_all or command_binary),
                           command_binary=command_binary, tls_libs=config.tls_libs,
                           reads=any(name in READ_FAMILY for name in config.syscalls),
-                          command_libraries=libraries)
+                          command_libraries=libraries,
+                          programs=programs_named(config.comms))
     for line in search.describe():
         notify(line)
     if not search.targets:

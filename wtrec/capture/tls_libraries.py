@@ -13,6 +13,7 @@ module turns targets into uprobes. Plain Python, testable without root.
 import os
 import platform
 import re
+import shutil
 import subprocess
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -242,6 +243,26 @@ def search_executable(path: str, libraries: Iterable[str] = ()) -> TlsSearch:
     for library in libraries:
         _read_into(search, library, quiet_if_not_elf=True, quiet_if_foreign=True)
     return search
+
+
+def programs_named(comms: Iterable[str]) -> list[str]:
+    """The executables a `-c COMM` may name: the one on PATH, and what running processes
+    of that comm execute (node carries OpenSSL inside its own executable)."""
+    wanted = {comm[:15] for comm in comms}
+    found = [path for path in (shutil.which(comm) for comm in wanted) if path]
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/comm", encoding="utf-8", errors="replace") as file:
+                if file.read().rstrip("\n") not in wanted:
+                    continue
+            executable = os.readlink(f"/proc/{entry}/exe")
+        except OSError:  # gone, or a kernel thread
+            continue
+        if not executable.endswith(" (deleted)"):
+            found.append(executable)
+    return list(dict.fromkeys(os.path.realpath(path) for path in found))
 
 
 def linked_libraries(program: str, *, env: dict[str, str], user: int | None,
