@@ -33,7 +33,7 @@ CLIENTS = {
 }
 
 
-def _need(program: str) -> None:
+def need_program(program: str) -> None:
     if shutil.which(program) is None:
         reason = f"{program} is not installed (scripts/bootstrap setup installs it)"
         if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
@@ -43,7 +43,7 @@ def _need(program: str) -> None:
 
 @pytest.fixture(scope="module")
 def https():
-    _need("openssl")
+    need_program("openssl")
     with HttpsServer() as server:
         yield server
 
@@ -51,7 +51,7 @@ def https():
 @pytest.mark.parametrize("client", sorted(CLIENTS))
 def test_client_fetches_over_tls(https, client):
     command = CLIENTS[client](https.url(f"/from-{client}"))
-    _need(command[0])
+    need_program(command[0])
     before = len(https.requests)
     done = subprocess.run(command, capture_output=True, timeout=60)
     assert done.returncode == 0, done.stderr
@@ -61,7 +61,7 @@ def test_client_fetches_over_tls(https, client):
 
 
 def test_post_body_is_echoed(https):
-    _need("curl")
+    need_program("curl")
     payload = b"secret=hunter2&x=\x01\x02"
     done = subprocess.run(["curl", "-sk", "--data-binary", "@-", https.url("/post")],
                           input=payload, capture_output=True, timeout=60)

@@ -18,19 +18,12 @@ from conftest import wtrec_cmd
 from https_server import BODY, HttpsServer, SeenRequest
 from live_helpers import Recorder, assert_summary_lost_nothing, free_port, read_line_until
 from test_https_clients import CLIENTS
+from test_https_clients import need_program as need
 
 from wtrec.format import CaptureReader
 from wtrec.records import End, FdIdentity, FdInfo, IoEvent, Lost
 
 LIBRARIES = {"curl": "OpenSSL", "python": "OpenSSL", "wget": "GnuTLS", "node": "OpenSSL"}
-
-
-def need(program: str) -> None:
-    if shutil.which(program) is None:
-        reason = f"{program} is not installed (scripts/bootstrap setup installs it)"
-        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-            pytest.fail(reason)
-        pytest.skip(reason)
 
 
 @pytest.fixture(scope="module")

@@ -10,6 +10,7 @@ import random
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -388,6 +389,12 @@ def test_a_comm_names_the_program_on_path_and_what_running_processes_execute(tmp
     shutil.copy(shutil.which("sleep"), sleeper)
     process = subprocess.Popen([str(sleeper), "30"])
     try:
+        # Popen may return (vfork) before the kernel names the new program.
+        comm = Path(f"/proc/{process.pid}/comm")
+        for _ in range(500):
+            if comm.read_text() == "zzsleeper\n":
+                break
+            time.sleep(0.01)
         assert programs_named(["zzsleeper"]) == [str(sleeper)]
     finally:
         process.kill()

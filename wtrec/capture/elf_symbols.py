@@ -14,7 +14,7 @@ before use; a damaged or hostile file raises `ElfError`, nothing else.
 import mmap
 import os
 import struct
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 ELF_MAGIC = b"\x7fELF"
@@ -146,30 +146,28 @@ class ElfFile:
         for index in range(count):
             yield fmt.unpack_from(self._data, offset + index * entsize)
 
-    def _loads(self) -> list[tuple[int, int, int]]:
-        """(vaddr, file offset, file size) of each PT_LOAD segment."""
-        loads = []
+    def _segments(self) -> Iterator[tuple[int, int, int, int]]:
+        """(type, file offset, vaddr, file size) of each program header."""
         for fields in self._table(self._phoff, self._phnum, self._phentsize, self._layout.program):
             if self.is64:
                 p_type, _flags, p_offset, p_vaddr, _paddr, p_filesz = fields[:6]
             else:
                 p_type, p_offset, p_vaddr, _paddr, p_filesz = fields[:5]
-            if p_type == PT_LOAD:
-                loads.append((p_vaddr, p_offset, p_filesz))
-        return loads
+            yield p_type, p_offset, p_vaddr, p_filesz
+
+    def _loads(self) -> list[tuple[int, int, int]]:
+        """(vaddr, file offset, file size) of each PT_LOAD segment."""
+        return [(vaddr, offset, size) for kind, offset, vaddr, size in self._segments()
+                if kind == PT_LOAD]
 
     def interpreter(self) -> str | None:
         """The program interpreter (PT_INTERP, the dynamic loader) a dynamically linked
         program names, or None for a static program or a library."""
-        for fields in self._table(self._phoff, self._phnum, self._phentsize, self._layout.program):
-            if self.is64:
-                p_type, _flags, p_offset, _vaddr, _paddr, p_filesz = fields[:6]
-            else:
-                p_type, p_offset, _vaddr, _paddr, p_filesz = fields[:5]
-            if p_type == PT_INTERP:
-                if p_filesz > MAX_INTERPRETER:
-                    raise ElfError(f"an interpreter path of {p_filesz} bytes")
-                path = self._bytes(p_offset, p_filesz).split(b"\0", 1)[0]
+        for kind, offset, _vaddr, size in self._segments():
+            if kind == PT_INTERP:
+                if size > MAX_INTERPRETER:
+                    raise ElfError(f"an interpreter path of {size} bytes")
+                path = self._bytes(offset, size).split(b"\0", 1)[0]
                 return os.fsdecode(path) if path else None
         return None
 
