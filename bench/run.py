@@ -25,7 +25,10 @@ Run as root from the checkout: `.venv/bin/python bench/run.py`. In one run:
    program cached (the usual case) and without (WTREC_BPF_CACHE=off: bcc
    compiles); and what start-up cannot go below: Python importing wtrec's
    CLI, importing bcc, and bcc compiling a one-line program.
-(grep/show/info throughput is bench/offline.py.)
+6. offline: grep, show and info on a capture of HTTP-like 4 KiB writes
+   (--offline-gib) and on 300,000 writes of 200 bytes, beside
+   `zstdcat | grep -a -c` (bench/offline.py's tables; that script alone
+   takes a 1 GB capture).
 """
 
 import argparse
@@ -357,6 +360,8 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--rates", default="250000,500000,750000,1000000,1500000",
                         help="total paced rates to try, writes/s")
+    parser.add_argument("--offline-gib", type=float, default=0.25,
+                        help="size of the capture grep/show/info are timed on (0: skip)")
     args = parser.parse_args()
     if os.geteuid() != 0:
         raise SystemExit("bench/run.py needs root (it attaches BPF programs)")
@@ -404,7 +409,26 @@ def main() -> None:
                   f"(min {min(runs):.2f}, max {max(runs):.2f}) |")
         for label, seconds in start_up_floors(args.repeat):
             print(f"| {label} | {seconds:.2f} |")
+        if args.offline_gib > 0:
+            offline_throughput(workdir, args.offline_gib, args.repeat)
     print(f"load average at end: {os.getloadavg()[0]:.2f}")
+
+
+def offline_throughput(workdir: str, gib: float, repeat: int) -> None:
+    """grep, show and info beside `zstdcat | grep -a -c` (bench/offline.py's tables): a
+    capture of HTTP-like 4 KiB writes, and one of 300,000 writes of 200 bytes."""
+    import offline  # bench/offline.py, beside this file
+
+    big = os.path.join(workdir, "offline-big.wtrace")
+    events, payload = offline.build(big, gib)
+    print(f"\noffline commands, page cache warm, median of {repeat} runs:\n")
+    offline.measure(big, events, payload, repeat)
+    os.unlink(big)
+    small = os.path.join(workdir, "offline-small.wtrace")
+    events, payload = offline.build(small, 1 << 20, event_size=200, max_events=300_000)
+    print()
+    offline.measure(small, events, payload, repeat)
+    os.unlink(small)
 
 
 if __name__ == "__main__":
