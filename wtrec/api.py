@@ -21,7 +21,7 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 from wtrec.errors import FormatError, InputError, UsageError
-from wtrec.format import CaptureReader
+from wtrec.format import CaptureReader, is_seekable
 from wtrec.records import (
     LAYERS,
     End,
@@ -297,7 +297,7 @@ class Capture:
         pending = self._pending.pop(id(source), None)
         if pending is not None:
             reader, records = pending
-            if not _can_seek(source):  # a pipe: its header is read, the rest follows once
+            if not is_seekable(source):  # a pipe: its header is read, the rest follows once
                 next(records, None)
                 self._latest = reader
                 return inspect(_name(source), None, started=(reader, records))
@@ -384,13 +384,6 @@ def _prepend(first: Record, rest: Iterator[Record]) -> Generator[Record, None, N
         close = getattr(rest, "close", None)
         if close is not None:
             close()
-
-
-def _can_seek(source: Source) -> bool:
-    try:
-        return bool(source.seekable())  # type: ignore[union-attr]
-    except (AttributeError, OSError, ValueError):
-        return False
 
 
 def _matching(records: Iterator[Record], test: Callable[[bytes], object]) -> Iterator[Record]:

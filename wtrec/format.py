@@ -9,7 +9,7 @@ specification; keep the two in step.
 from wtrec.records import FORMAT_MAJOR, FORMAT_MINOR
 from wtrec.wtrace.framing import encode_preamble
 from wtrec.wtrace.index import Index, read_index
-from wtrec.wtrace.reader import CaptureReader, start, start_reading
+from wtrec.wtrace.reader import CaptureReader, is_seekable, start, start_reading
 from wtrec.wtrace.salvage import Salvage, salvage
 from wtrec.wtrace.stats import CaptureStats, Counts, FdTotals, ProcessTotals, StatsAccumulator
 from wtrec.wtrace.writer import CaptureWriter
@@ -27,6 +27,7 @@ __all__ = [
     "Salvage",
     "StatsAccumulator",
     "encode_preamble",
+    "is_seekable",
     "read_index",
     "salvage",
     "start",

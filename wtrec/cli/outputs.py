@@ -57,14 +57,6 @@ def records_after_header(capture: api.Capture) -> Iterator[Record]:
     return islice(capture.records(), 1, None)
 
 
-def is_seekable(stream: BinaryIO) -> bool:
-    """False for pipes and terminals (whatever arrives is all there is)."""
-    try:
-        return stream.seekable()
-    except (OSError, ValueError):
-        return False
-
-
 def rewindable_input(path: str) -> BinaryIO:
     """The input, seekable: stdin (or a pipe) is spooled to a temporary file first."""
     stream = open_input(path)

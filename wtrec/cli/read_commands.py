@@ -28,7 +28,6 @@ from wtrec.cli.options import (
 )
 from wtrec.cli.outputs import (
     TextOut,
-    is_seekable,
     open_capture,
     open_input,
     records_after_header,
@@ -37,6 +36,7 @@ from wtrec.cli.outputs import (
 from wtrec.cli.progress import InputProgress
 from wtrec.cli.progress import wanted as progress_wanted
 from wtrec.errors import UsageError
+from wtrec.format import is_seekable
 from wtrec.records import FdInfo, IoEvent, Lost
 from wtrec.tools.fd_names import FdNames
 from wtrec.tools.grep import (

@@ -17,6 +17,7 @@ from wtrec.format import (
     CaptureStats,
     Counts,
     StatsAccumulator,
+    is_seekable,
     read_index,
     start_reading,
 )
@@ -53,7 +54,7 @@ def inspect(name: str, stream: BinaryIO | None, *,
         index, note = None, "input is a pipe"
     else:
         assert stream is not None
-        seekable = _seekable(stream)
+        seekable = is_seekable(stream)
         index, note = read_index(stream) if seekable else (None, "input is a pipe")
         if seekable:
             stream.seek(0)
@@ -75,13 +76,6 @@ def inspect(name: str, stream: BinaryIO | None, *,
                        compressed_bytes=reader.compressed_bytes,
                        content_bytes=reader.content_bytes, source="scan", index_note=note,
                        warning=reader.warning)
-
-
-def _seekable(stream: BinaryIO) -> bool:
-    try:
-        return stream.seekable()
-    except (OSError, ValueError):
-        return False
 
 
 def _size(stream: BinaryIO | None) -> int | None:

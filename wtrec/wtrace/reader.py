@@ -50,7 +50,7 @@ class CaptureReader:
     def __init__(self, stream: BinaryIO, *, keep: Callable[[bytes], object] | None = None,
                  frame_may_keep: Callable[[bytes], object] | None = None):
         self._source = ByteSource(stream)
-        self._seekable = _seekable(stream)
+        self._seekable = is_seekable(stream)
         self._keep = keep
         self._frame_may_keep = frame_may_keep
         self.header: Header | None = None
@@ -156,9 +156,10 @@ class CaptureReader:
             return content, start, src.offset - start
 
 
-def _seekable(stream: BinaryIO) -> bool:
+def is_seekable(stream: object) -> bool:
+    """False for pipes, terminals and objects that cannot say: what arrives is all there is."""
     try:
-        return stream.seekable()
+        return bool(stream.seekable())  # type: ignore[attr-defined]
     except (OSError, ValueError, AttributeError):
         return False
 
