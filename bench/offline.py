@@ -10,6 +10,11 @@ commands on each (median of --repeat runs, page cache warm) and prints
 MB/s of payload, events/s, CPU seconds (user + system, all processes of
 the command) and the ratio of each time to `zstdcat | grep -a -c` in the
 same run: on a shared, noisy machine compare ratios, not times. No root needed.
+
+Three floor rows say what any Python reader of the file pays: wtrec's own
+start-up (grep on a 10-event capture), start-up plus decompressing every
+frame on one core (zstdcat's work), and that plus unpacking every msgpack
+record without checking a field (`--floor decompress|unpack FILE` runs one).
 """
 
 import argparse
@@ -95,13 +100,38 @@ def totals(path: str) -> tuple[int, int]:
     return counts["events"], counts["bytes"]
 
 
+def read_floor(what: str, path: str) -> None:
+    """The floor rows' work: wtrec's imports, then each frame decompressed (and unpacked)."""
+    import msgpack
+    import zstandard
+
+    import wtrec.cli.app  # noqa: F401  (the start-up every command pays)
+
+    records = 0
+    with open(path, "rb") as stream:
+        reader = zstandard.ZstdDecompressor().stream_reader(stream, read_across_frames=True)
+        if what == "decompress":
+            while reader.read(1 << 20):
+                pass
+        else:
+            for _record in msgpack.Unpacker(reader, raw=False, max_buffer_size=64 << 20):
+                records += 1
+    print(records)
+
+
 def measure(path: str, events: int, payload: int, repeat: int) -> None:
     size = os.path.getsize(path)
     wtrec = f"{sys.executable} -m wtrec"
     needle = NEEDLE.decode()
+    tiny = path + ".tiny"
+    build(tiny, 1 << 20, event_size=200, max_events=10)
+    floor = f"{sys.executable} {Path(__file__).resolve()} --floor"
     commands = [
         ("zstdcat | grep -a -c", f"zstdcat -q {path} | grep -a -c '{needle}'"),
         ("zstdcat | grep -a -c -F", f"zstdcat -q {path} | grep -a -c -F '{needle}'"),
+        ("floor: wtrec start-up", f"{wtrec} grep -c '{needle}' {tiny}"),
+        ("floor: start-up + zstd, 1 core", f"{floor} decompress {path}"),
+        ("floor: that + unpack records", f"{floor} unpack {path}"),
         ("wtrec grep -c", f"{wtrec} grep -c '{needle}' {path}"),
         ("wtrec grep -c -F", f"{wtrec} grep -c -F '{needle}' {path}"),
         ("wtrec grep -c -i", f"{wtrec} grep -c -i '{needle}' {path}"),
@@ -126,6 +156,7 @@ def measure(path: str, events: int, payload: int, repeat: int) -> None:
         print(f"{name:<30} {seconds:>8.2f} {seconds / base[0]:>7.2f} {cpu:>7.2f} "
               f"{cpu / base[1]:>7.2f} {payload / seconds / 1e6:>8.0f} {events / seconds:>11.0f}",
               flush=True)
+    os.unlink(tiny)
 
 
 def main() -> None:
@@ -135,7 +166,12 @@ def main() -> None:
                         help="events of 200 B in the second capture (0: none)")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--keep", help="write the big capture here and keep it")
+    parser.add_argument("--floor", nargs=2, metavar=("decompress|unpack", "FILE"),
+                        help="only do a floor row's work on FILE")
     args = parser.parse_args()
+    if args.floor:
+        read_floor(*args.floor)
+        return
     workdir = tempfile.mkdtemp(prefix="wtrec-bench-")
     path = args.keep or os.path.join(workdir, "big.wtrace")
     if args.keep and os.path.exists(path):

@@ -23,9 +23,11 @@ from wtrec.cli.app import app
 from wtrec.errors import FormatError
 from wtrec.format import CaptureWriter
 from wtrec.records import End, FdIdentity, FdInfo, IoEvent, Lost
-from wtrec.tools.grep import frame_prefilter, literal_of
+from wtrec.tools.grep import frame_finder, literal_of, payload_test
 from wtrec.tools.selection import compile_pattern
-from wtrec.wtrace.codec import MAX_FRAME_OBJECTS, decode_frame, encode_record
+from wtrec.wtrace import reader as reader_module
+from wtrec.wtrace.codec import MAX_FRAME_OBJECTS, decode_frame, encode_record, iter_frame
+from wtrec.wtrace.reader import CaptureReader
 
 runner = CliRunner()
 BASE = 1_000_000_000
@@ -73,11 +75,11 @@ def test_grep_counts_what_searching_every_payload_counts(tmp_path, pattern, flag
     assert len({t.split()[0] for t in titles}) == expected
 
 
-def test_frame_prefilter_is_kept_for_patterns_that_look_around():
+def test_frame_search_is_not_used_for_patterns_that_look_around():
     for pattern in ("^a", "a$", r"\ba", r"\Ba", r"\Aa", r"a\Z", "(?=a)", "(?<!a)b", "(?m)a"):
-        assert frame_prefilter(compile_pattern(pattern)) is None, pattern
+        assert frame_finder(compile_pattern(pattern)) is None, pattern
     for pattern, fixed in (("abc", False), ("a.c", False), ("^a$", True), ("(x)", True)):
-        assert frame_prefilter(compile_pattern(pattern, fixed)) is not None, pattern
+        assert frame_finder(compile_pattern(pattern, fixed)) is not None, pattern
     assert literal_of(compile_pattern("a.b^c", fixed=True)) == b"a.b^c"
     assert literal_of(compile_pattern("a.b")) is None
     assert literal_of(compile_pattern("aB", ignore_case=True)) == b"aB"
@@ -197,3 +199,126 @@ def test_the_column_path_agrees_with_record_by_record_decoding(rows, keep_name):
         assert raised.value.reason == error
     else:
         assert decode_frame(content, 0, False, keep) == (expected, events)
+
+
+SEARCHES = [("ab", False, False), (r"a[\x00-\xff]{0,40}b", False, False), ("b+", False, False),
+            ("x*", False, False), (r"\x9c", False, False), ("ab", True, False),
+            ("AB", True, True), ("a.B", False, True)]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.binary(max_size=6).map(lambda b: bytes(b"abx\x9c"[c % 4] for c in b)),
+                max_size=40),
+       st.sampled_from(SEARCHES), st.integers(1, 5))
+def test_searching_the_frame_keeps_what_testing_every_payload_keeps(payloads, search, chunk):
+    """Payloads of a, b, x and a msgpack byte: matches that span the bytes between two
+    payloads, or cover where a real one begins, must not hide it, whatever the chunk size."""
+    source, fixed, ignore_case = search
+    regex = compile_pattern(source, fixed, ignore_case)
+    find = frame_finder(regex)
+    assert find is not None
+    content = b"".join(msgpack.packb(encode_record(event(i, data)), use_bin_type=True)
+                       for i, data in enumerate(payloads))
+    tally = [0]
+    kept = [record.data for records in iter_frame(content, 0, False, payload_test(regex), tally,
+                                                  chunk, find=find) for record in records]
+    assert kept == [data for data in payloads if regex.search(data)]
+    assert tally == [len(payloads)]
+
+
+def test_a_match_across_two_payloads_at_a_chunk_edge_does_not_hide_the_second():
+    # "a" ends the last record of the first chunk; the second chunk's first
+    # payload "ab" matches, inside the frame match that began at that "a".
+    regex = compile_pattern(r"a[\x00-\xff]{0,60}b")
+    rows = [event(0, b"x"), event(1, b"a"), event(2, b"ab"), event(3, b"x")]
+    content = b"".join(msgpack.packb(encode_record(r), use_bin_type=True) for r in rows)
+    kept = [r.data for records in iter_frame(content, 0, False, payload_test(regex), [0], 2,
+                                             find=frame_finder(regex)) for r in records]
+    assert kept == [b"ab"]
+
+
+def many_small_frames(path, frames: int) -> list[IoEvent]:
+    """A capture of `frames` frames of 10 events each, every event numbered."""
+    out = io.BytesIO()
+    writer = CaptureWriter(out, make_header(format_minor=2))
+    events = []
+    for i in range(frames * 10):
+        events.append(event(i, b"payload %d" % i))
+        writer.write(events[-1])
+        if i % 10 == 9:
+            writer.flush()
+    writer.close(End(BASE + frames * 10, len(events), sum(len(e.data) for e in events), 0))
+    path.write_bytes(out.getvalue())
+    return events
+
+
+@pytest.mark.parametrize("parallel_max", [0, 4 << 20])
+def test_frames_decompressed_in_parallel_arrive_in_order(tmp_path, monkeypatch, parallel_max):
+    monkeypatch.setattr(reader_module, "DECOMPRESSORS", 2)
+    monkeypatch.setattr(reader_module, "PARALLEL_FRAME_MAX", parallel_max)
+    path = tmp_path / "frames.wtrace"
+    events = many_small_frames(path, 60)
+    with open(path, "rb") as stream:
+        reader = CaptureReader(stream)
+        got = [r for r in reader if isinstance(r, IoEvent)]
+    assert got == events and reader.frames > 60 and not reader.truncated
+
+
+def test_a_bad_frame_among_parallel_ones_fails_after_the_frames_before_it(tmp_path, monkeypatch):
+    monkeypatch.setattr(reader_module, "DECOMPRESSORS", 2)
+    path = tmp_path / "frames.wtrace"
+    many_small_frames(path, 30)
+    data = bytearray(path.read_bytes())
+    with open(path, "rb") as stream:
+        offsets = [offset for _content, offset in CaptureReader(stream)._iter_frames()]
+    bad = offsets[15]
+    data[bad + 12:bad + 20] = b"\xff" * 8  # inside the compressed blocks: zstd refuses it
+    seen = []
+    with pytest.raises(FormatError) as raised:
+        for record in CaptureReader(io.BytesIO(bytes(data))):
+            seen.append(record)
+    assert raised.value.offset == bad
+    assert len([r for r in seen if isinstance(r, IoEvent)]) == 10 * 14  # frames 1..14 (0: header)
+
+
+@pytest.mark.parametrize(("parallel_max", "most"), [(0, 1), (4 << 20, 2)])
+def test_after_a_big_frame_one_frame_at_most_is_read_ahead(tmp_path, monkeypatch,
+                                                         parallel_max, most):
+    monkeypatch.setattr(reader_module, "DECOMPRESSORS", 2)
+    monkeypatch.setattr(reader_module, "PARALLEL_FRAME_MAX", parallel_max)
+    path = tmp_path / "frames.wtrace"
+    many_small_frames(path, 20)
+    ahead: list[int] = []
+    request, take = reader_module._ReadAhead.request, reader_module._ReadAhead.take
+    outstanding = [0]
+
+    def counted_request(self):
+        outstanding[0] += 1
+        request(self)
+
+    def counted_take(self):
+        ahead.append(outstanding[0])
+        outstanding[0] -= 1
+        return take(self)
+
+    monkeypatch.setattr(reader_module._ReadAhead, "request", counted_request)
+    monkeypatch.setattr(reader_module._ReadAhead, "take", counted_take)
+    with open(path, "rb") as stream:
+        list(CaptureReader(stream))
+    assert max(ahead[1:]) == most
+
+
+def test_only_the_chunks_where_a_match_begins_are_tested_payload_by_payload():
+    regex = compile_pattern("NEEDLE")
+    rows = [event(i, b"NEEDLE" if i in (30, 31, 77) else b"hay") for i in range(100)]
+    content = b"".join(msgpack.packb(encode_record(r), use_bin_type=True) for r in rows)
+    asked = []
+
+    def keep(data):
+        asked.append(data)
+        return regex.search(data)
+
+    kept = [r.seq for records in iter_frame(content, 0, False, keep, [0], 4,
+                                            find=frame_finder(regex)) for r in records]
+    assert kept == [30, 31, 77]
+    assert len(asked) == 8  # the chunks of 4 holding 28-31 and 76-79

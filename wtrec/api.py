@@ -34,7 +34,7 @@ from wtrec.records import (
     TlsInfo,
 )
 from wtrec.tools.fd_names import FdNames
-from wtrec.tools.grep import frame_prefilter, payload_test
+from wtrec.tools.grep import frame_finder, payload_test
 from wtrec.tools.info import CaptureInfo, inspect
 from wtrec.tools.merge import one_series, series_index
 from wtrec.tools.selection import Selection
@@ -314,14 +314,14 @@ class Capture:
         if pending is None:
             stream = self._stream(source)
             reader = (CaptureReader(stream) if keep is None else
-                      CaptureReader(stream, keep=keep.test, frame_may_keep=keep.frame_test))
+                      CaptureReader(stream, keep=keep.test, find_in_frame=keep.find_in_frame))
             records: Iterator[Record] = iter(reader)
         else:
             # A pipe's first frame was decoded with its header: what follows
             # is searched frame by frame, and these first events one by one.
             reader, records = pending
             if keep is not None:
-                reader.search_payloads(keep.test, keep.frame_test)
+                reader.search_payloads(keep.test, keep.find_in_frame)
                 records = _matching(records, keep.test)
         self._latest = reader
         try:
@@ -357,10 +357,10 @@ class Capture:
 
 @dataclass(frozen=True)
 class PayloadSearch:
-    """How a payload filter is run: per payload, and over a whole frame's bytes first."""
+    """How a payload filter is run: per payload, where a search of the whole frame's bytes says."""
 
     test: Callable[[bytes], object]
-    frame_test: Callable[[bytes], object] | None
+    find_in_frame: Callable[[bytes, int], int] | None
 
 
 def _payload_search(payload: Payload | None) -> PayloadSearch | None:
@@ -372,7 +372,7 @@ def _payload_search(payload: Payload | None) -> PayloadSearch | None:
         pattern = payload
     else:
         raise UsageError(f"payload takes bytes or a compiled bytes regex, not {payload!r}")
-    return PayloadSearch(payload_test(pattern), frame_prefilter(pattern))
+    return PayloadSearch(payload_test(pattern), frame_finder(pattern))
 
 
 def _prepend(first: Record, rest: Iterator[Record]) -> Generator[Record, None, None]:

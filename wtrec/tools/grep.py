@@ -7,8 +7,9 @@ are kept, so a match longer than that can be missed. A stream is cut where
 bytes are missing (a truncated capture) rather than joined across the gap.
 
 Per-event search is fast on big captures because the reader builds only
-the events whose payload matches (`payload_test`), after a test of each
-decompressed frame's bytes at once (`frame_prefilter`) where that test is
+the events whose payload matches (`payload_test`), and tests those only in
+the stretches of a decompressed frame's bytes where a search of the whole
+frame (`frame_finder`) finds that a match may begin, where that search is
 exact; every event is still checked by the reader.
 """
 
@@ -54,17 +55,44 @@ def event_matches(event: IoEvent, pattern: re.Pattern) -> Iterator[Match]:
 _CONTEXT_TOKENS = (b"^", b"$", b"\\A", b"\\Z", b"\\b", b"\\B", b"(?")
 
 
-def frame_prefilter(pattern: re.Pattern) -> Callable[[bytes], object] | None:
-    """A test of a whole frame's bytes that is false only if no payload in it can match.
+def frame_finder(pattern: re.Pattern) -> Callable[[bytes, int], int] | None:
+    """find(frame, start): where the first match in a frame's bytes at or after start begins, or -1.
 
-    None when the pattern depends on what surrounds a match (anchors,
-    lookaround, word boundaries), so only payload by payload is exact.
+    A payload is stored verbatim in its frame, so if some payload at or
+    after `start` matches, a match begins in the frame between `start` and
+    that payload's match: the reader builds only the events of the stretch
+    of records where one may begin. None when the pattern depends on what
+    surrounds a match (anchors, lookaround, word boundaries), so only
+    payload by payload is exact.
     """
     source = pattern.pattern
-    if literal_of(pattern) is None and (
+    literal = literal_of(pattern)
+    if literal is None and (
             isinstance(source, str) or any(token in source for token in _CONTEXT_TOKENS)):
         return None
-    return payload_test(pattern)
+    if literal is not None and not pattern.flags & re.IGNORECASE:
+        return lambda frame, start: frame.find(literal, start)  # the substring search of grep -F
+    if literal is not None:  # -i: a bytes pattern folds ASCII case only, as lower() does
+        return _folded_finder(literal.lower())
+    search = pattern.search
+
+    def find(frame: bytes, start: int) -> int:
+        found = search(frame, start)
+        return -1 if found is None else found.start()
+
+    return find
+
+
+def _folded_finder(folded: bytes) -> Callable[[bytes, int], int]:
+    """find() in the lower-cased frame (made once per frame): re's IGNORECASE is ~10x slower."""
+    lowered: list[bytes] = [b"", b""]  # the frame last asked about, and its lower-cased copy
+
+    def find(frame: bytes, start: int) -> int:
+        if lowered[0] is not frame:
+            lowered[:] = [frame, frame.lower()]
+        return lowered[1].find(folded, start)
+
+    return find
 
 
 _METACHARACTERS = frozenset(b".^$*+?{}[]|()\\")

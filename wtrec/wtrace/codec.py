@@ -178,11 +178,15 @@ class _ContentThenNil:
 
 def iter_frame(content: bytes, offset: int, expect_header: bool,
                keep: Callable[[bytes], object] | None, tally: list[int],
-               chunk_records: int = CHUNK_RECORDS) -> Iterator[list[Record]]:
+               chunk_records: int = CHUNK_RECORDS, *,
+               find: Callable[[bytes, int], int] | None = None) -> Iterator[list[Record]]:
     """decode_frame's work a chunk of records at a time; adds the events it checks to tally[0].
 
     Lazy, so a reader holds one chunk's records, and a caller keeps what
-    came before an error.
+    came before an error. With `find` (find(content, start): where the
+    first place at or after `start` that a kept payload may begin a match,
+    or -1), `keep` is asked only of the chunks whose bytes hold such a
+    place; the events of the others are checked and counted, not kept.
     """
     limit = min(len(content), MAX_FRAME_CONTENT) or 1
     # Every msgpack object takes at least a byte, so a frame of at most
@@ -197,12 +201,16 @@ def iter_frame(content: bytes, offset: int, expect_header: bool,
         max_buffer_size=MAX_FRAME_CONTENT + 1, max_bin_len=limit, max_str_len=limit,
         max_array_len=MAX_RECORD_FIELDS, max_map_len=MAX_RECORD_FIELDS, max_ext_len=0)
     objects = MAX_FRAME_OBJECTS
+    matches = None if find is None or keep is None or keep is no_events else (
+        _MatchCursor(content, find))
     try:
         chunk = list(islice(unpacker, chunk_records))
         if not chunk:  # not even the nil: the content ends inside a record
             raise msgpack.OutOfData()
+        chunk_start, chunk_end = 0, unpacker.tell()
         while chunk:
             following = list(islice(unpacker, chunk_records))
+            following_end = unpacker.tell()
             if not following:  # the last chunk: it must end with the nil
                 if chunk[-1] is not None:
                     raise msgpack.OutOfData()
@@ -218,9 +226,13 @@ def iter_frame(content: bytes, offset: int, expect_header: bool,
                 records.append(header)
                 chunk = chunk[1:]
                 expect_header = False
-            tally[0] += _decode_chunk(chunk, offset, keep, records)
+            chunk_keep = keep
+            if matches is not None and not matches.within(chunk_start, chunk_end):
+                chunk_keep = no_events
+            tally[0] += _decode_chunk(chunk, offset, chunk_keep, records)
             yield records
             chunk = following
+            chunk_start, chunk_end = chunk_end, following_end
     except FormatError:
         raise
     except _TooManyObjects:
@@ -232,6 +244,30 @@ def iter_frame(content: bytes, offset: int, expect_header: bool,
         raise FormatError(f"bad msgpack record in frame ({exc})", offset) from None
     if expect_header:
         raise FormatError("the first record is not a header", offset)
+
+
+class _MatchCursor:
+    """Whether a stretch of a frame's bytes holds the start of a match, asked in frame order.
+
+    Each question searches from the stretch's start unless the last answer
+    already lies at or past it, so a frame is searched about once in all.
+    """
+
+    def __init__(self, content: bytes, find: Callable[[bytes, int], int]):
+        self._content = content
+        self._find = find
+        self._next = -1  # the first match start at or after the last search's start
+        self._exhausted = False
+
+    def within(self, start: int, end: int) -> bool:
+        if self._next < start:
+            if self._exhausted:
+                return False
+            self._next = self._find(self._content, start)
+            if self._next < 0:
+                self._exhausted = True
+                return False
+        return self._next < end
 
 
 _INT = {int}

@@ -240,7 +240,7 @@ def new_decompressor() -> ZstdDecompressor:
     return zstandard.ZstdDecompressor()
 
 
-def decompress_frame(decompressor: ZstdDecompressor, raw: memoryview,
+def decompress_frame(decompressor: ZstdDecompressor, raw: memoryview | bytes,
                      content_size: int, start: int) -> bytes:
     """A frame read by read_raw_frame, decompressed (zstd releases the GIL meanwhile)."""
     try:

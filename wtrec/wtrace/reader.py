@@ -4,21 +4,24 @@ The input is hostile: frame sizes are checked before decompression
 (wtrec.wtrace.framing) and every record field is checked (wtrec.wtrace.codec);
 only FormatError and NewerFormatError leave. A capture cut short yields its
 complete prefix and then says so (`truncated`, `warning`), it is not an error.
-The next frame is read and decompressed in a second thread while the
-current one is decoded, so a long capture reads at about zstd's speed.
+The next frames are read in a second thread and decompressed by two more
+while the current one is decoded, so a long capture reads about as fast
+as the machine's cores decompress it.
 """
 
 from __future__ import annotations
 
+import os
 import queue
 import struct
 import threading
 from collections.abc import Callable, Generator, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import BinaryIO
 
 from wtrec.errors import FormatError
 from wtrec.records import End, Header, Record
-from wtrec.wtrace.codec import iter_frame, no_events
+from wtrec.wtrace.codec import iter_frame
 from wtrec.wtrace.framing import (
     MAX_SKIPPABLE,
     ZSTD_MAGIC,
@@ -33,26 +36,36 @@ from wtrec.wtrace.framing import (
     read_raw_frame,
 )
 
+# Frames decompressed at once, each in its own thread, beside the decoding one
+# (about what `zstdcat | grep` gets from two processes); one is no parallelism.
+DECOMPRESSORS = min(2, os.cpu_count() or 1)
+# Only frames this small go ahead in parallel (the writer's are at most about
+# 1 MiB), so a crafted file of big frames holds no more than two at a time.
+PARALLEL_FRAME_MAX = 4 << 20
+
+# (content, or its decompression under way; offset; compressed size) of a frame
+FrameRead = tuple["bytes | Future[bytes]", int, int]
+
 
 class CaptureReader:
     """A single-pass iterator of typed records from a capture.
 
     With `keep`, only the events whose payload it accepts are handed on;
-    with `frame_may_keep` too, a frame whose decompressed bytes it rejects
-    hands on no event (so it may reject a frame only when `keep` would
-    reject every payload in it). Skipped events are still checked and
-    counted, and every other record is handed on.
+    with `find_in_frame` too (find(frame, start): where the first place a
+    payload after `start` may match begins, or -1; see codec.iter_frame),
+    `keep` is asked only of the events near such places. Skipped events
+    are still checked and counted, and every other record is handed on.
 
     After iteration `truncated` says whether the capture ended early (cut
     inside a frame, or no end record); `warning` then holds the message.
     """
 
     def __init__(self, stream: BinaryIO, *, keep: Callable[[bytes], object] | None = None,
-                 frame_may_keep: Callable[[bytes], object] | None = None):
+                 find_in_frame: Callable[[bytes, int], int] | None = None):
         self._source = ByteSource(stream)
         self._seekable = is_seekable(stream)
         self._keep = keep
-        self._frame_may_keep = frame_may_keep
+        self._find_in_frame = find_in_frame
         self.header: Header | None = None
         self.end: End | None = None
         self.events = 0
@@ -63,10 +76,10 @@ class CaptureReader:
         self.version: tuple[int, int] | None = None
 
     def search_payloads(self, keep: Callable[[bytes], object],
-                        frame_may_keep: Callable[[bytes], object] | None) -> None:
-        """`keep` and `frame_may_keep` as given to the constructor, from the next frame on."""
+                        find_in_frame: Callable[[bytes, int], int] | None) -> None:
+        """`keep` and `find_in_frame` as given to the constructor, from the next frame on."""
         self._keep = keep
-        self._frame_may_keep = frame_may_keep
+        self._find_in_frame = find_in_frame
 
     @property
     def warning(self) -> str | None:
@@ -79,11 +92,9 @@ class CaptureReader:
         try:
             self.version = read_preamble(self._source)
             for content, offset in frames:
-                keep = self._keep
-                if self._frame_may_keep is not None and not self._frame_may_keep(content):
-                    keep = no_events
                 tally = [0]
-                for chunk in iter_frame(content, offset, self.header is None, keep, tally):
+                for chunk in iter_frame(content, offset, self.header is None, self._keep, tally,
+                                        find=self._find_in_frame):
                     self.events += tally[0]
                     tally[0] = 0
                     for record in chunk:
@@ -108,33 +119,50 @@ class CaptureReader:
     def _iter_frames(self) -> Generator[tuple[bytes, int], None, None]:
         """Yields (decompressed content, offset) per zstd frame; skips skippables.
 
-        The next frame is read and decompressed in another thread while the
-        caller decodes this one (zstd releases the GIL), so a long capture
-        is read at about the speed of decompression; at most two frames are
-        held at a time. A problem with the next frame is raised only when
-        it is asked for.
+        Frames are read in another thread and decompressed by up to
+        DECOMPRESSORS more while the caller decodes the current one (zstd
+        releases the GIL), so a long capture is read about as fast as the
+        cores can decompress it, as `zstdcat | grep` runs on two. Only
+        frames of at most PARALLEL_FRAME_MAX bytes go ahead in parallel:
+        after a bigger one, one frame at most is read ahead, so at most two
+        big frames are held at a time. A problem with a frame is raised
+        only when it is asked for.
         """
         buffer = bytearray()
         decompressor = new_decompressor()
-        ahead = _ReadAhead(lambda: self._next_frame(buffer, decompressor), self._seekable)
+        workers = _Decompressors(DECOMPRESSORS) if DECOMPRESSORS > 1 else None
+        ahead = _ReadAhead(lambda: self._next_frame(buffer, decompressor, workers),
+                           self._seekable)
+        asked, wanted = 0, DECOMPRESSORS
         try:
-            ahead.request()
             while True:
+                while asked < wanted:
+                    ahead.request()
+                    asked += 1
                 frame = ahead.take()
+                asked -= 1
                 if frame is None:
                     return
-                ahead.request()
                 content, start, size = frame
+                if isinstance(content, Future):
+                    content, wanted = content.result(), DECOMPRESSORS
+                else:
+                    wanted = 1
                 self.frames += 1
                 self.compressed_bytes += size
                 self.content_bytes += len(content)
                 yield content, start
         finally:
             ahead.close()
+            if workers is not None:
+                workers.close()
 
-    def _next_frame(self, buffer: bytearray,
-                    decompressor: ZstdDecompressor) -> tuple[bytes, int, int] | None:
-        """(content, offset, compressed size) of the next zstd frame, or None at the end."""
+    def _next_frame(self, buffer: bytearray, decompressor: ZstdDecompressor,
+                    workers: _Decompressors | None) -> FrameRead | None:
+        """(content, offset, compressed size) of the next zstd frame, or None at the end.
+
+        The content of a small frame is a Future when `workers` decompress it.
+        """
         src = self._source
         while True:
             start = src.offset
@@ -152,8 +180,30 @@ class CaptureReader:
                 raise FormatError(f"unknown frame magic 0x{magic:08x}", start)
             raw, content_size = read_raw_frame(src, raw_magic, start, buffer)
             with raw:
+                if workers is not None and content_size <= PARALLEL_FRAME_MAX:
+                    return workers.submit(bytes(raw), content_size, start), start, src.offset - start
                 content = decompress_frame(decompressor, raw, content_size, start)
             return content, start, src.offset - start
+
+
+class _Decompressors:
+    """Worker threads that decompress frames, each with its own zstd context."""
+
+    def __init__(self, count: int):
+        self._pool = ThreadPoolExecutor(max_workers=count, thread_name_prefix="wtrace-zstd")
+        self._local = threading.local()
+
+    def submit(self, raw: bytes, content_size: int, start: int) -> Future[bytes]:
+        return self._pool.submit(self._decompress, raw, content_size, start)
+
+    def _decompress(self, raw: bytes, content_size: int, start: int) -> bytes:
+        decompressor = getattr(self._local, "decompressor", None)
+        if decompressor is None:
+            decompressor = self._local.decompressor = new_decompressor()
+        return decompress_frame(decompressor, raw, content_size, start)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
 
 
 def is_seekable(stream: object) -> bool:
@@ -172,7 +222,7 @@ class _ReadAhead:
     stream `close` waits for a read in progress, so the caller may rewind.
     """
 
-    def __init__(self, produce: Callable[[], tuple[bytes, int, int] | None], wait: bool):
+    def __init__(self, produce: Callable[[], FrameRead | None], wait: bool):
         self._wait = wait
         self._requests: queue.SimpleQueue[bool] = queue.SimpleQueue()
         self._results: queue.SimpleQueue[tuple[object, BaseException | None]] = (
@@ -181,7 +231,7 @@ class _ReadAhead:
                                         name="wtrace-read-ahead")
         self._thread.start()
 
-    def _run(self, produce: Callable[[], tuple[bytes, int, int] | None]) -> None:
+    def _run(self, produce: Callable[[], FrameRead | None]) -> None:
         while self._requests.get():
             try:
                 self._results.put((produce(), None))
@@ -192,7 +242,7 @@ class _ReadAhead:
     def request(self) -> None:
         self._requests.put(True)
 
-    def take(self) -> tuple[bytes, int, int] | None:
+    def take(self) -> FrameRead | None:
         value, error = self._results.get()
         if error is not None:
             raise error
