@@ -3,14 +3,23 @@
 import io
 import json
 import os
+import re
 
 import pytest
 from conftest import GOLDEN, build_capture, make_header, sample_records
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from wtrec.cli.app import app
 from wtrec.format import CaptureWriter
-from wtrec.tools.render import escape_bytes, hex_lines, quoted_lines
+from wtrec.tools.render import (
+    escape_bytes,
+    hex_lines,
+    iter_quoted_lines,
+    quoted_block,
+    quoted_lines,
+)
 
 runner = CliRunner()
 
@@ -129,3 +138,44 @@ def test_show_of_a_capture_cut_inside_its_header_is_an_error_like_every_command(
         assert result.exit_code == 10, (command, result.output)
         assert result.stderr == ("wtrec: not a valid capture: "
                                  "the capture ends before its header record\n")
+
+
+# The renderer as it was before its fast paths: what they must still give.
+_OLD_LINES = re.compile(rb"[^\n]*\n|[^\n]+")
+_OLD_TOKEN = re.compile(r"\\x[0-9a-f]{2}|\\.|[^\\]")
+_NAMED = {0x5C: "\\\\", 0x22: '\\"', 0x0A: "\\n", 0x0D: "\\r", 0x09: "\\t", 0x00: "\\0"}
+_BYTE_TEXT = [_NAMED.get(b, chr(b) if 0x20 <= b < 0x7F else f"\\x{b:02x}") for b in range(256)]
+
+
+def _old_wrap(text: str, width: int) -> list[str]:
+    if len(text) <= width:
+        return [text]
+    pieces, current, length = [], [], 0
+    for token in _OLD_TOKEN.findall(text):
+        if length + len(token) > width and current:
+            pieces.append("".join(current))
+            current, length = [], 0
+        current.append(token)
+        length += len(token)
+    pieces.append("".join(current))
+    return pieces
+
+
+def _old_quoted_lines(data: bytes, width: int) -> list[str]:
+    lines = []
+    for line in _OLD_LINES.findall(data):
+        text = "".join(_BYTE_TEXT[b] for b in line)
+        lines.extend('"' + piece + '"' for piece in _old_wrap(text, width))
+    return lines or ['""']
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(st.sampled_from([b"a", b"word ", b"\n", b"\r\n", b"\\", b'"', b"\x00", b"\x1b",
+                                 b"\xc3\xa9", b"x" * 70]), max_size=60).map(b"".join),
+       st.integers(4, 80))
+def test_quoted_lines_cut_where_the_token_by_token_renderer_cut(data, width):
+    assert quoted_lines(data, width) == _old_quoted_lines(data, width)
+    assert list(iter_quoted_lines(data, width)) == _old_quoted_lines(data, width)
+    assert quoted_block(data, "  ", width) == "\n".join(
+        "  " + line for line in _old_quoted_lines(data, width))
+    assert escape_bytes(data) == "".join(_BYTE_TEXT[b] for b in data)

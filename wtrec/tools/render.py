@@ -6,6 +6,7 @@ Unicode tricks) ever reaches a terminal raw.
 """
 
 import base64
+import bisect
 import errno
 import functools
 import json
@@ -27,6 +28,7 @@ WRAP = 76
 
 
 _NEEDS_ESCAPE = re.compile(rb'[^\x20\x21\x23-\x5b\x5d-\x7e]')
+_PLAIN = bytes(b for b in range(256) if not _NEEDS_ESCAPE.match(bytes([b])))  # kept as is
 
 
 def _escape_match(match: re.Match) -> bytes:
@@ -35,6 +37,8 @@ def _escape_match(match: re.Match) -> bytes:
 
 def escape_bytes(data: bytes) -> str:
     """Printable ASCII as is, everything else as \\n, \\t, \\xNN escapes."""
+    if not data.translate(None, _PLAIN):  # nothing to escape: one C pass, no regex
+        return data.decode("ascii")
     # Runs of plain text are copied by the regex engine; only escapes cost a call.
     return _NEEDS_ESCAPE.sub(_escape_match, data).decode("ascii")
 
@@ -68,25 +72,31 @@ def terminal_text(data: bytes) -> str:
 
 
 _LINES = re.compile(rb"[^\n]*\n|[^\n]+")  # each line keeps its newline; only \n breaks
-_ESCAPE_TOKEN = re.compile(r"\\x[0-9a-f]{2}|\\.|[^\\]")
+_ESCAPE = re.compile(r"\\x[0-9a-f]{2}|\\.")  # in escaped text: what one byte became
 
 
 def _wrap(text: str, width: int) -> list[str]:
-    """Cuts escaped text into pieces of at most `width` without splitting an escape."""
+    """Cuts escaped text into pieces of at most `width` without splitting an escape.
+
+    Each piece is as long as it can be: a cut that would fall inside an
+    escape moves back to the escape's start.
+    """
     if len(text) <= width:
         return [text]
     if "\\" not in text:
         return [text[i:i + width] for i in range(0, len(text), width)]
+    spans = [m.span() for m in _ESCAPE.finditer(text)]
+    starts = [start for start, _end in spans]
     pieces: list[str] = []
-    current: list[str] = []
-    length = 0
-    for token in _ESCAPE_TOKEN.findall(text):
-        if length + len(token) > width and current:
-            pieces.append("".join(current))
-            current, length = [], 0
-        current.append(token)
-        length += len(token)
-    pieces.append("".join(current))
+    begin = 0
+    while len(text) - begin > width:
+        cut = begin + width
+        index = bisect.bisect_left(starts, cut) - 1  # the last escape that starts before the cut
+        if index >= 0 and spans[index][1] > cut:
+            cut = spans[index][0]
+        pieces.append(text[begin:cut])
+        begin = cut
+    pieces.append(text[begin:])
     return pieces
 
 
@@ -118,14 +128,34 @@ def quoted_lines(data: bytes, width: int = WRAP) -> list[str]:
     """iter_quoted_lines as a list (built in one go for a payload of up to 64 KiB)."""
     if len(data) > SMALL_PAYLOAD:
         return list(iter_quoted_lines(data, width))
-    lines: list[str] = []
-    for line in _LINES.findall(data):
-        text = escape_bytes(line)
-        if len(text) <= width:
-            lines.append('"' + text + '"')
+    return ['"' + piece + '"' for piece in _pieces(data, width)]
+
+
+def quoted_block(data: bytes, indent: str, width: int = WRAP) -> str:
+    """"\n".join(indent + line for line in quoted_lines(data)), for a payload of up to
+    SMALL_PAYLOAD bytes, made by one join: show's body of every event."""
+    return indent + '"' + ('"\n' + indent + '"').join(_pieces(data, width)) + '"'
+
+
+def _pieces(data: bytes, width: int) -> list[str]:
+    """The escaped payload cut as quoted_lines cuts it, without the quotes."""
+    pieces: list[str] = []
+    parts = data.split(b"\n")  # each line keeps its newline (escaped), as _LINES cuts them
+    last = len(parts) - 1
+    for number, part in enumerate(parts):
+        if number < last:
+            text = escape_bytes(part) + "\\n"
+        elif part:
+            text = escape_bytes(part)
         else:
-            lines.extend(['"' + piece + '"' for piece in _wrap(text, width)])
-    return lines or ['""']
+            break
+        if len(text) <= width:
+            pieces.append(text)
+        elif "\\" not in text:
+            pieces += [text[i:i + width] for i in range(0, len(text), width)]
+        else:
+            pieces += _wrap(text, width)
+    return pieces or [""]
 
 
 def iter_hex_lines(data: bytes) -> Iterator[str]:
@@ -236,9 +266,10 @@ class TextRenderer:
         yield self._paint(BOLD, title)
         yield detail
         if len(event.data) <= SMALL_PAYLOAD:  # the body as one string: one step, not one a line
-            lines = hex_lines(event.data) if self.hex_view else quoted_lines(event.data)
-            if lines:
-                yield "  " + "\n  ".join(lines)
+            if not self.hex_view:
+                yield quoted_block(event.data, "  ")
+            elif event.data:
+                yield "  " + "\n  ".join(hex_lines(event.data))
         else:
             body = iter_hex_lines(event.data) if self.hex_view else iter_quoted_lines(event.data)
             for line in body:
