@@ -16,7 +16,6 @@ import queue
 import struct
 import threading
 from collections.abc import Callable, Generator, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
 from typing import BinaryIO
 
 from wtrec.errors import FormatError
@@ -44,7 +43,7 @@ DECOMPRESSORS = min(2, os.cpu_count() or 1)
 PARALLEL_FRAME_MAX = 4 << 20
 
 # (content, or its decompression under way; offset; compressed size) of a frame
-FrameRead = tuple["bytes | Future[bytes]", int, int]
+FrameRead = tuple["bytes | _Pending", int, int]
 
 
 class CaptureReader:
@@ -144,8 +143,8 @@ class CaptureReader:
                 if frame is None:
                     return
                 content, start, size = frame
-                if isinstance(content, Future):
-                    content, wanted = content.result(), DECOMPRESSORS
+                if isinstance(content, _Pending):
+                    content, wanted = content.take(), DECOMPRESSORS
                 else:
                     wanted = 1
                 self.frames += 1
@@ -161,7 +160,7 @@ class CaptureReader:
                     workers: _Decompressors | None) -> FrameRead | None:
         """(content, offset, compressed size) of the next zstd frame, or None at the end.
 
-        The content of a small frame is a Future when `workers` decompress it.
+        The content of a small frame is _Pending when `workers` decompress it.
         """
         src = self._source
         while True:
@@ -181,29 +180,70 @@ class CaptureReader:
             raw, content_size = read_raw_frame(src, raw_magic, start, buffer)
             with raw:
                 if workers is not None and content_size <= PARALLEL_FRAME_MAX:
-                    return workers.submit(bytes(raw), content_size, start), start, src.offset - start
+                    pending = workers.submit(bytes(raw), content_size, start)
+                    return pending, start, src.offset - start
                 content = decompress_frame(decompressor, raw, content_size, start)
             return content, start, src.offset - start
 
 
 class _Decompressors:
-    """Worker threads that decompress frames, each with its own zstd context."""
+    """Daemon threads that decompress frames, each with its own zstd context.
+
+    Frames go to the threads in turn and each thread answers in order, so
+    the n-th frame submitted is the n-th answer of thread n % count. Plain
+    threads and SimpleQueues rather than a ThreadPoolExecutor: a Ctrl-C
+    that lands inside a Future's lock can leave it held, and the pool's
+    threads, joined at exit, then never end (seen under load).
+    """
 
     def __init__(self, count: int):
-        self._pool = ThreadPoolExecutor(max_workers=count, thread_name_prefix="wtrace-zstd")
-        self._local = threading.local()
+        self._inputs: list[queue.SimpleQueue[tuple[bytes, int, int] | None]] = []
+        self._outputs: list[queue.SimpleQueue[tuple[bytes | None, BaseException | None]]] = []
+        for number in range(count):
+            inputs: queue.SimpleQueue[tuple[bytes, int, int] | None] = queue.SimpleQueue()
+            outputs: queue.SimpleQueue[tuple[bytes | None, BaseException | None]] = (
+                queue.SimpleQueue())
+            threading.Thread(target=_decompress_frames, args=(inputs, outputs), daemon=True,
+                             name=f"wtrace-zstd-{number}").start()
+            self._inputs.append(inputs)
+            self._outputs.append(outputs)
+        self._submitted = 0
 
-    def submit(self, raw: bytes, content_size: int, start: int) -> Future[bytes]:
-        return self._pool.submit(self._decompress, raw, content_size, start)
-
-    def _decompress(self, raw: bytes, content_size: int, start: int) -> bytes:
-        decompressor = getattr(self._local, "decompressor", None)
-        if decompressor is None:
-            decompressor = self._local.decompressor = new_decompressor()
-        return decompress_frame(decompressor, raw, content_size, start)
+    def submit(self, raw: bytes, content_size: int, start: int) -> _Pending:
+        turn = self._submitted % len(self._inputs)
+        self._submitted += 1
+        self._inputs[turn].put((raw, content_size, start))
+        return _Pending(self._outputs[turn])
 
     def close(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        for inputs in self._inputs:
+            inputs.put(None)
+
+
+class _Pending:
+    """A frame being decompressed: `take` waits for its content (or raises its problem)."""
+
+    def __init__(self, answers: queue.SimpleQueue[tuple[bytes | None, BaseException | None]]):
+        self._answers = answers
+
+    def take(self) -> bytes:
+        content, error = self._answers.get()
+        if error is not None:
+            raise error
+        assert content is not None
+        return content
+
+
+def _decompress_frames(inputs: queue.SimpleQueue[tuple[bytes, int, int] | None],
+                       outputs: queue.SimpleQueue[tuple[bytes | None, BaseException | None]]
+                       ) -> None:
+    decompressor = new_decompressor()
+    while (frame := inputs.get()) is not None:
+        raw, content_size, start = frame
+        try:
+            outputs.put((decompress_frame(decompressor, raw, content_size, start), None))
+        except BaseException as exc:  # handed to the reading thread, raised there
+            outputs.put((None, exc))
 
 
 def is_seekable(stream: object) -> bool:
