@@ -391,6 +391,7 @@ class LoadRun:
     """One run of a load (redis-benchmark, or the paced writers) under one mode."""
 
     rate: float  # requests/s, or writes/s, the load reached
+    calls: int  # requests, or writes, the load made
     seconds: float  # its wall time
     load_cpu: tuple[float, ...]  # CPU seconds of the load's processes (server, client; writers)
     consumer_cpu: float | None  # the consumer's CPU seconds while the load ran
@@ -411,24 +412,27 @@ def median_run(runs: list[LoadRun]) -> LoadRun:
         values = [value for value in values if value is not None]
         return statistics.median(values) if values else None
 
-    return LoadRun(middle(run.rate for run in runs), middle(run.seconds for run in runs),
+    return LoadRun(middle(run.rate for run in runs), runs[-1].calls,
+                   middle(run.seconds for run in runs),
                    tuple(middle(cpu) for cpu in zip(*(run.load_cpu for run in runs), strict=True)),
                    middle(run.consumer_cpu for run in runs),
                    middle(run.consumer_to_exit for run in runs), runs[-1].events, runs[-1].lost,
                    statistics.median(run.machine_cpu for run in runs))
 
 
-def under(start: Callable[[], Consumer], load: Callable[[], tuple[float, tuple[float, ...]]],
-          watched: tuple[int, ...] = ()) -> LoadRun:
-    """Runs `load` (-> rate, CPU seconds of the processes it ran) under a consumer `start`
-    makes; `watched`: pids of processes that live on (a server) whose CPU counts too."""
+Load = Callable[[], tuple[float, int, tuple[float, ...]]]
+
+
+def under(start: Callable[[], Consumer], load: Load, watched: tuple[int, ...] = ()) -> LoadRun:
+    """Runs `load` (-> rate, calls, CPU seconds of the processes it ran) under a consumer
+    `start` makes; `watched`: pids of processes that live on (a server) whose CPU counts too."""
     consumer = start()
     pid = consumer.pid
     watched_before = [cpu_seconds(each) for each in watched]
     consumer_before = cpu_seconds(pid) if pid else None
     machine_before = machine_busy_seconds()
     started = time.monotonic()
-    rate, load_cpu = load()
+    rate, calls, load_cpu = load()
     seconds = time.monotonic() - started
     machine_cpu = machine_busy_seconds() - machine_before
     watched_cpu = tuple(cpu_seconds(each) - before
@@ -438,13 +442,16 @@ def under(start: Callable[[], Consumer], load: Callable[[], tuple[float, tuple[f
     finished = consumer.finish()
     to_exit = (finished.cpu - consumer_before
                if finished.cpu is not None and consumer_before is not None else None)
-    return LoadRun(rate, seconds, watched_cpu + load_cpu, consumer_cpu, to_exit,
+    return LoadRun(rate, calls, seconds, watched_cpu + load_cpu, consumer_cpu, to_exit,
                    finished.events, finished.lost, machine_cpu)
 
 
-def redis_benchmark(port: int) -> tuple[float, tuple[float, ...]]:
-    """(requests/s, (the client's CPU seconds,)) of one redis-benchmark run."""
-    proc = subprocess.Popen(["redis-benchmark", "-p", str(port), "-n", "100000", "-c", "20",
+REDIS_REQUESTS = 100_000
+
+
+def redis_benchmark(port: int) -> tuple[float, int, tuple[float, ...]]:
+    """(requests/s, requests, (the client's CPU seconds,)) of one redis-benchmark run."""
+    proc = subprocess.Popen(["redis-benchmark", "-p", str(port), "-n", str(REDIS_REQUESTS), "-c", "20",
                              "-t", "get", "-q"], stdout=subprocess.PIPE, text=True)
     out = proc.stdout.read()
     _pid, status, usage = os.wait4(proc.pid, 0)
@@ -454,7 +461,7 @@ def redis_benchmark(port: int) -> tuple[float, tuple[float, ...]]:
         raise SystemExit(f"redis-benchmark exited {proc.returncode}")
     # "GET: 98619.32 requests per second, p50=0.103 msec" (after \r progress lines)
     line = [part for part in out.replace("\r", "\n").splitlines() if "requests per second" in part]
-    return float(line[-1].split()[1]), (usage.ru_utime + usage.ru_stime,)
+    return float(line[-1].split()[1]), REDIS_REQUESTS, (usage.ru_utime + usage.ru_stime,)
 
 
 def other_redis_servers(ours: int) -> int:
@@ -504,8 +511,9 @@ def redis(workdir: str, repeat: int, floor) -> dict[str, LoadRun]:
 
 
 def paced_writers(binary: Path, writes: int, per_process: float,
-                  processes: int) -> tuple[float, tuple[float, ...]]:
-    """(writes/s the slowest writer held times `processes`, (the writers' CPU seconds,))."""
+                  processes: int) -> tuple[float, int, tuple[float, ...]]:
+    """(writes/s the slowest writer held times `processes`, writes, (the writers' CPU
+    seconds,))."""
     loops = [subprocess.Popen([str(binary), str(writes), "64", "write", str(per_process)],
                               stdout=subprocess.PIPE, text=True) for _ in range(processes)]
     slowest, cpu = 0.0, 0.0
@@ -515,7 +523,7 @@ def paced_writers(binary: Path, writes: int, per_process: float,
         loop.returncode = os.waitstatus_to_exitcode(status)
         loop.stdout.close()
         cpu += usage.ru_utime + usage.ru_stime
-    return processes * 1e9 / slowest, (cpu,)
+    return processes * 1e9 / slowest, writes * processes, (cpu,)
 
 
 def paced(binary: Path, workdir: str, rates: list[int], floor, seconds: float = 4,
@@ -681,6 +689,13 @@ def cell(value: float | None, form: str) -> str:
     return "-" if value is None else format(value, form)
 
 
+def per_event_us(run: LoadRun) -> float | None:
+    """The consumer's CPU per event it got, from the load's start to its exit."""
+    if run.consumer_to_exit is None or not run.events:
+        return None
+    return run.consumer_to_exit / run.events * 1e6
+
+
 def print_redis(runs: dict[str, LoadRun], repeat: int) -> None:
     """The redis table: rate and ratio, then where the CPU went (per second of benchmark:
     2.0 is both cores)."""
@@ -690,16 +705,16 @@ def print_redis(runs: dict[str, LoadRun], repeat: int) -> None:
           "CPU in seconds per second of benchmark (machine: all that was busy, 2.0 is both "
           "cores; others: what was neither load nor consumer):\n")
     print("| mode | req/s | x untraced | server CPU us/req | server | benchmark | consumer "
-          "| others | machine | consumer CPU s, start to exit | events | lost |\n"
+          "| others | machine | consumer CPU us/event, start to exit | events | lost |\n"
           "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for mode, run in runs.items():
         server, client = run.load_cpu
         consumer = run.consumer_cpu / run.seconds if run.consumer_cpu is not None else None
         print(f"| {mode} | {run.rate:.0f} | {run.rate / base:.2f} "
-              f"| {server / 100_000 * 1e6:.1f} | {server / run.seconds:.2f} "
+              f"| {server / run.calls * 1e6:.1f} | {server / run.seconds:.2f} "
               f"| {client / run.seconds:.2f} | {cell(consumer, '.2f')} "
               f"| {run.others() / run.seconds:.2f} | {run.machine_cpu / run.seconds:.2f} "
-              f"| {cell(run.consumer_to_exit, '.2f')} | {cell(run.events, 'd')} "
+              f"| {cell(per_event_us(run), '.2f')} | {cell(run.events, 'd')} "
               f"| {cell(run.lost, 'd')} |")
 
 
@@ -710,16 +725,17 @@ def print_paced(rows: list[tuple[int, str, LoadRun]]) -> None:
           "load (machine: all that was busy, 2.0 is both cores; others: what was neither "
           "writers nor consumer):\n")
     print("| target writes/s | mode | achieved writes/s | writers CPU | consumer CPU | others "
-          "| machine | consumer CPU s, start to exit | events | lost |\n"
-          "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+          "| machine | writers CPU us/write | consumer CPU us/event, start to exit | events "
+          "| lost |\n|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     best = 0.0
     for rate, mode, run in rows:
         (writers,) = run.load_cpu
         consumer = run.consumer_cpu / run.seconds if run.consumer_cpu is not None else None
         print(f"| {rate} | {mode} | {run.rate:.0f} | {writers / run.seconds:.2f} "
               f"| {cell(consumer, '.2f')} | {run.others() / run.seconds:.2f} "
-              f"| {run.machine_cpu / run.seconds:.2f} | {cell(run.consumer_to_exit, '.2f')} "
-              f"| {cell(run.events, 'd')} | {cell(run.lost, 'd')} |")
+              f"| {run.machine_cpu / run.seconds:.2f} | {writers / run.calls * 1e6:.2f} "
+              f"| {cell(per_event_us(run), '.2f')} | {cell(run.events, 'd')} "
+              f"| {cell(run.lost, 'd')} |")
         if mode == MODE_WTREC and run.lost == 0:
             best = max(best, run.rate)
     print(f"\nhighest sustained rate `wtrec record` captured with 0 lost: {best:.0f} writes/s")
