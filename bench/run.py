@@ -321,9 +321,10 @@ def machine_busy_seconds() -> float:
     return (sum(fields[:8]) - idle) / CLOCK_TICKS  # not guest time: counted in user already
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds a live process has used so far, all its threads."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+def cpu_seconds(pid: int, thread: int | None = None) -> float:
+    """User + system CPU seconds a live process has used so far, all its threads (or one)."""
+    path = f"/proc/{pid}/stat" if thread is None else f"/proc/{pid}/task/{thread}/stat"
+    fields = Path(path).read_text().rpartition(")")[2].split()
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
@@ -395,6 +396,7 @@ class LoadRun:
     seconds: float  # its wall time
     load_cpu: tuple[float, ...]  # CPU seconds of the load's processes (server, client; writers)
     consumer_cpu: float | None  # the consumer's CPU seconds while the load ran
+    consumer_main: float | None  # ... of its main thread alone (Python: the GIL's holder)
     consumer_to_exit: float | None  # ... from the load's start to the consumer's exit
     events: int | None
     lost: int | None
@@ -416,6 +418,7 @@ def median_run(runs: list[LoadRun]) -> LoadRun:
                    middle(run.seconds for run in runs),
                    tuple(middle(cpu) for cpu in zip(*(run.load_cpu for run in runs), strict=True)),
                    middle(run.consumer_cpu for run in runs),
+                   middle(run.consumer_main for run in runs),
                    middle(run.consumer_to_exit for run in runs), runs[-1].events, runs[-1].lost,
                    statistics.median(run.machine_cpu for run in runs))
 
@@ -430,6 +433,7 @@ def under(start: Callable[[], Consumer], load: Load, watched: tuple[int, ...] = 
     pid = consumer.pid
     watched_before = [cpu_seconds(each) for each in watched]
     consumer_before = cpu_seconds(pid) if pid else None
+    main_before = cpu_seconds(pid, pid) if pid else None
     machine_before = machine_busy_seconds()
     started = time.monotonic()
     rate, calls, load_cpu = load()
@@ -439,10 +443,13 @@ def under(start: Callable[[], Consumer], load: Load, watched: tuple[int, ...] = 
                         for each, before in zip(watched, watched_before, strict=True))
     consumer_cpu = (cpu_seconds(pid) - consumer_before
                     if pid is not None and consumer_before is not None else None)
+    consumer_main = (cpu_seconds(pid, pid) - main_before
+                     if pid is not None and main_before is not None else None)
     finished = consumer.finish()
     to_exit = (finished.cpu - consumer_before
                if finished.cpu is not None and consumer_before is not None else None)
-    return LoadRun(rate, calls, seconds, watched_cpu + load_cpu, consumer_cpu, to_exit,
+    return LoadRun(rate, calls, seconds, watched_cpu + load_cpu, consumer_cpu, consumer_main,
+                   to_exit,
                    finished.events, finished.lost, machine_cpu)
 
 
@@ -689,6 +696,16 @@ def cell(value: float | None, form: str) -> str:
     return "-" if value is None else format(value, form)
 
 
+def consumer_cell(run: LoadRun) -> str:
+    """The consumer's CPU per second of load, and its main thread's in parentheses."""
+    if run.consumer_cpu is None:
+        return "-"
+    text = f"{run.consumer_cpu / run.seconds:.2f}"
+    if run.consumer_main is not None:
+        text += f" ({run.consumer_main / run.seconds:.2f})"
+    return text
+
+
 def per_event_us(run: LoadRun) -> float | None:
     """The consumer's CPU per event it got, from the load's start to its exit."""
     if run.consumer_to_exit is None or not run.events:
@@ -704,15 +721,14 @@ def print_redis(runs: dict[str, LoadRun], repeat: int) -> None:
           f"`record --read -c redis-server`, median of {repeat} runs (modes alternating); "
           "CPU in seconds per second of benchmark (machine: all that was busy, 2.0 is both "
           "cores; others: what was neither load nor consumer):\n")
-    print("| mode | req/s | x untraced | server CPU us/req | server | benchmark | consumer "
+    print("| mode | req/s | x untraced | server CPU us/req | server | benchmark | consumer (main) "
           "| others | machine | consumer CPU us/event, start to exit | events | lost |\n"
           "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for mode, run in runs.items():
         server, client = run.load_cpu
-        consumer = run.consumer_cpu / run.seconds if run.consumer_cpu is not None else None
         print(f"| {mode} | {run.rate:.0f} | {run.rate / base:.2f} "
               f"| {server / run.calls * 1e6:.1f} | {server / run.seconds:.2f} "
-              f"| {client / run.seconds:.2f} | {cell(consumer, '.2f')} "
+              f"| {client / run.seconds:.2f} | {consumer_cell(run)} "
               f"| {run.others() / run.seconds:.2f} | {run.machine_cpu / run.seconds:.2f} "
               f"| {cell(per_event_us(run), '.2f')} | {cell(run.events, 'd')} "
               f"| {cell(run.lost, 'd')} |")
@@ -724,15 +740,14 @@ def print_paced(rows: list[tuple[int, str, LoadRun]]) -> None:
     print("\npaced load, 4 processes, 64-byte writes, 4 s; CPU in seconds per second of "
           "load (machine: all that was busy, 2.0 is both cores; others: what was neither "
           "writers nor consumer):\n")
-    print("| target writes/s | mode | achieved writes/s | writers CPU | consumer CPU | others "
+    print("| target writes/s | mode | achieved writes/s | writers CPU | consumer CPU (main) | others "
           "| machine | writers CPU us/write | consumer CPU us/event, start to exit | events "
           "| lost |\n|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     best = 0.0
     for rate, mode, run in rows:
         (writers,) = run.load_cpu
-        consumer = run.consumer_cpu / run.seconds if run.consumer_cpu is not None else None
         print(f"| {rate} | {mode} | {run.rate:.0f} | {writers / run.seconds:.2f} "
-              f"| {cell(consumer, '.2f')} | {run.others() / run.seconds:.2f} "
+              f"| {consumer_cell(run)} | {run.others() / run.seconds:.2f} "
               f"| {run.machine_cpu / run.seconds:.2f} | {writers / run.calls * 1e6:.2f} "
               f"| {cell(per_event_us(run), '.2f')} | {cell(run.events, 'd')} "
               f"| {cell(run.lost, 'd')} |")
