@@ -486,10 +486,12 @@ def other_redis_servers(ours: int) -> int:
     return count
 
 
-def redis(workdir: str, repeat: int, floor) -> dict[str, LoadRun]:
+def redis(workdir: str, repeat: int, floor, busy_shares: tuple[float, ...] = ()
+          ) -> dict[str, LoadRun]:
     """Mode -> median LoadRun of redis-benchmark against a loopback redis-server; the modes
     alternate within each repeat so that noise falls on all alike. load_cpu is
-    (server, client)."""
+    (server, client). `busy_shares`: more untraced rows beside a Busy process at those
+    shares of a core (what a consumer needing that much CPU would cost)."""
     port = free_port()
     server = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1",
                                "--save", "", "--appendonly", "no"], stdout=subprocess.DEVNULL)
@@ -505,7 +507,9 @@ def redis(workdir: str, repeat: int, floor) -> dict[str, LoadRun]:
             print(f"warning: {others} other redis-server processes are traced too")
         starters = consumer_starters(floor, os.path.join(workdir, "redis.wtrace"),
                                      ("--read", "-c", "redis-server"))
-        runs: dict[str, list[LoadRun]] = {mode: [] for mode in (*starters, MODE_BUSY)}
+        shares = {f"untraced, beside Busy at {share:.2f} of a core": share
+                  for share in busy_shares}
+        runs: dict[str, list[LoadRun]] = {mode: [] for mode in (*starters, MODE_BUSY, *shares)}
         for _ in range(repeat):
             for mode, start in starters.items():
                 runs[mode].append(under(start, partial(redis_benchmark, port), (server.pid,)))
@@ -514,6 +518,9 @@ def redis(workdir: str, repeat: int, floor) -> dict[str, LoadRun]:
             share = (recorded.consumer_cpu or 0) / recorded.seconds
             runs[MODE_BUSY].append(under(partial(Busy, share), partial(redis_benchmark, port),
                                          (server.pid,)))
+            for mode, share in shares.items():
+                runs[mode].append(under(partial(Busy, share), partial(redis_benchmark, port),
+                                        (server.pid,)))
         return {mode: median_run(each) for mode, each in runs.items()}
     finally:
         server.terminate()
@@ -650,6 +657,9 @@ def main() -> None:
                         help="total paced rates to try, writes/s")
     parser.add_argument("--offline-gib", type=float, default=0.25,
                         help="size of the capture grep/show/info are timed on (0: skip)")
+    parser.add_argument("--busy-shares", default="",
+                        help="redis: also untraced beside a busy process at these shares of a "
+                             "core, e.g. 0.05,0.1,0.2 (what a consumer's CPU alone costs)")
     parser.add_argument("--parts", default=",".join(PARTS),
                         help=f"comma-separated parts to run, of {','.join(PARTS)} (default: all)")
     args = parser.parse_args()
@@ -669,7 +679,8 @@ def main() -> None:
             print_per_call(per_call(binary, args.writes, args.size, args.repeat, workdir, floor),
                            args)
         if "redis" in parts:
-            print_redis(redis(workdir, args.repeat, floor), args.repeat)
+            shares = tuple(float(share) for share in args.busy_shares.split(",") if share)
+            print_redis(redis(workdir, args.repeat, floor, shares), args.repeat)
         if "paced" in parts:
             print_paced(paced(binary, workdir, [int(rate) for rate in args.rates.split(",")],
                               floor))
