@@ -20,8 +20,12 @@ Run as root from the checkout: `.venv/bin/python bench/run.py`. In one run:
    programs with the filters of `record --read -c redis-server` and a
    consumer that only empties the ring (bench/drain.py: the floor of
    copying every read and write into a ring buffer); under `wtrec record
-   --read -c redis-server`. With the CPU each process used during the
-   benchmark (server, client, consumer): on 2 cores they compete.
+   --read -c redis-server`; then untraced beside a process (Busy) that only
+   burns the share of a core the recorder just used: is the loss the
+   recorder's work, or any process wanting that much CPU? (--busy-shares:
+   more such rows at fixed shares.) With the CPU each process used during
+   the benchmark (server, client, consumer, the whole machine): on 2 cores
+   they compete, and other users of a shared machine show as "others".
 3. sustained rate: 4 writeloop processes paced to a total rate for 4 s,
    at each rate untraced, under the do-nothing program, under wtrec's BPF
    programs with the draining consumer, and under `wtrec record`: the
@@ -37,6 +41,8 @@ Run as root from the checkout: `.venv/bin/python bench/run.py`. In one run:
    (--offline-gib) and on 300,000 writes of 200 bytes, beside
    `zstdcat | grep -a -c` (bench/offline.py's tables; that script alone
    takes a 1 GB capture).
+
+`--parts redis,paced` (for example) runs only those parts.
 """
 
 import argparse
