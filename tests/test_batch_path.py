@@ -28,7 +28,16 @@ from wtrec.capture.kernel_records import (
 )
 from wtrec.capture.ordering import ReorderBuffer
 from wtrec.format import CaptureReader, CaptureWriter, StatsAccumulator
-from wtrec.records import End, FdIdentity, FdInfo, IoEvent, Lost, event_from_row, event_row
+from wtrec.records import (
+    ROW_SEQ,
+    End,
+    FdIdentity,
+    FdInfo,
+    IoEvent,
+    Lost,
+    event_from_row,
+    event_row,
+)
 from wtrec.wtrace.writer import FRAME_MAX_RECORDS
 
 
@@ -52,7 +61,13 @@ def one_by_one(raws: list[bytes]) -> tuple[list, KernelDecoder]:
 
 
 def as_records(items: list) -> list:
-    return [event_from_row(item) if type(item) is tuple else item for item in items]
+    return [event_from_row(item[:ROW_SEQ]) if type(item) is tuple else item for item in items]
+
+
+def assert_numbered_by_arrival(items: list) -> None:
+    """Each event row ends with how many events came before it (its seq, if nothing moves)."""
+    rows = [item for item in items if not isinstance(item, FdNote)]
+    assert [row[ROW_SEQ] for row in rows] == list(range(len(rows)))
 
 
 def mixed_records() -> list[bytes]:
@@ -90,8 +105,11 @@ def test_the_ring_block_decoder_gives_what_one_at_a_time_gives():
     assert decoder.stats == reference.stats
     rows = [item for item in got.items if type(item) is tuple]
     assert all(type(row[8]) is bytes and type(row[5]) is bytes for row in rows)
+    assert_numbered_by_arrival(got.items)
     # the perf buffer's way in gives the same
-    assert as_records(KernelDecoder().decode_rows(raws).items) == expected
+    by_records = KernelDecoder().decode_rows(raws).items
+    assert as_records(by_records) == expected
+    assert_numbered_by_arrival(by_records)
 
 
 def test_runs_are_decoded_whole_across_step_sizes():
@@ -108,6 +126,7 @@ def test_runs_are_decoded_whole_across_step_sizes():
         got += part.items
         position += part.used
     assert as_records(got) == expected
+    assert_numbered_by_arrival(got)
 
 
 def test_discarded_records_are_skipped_and_a_busy_one_stops_the_block():
@@ -155,6 +174,7 @@ def test_any_mix_of_event_sizes_decodes_as_one_at_a_time(shape):
     got = decoder.decode_ring_block(ring_block(raws))
     assert as_records(got.items) == expected
     assert decoder.stats == reference.stats
+    assert_numbered_by_arrival(got.items)
 
 
 def numbered(events: list[IoEvent]) -> list[IoEvent]:
@@ -192,12 +212,14 @@ def test_rows_in_batches_make_the_same_file_as_records_one_by_one(sizes, backgro
     assert [r for r in records if isinstance(r, IoEvent)] == events
 
 
+@pytest.mark.parametrize("in_order", [True, False], ids=["in-order", "late-events"])
 @settings(max_examples=40, deadline=None)
 @given(st.lists(st.tuples(st.integers(0, 5), st.integers(0, 3), st.booleans(),
                           st.integers(-5, 80), st.integers(0, 3)), min_size=1, max_size=300),
        st.integers(0, 299))
-def test_totals_from_rows_equal_totals_from_records(shape, fd_record_at):
-    events = [IoEvent(ts_ns=10_000 - i * 3 if i % 5 == 0 else i, pid=pid, tid=pid, uid=0,
+def test_totals_from_rows_equal_totals_from_records(in_order, shape, fd_record_at):
+    events = [IoEvent(ts_ns=10_000 - i * 3 if i % 5 == 0 and not in_order else i, pid=pid,
+                      tid=pid, uid=0,
                       comm=b"c%d" % (i % 2), fd=fd, count=count, data=b"x" * size, ret=count,
                       seq=i, direction="in" if inbound else "out",
                       syscall="read" if inbound else "write")
@@ -205,14 +227,15 @@ def test_totals_from_rows_equal_totals_from_records(shape, fd_record_at):
     info = FdInfo(ts_ns=5, pid=shape[0][0], fd=shape[0][1], identity=FdIdentity("pipe"))
     cut = min(fd_record_at, len(events))
     by_records = StatsAccumulator()
-    by_records.add_batch(events[:cut])
+    counted = [by_records.add_batch(events[:cut])]
     by_records.add_batch([info])
-    by_records.add_batch(events[cut:])
+    counted.append(by_records.add_batch(events[cut:]))
     by_rows = StatsAccumulator()
-    by_rows.add_rows([(*event_row(e), e.seq) for e in events[:cut]])
+    counted_rows = [by_rows.add_rows([(*event_row(e), e.seq) for e in events[:cut]])]
     by_rows.add_batch([info])
-    by_rows.add_rows([(*event_row(e), e.seq) for e in events[cut:]])
+    counted_rows.append(by_rows.add_rows([(*event_row(e), e.seq) for e in events[cut:]]))
     assert by_rows.snapshot() == by_records.snapshot()
+    assert counted_rows == counted  # each frame's event count and time range
 
 
 @settings(max_examples=60, deadline=None)
@@ -356,3 +379,59 @@ def test_a_recording_from_ring_bytes_writes_what_one_from_records_writes():
     # fd 3 of each process; fd 5 from /proc before its process's open note (two of them),
     # then again as the file the note names (three)
     assert sum(isinstance(r, FdInfo) for r in from_ring) == 8
+
+
+def test_events_the_reorder_moves_are_numbered_in_file_order():
+    """Rows carry the decoder's arrival numbers; where time order differs from arrival (here
+    every third pair of neighbours is swapped, and one event comes 1,000 places late), the
+    file still numbers its events 0, 1, 2... in file order, which is time order."""
+    from wtrec.capture.fd_table import FdTable
+    from wtrec.capture.probe import ProbeConfig, RecordCounts
+    from wtrec.record import Recording, StopRule, boot_ns, recording_header
+
+    base = boot_ns() + 10**12  # all held until the final drain: one sort of everything
+    times = [base + 10 * i for i in range(3000)]
+    for i in range(0, 2990, 6):
+        times[i], times[i + 1] = times[i + 1], times[i]
+    times.insert(2500, times.pop(1500))
+    raws = [encode_event(IoEvent(ts_ns=ts, pid=100 + i % 3, tid=100, uid=0, comm=b"w", fd=3,
+                                 count=9, data=b"%09d" % ((ts - base) // 10), ret=9),
+                         pad_to=EVENT_HEADER.size + 64)
+            for i, ts in enumerate(times)]
+    block = ring_block(raws)
+
+    class Probe:
+        config = ProbeConfig()
+        position = 0
+
+        def peek_ring(self, size):
+            if self.position == len(block):
+                recording.stop()
+            return block[self.position:self.position + size // 5]
+
+        def release_ring(self, used):
+            self.position += used
+
+        def stop_producing(self):
+            pass
+
+        def skip_unread(self):
+            pass
+
+        def lost(self):
+            return RecordCounts()
+
+        def handed_over(self):
+            return RecordCounts(events=3000)
+
+        def unfollowed(self):
+            return 0
+
+    out = io.BytesIO()
+    writer = CaptureWriter(out, recording_header(ProbeConfig(), ()))
+    recording = Recording(Probe(), writer, StopRule(), sleep=lambda _s: None,
+                          fds=FdTable(resolver=lambda pid, fd: FdIdentity("pipe")))
+    recording.run()
+    events = [r for r in CaptureReader(io.BytesIO(out.getvalue())) if isinstance(r, IoEvent)]
+    assert [int(e.data) for e in events] == list(range(3000))
+    assert [e.seq for e in events] == list(range(3000))

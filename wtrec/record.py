@@ -10,7 +10,8 @@ preceded by an fd record whenever an event's (pid, fd) is new or changed.
 Events travel as rows (wtrec.records.EventRow: tuples built by C loops in
 the decoder) in batches, from the kernel's bytes to the writer: the checks
 made per batch (which descriptors are not yet named in the file, how many
-events --count still allows) leave no Python code running per event in the
+events --count still allows, which events the reorder moved and so need
+their seq made again) leave no Python code running per event in the
 common case.
 """
 
@@ -23,7 +24,8 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from operator import add, itemgetter
+from itertools import compress, count
+from operator import itemgetter, ne
 from typing import BinaryIO, Protocol
 
 from wtrec import __version__
@@ -40,6 +42,7 @@ from wtrec.records import (
     ROW_DATA,
     ROW_FD,
     ROW_PID,
+    ROW_SEQ,
     ROW_TS,
     End,
     EventRow,
@@ -69,6 +72,7 @@ DRAIN_BUDGET_NS = 600_000_000
 IDLE_FLUSH_NS = 200_000_000
 STATUS_EVERY_NS = 500_000_000
 _PIDS, _FDS, _DATA = itemgetter(ROW_PID), itemgetter(ROW_FD), itemgetter(ROW_DATA)
+_SEQS = itemgetter(ROW_SEQ)
 
 
 def boot_ns() -> int:
@@ -246,7 +250,7 @@ class Recording:
                     elif kind is IoEvent and item.tls_call_ns is not None:
                         self._write_event(item)  # made inside a TLS call: kept whole
                     elif isinstance(item, IoEvent):  # a decoder's event not made a row
-                        self._write_rows([event_row(item)])
+                        self._write_rows([(*event_row(item), None)])
                     else:
                         self._writer.write(item)
                     start = position + 1
@@ -326,11 +330,18 @@ class Recording:
         self.stats.bytes += len(event.data)
 
     def _emit_rows(self, rows: list[EventRow]) -> None:
-        """Numbers the events and hands them to the writer."""
+        """Numbers the events (in place: `rows` is the caller's own list) and hands them to
+        the writer.
+
+        The decoder numbered them in arrival order, which is file order but
+        where the reorder moved an event: only those rows are made again.
+        """
         if not rows:
             return
         first = self.stats.events
-        self._writer.write_event_rows(list(map(add, rows, zip(range(first, first + len(rows))))))
+        for position in compress(count(), map(ne, map(_SEQS, rows), count(first))):
+            rows[position] = (*rows[position][:ROW_SEQ], first + position)
+        self._writer.write_event_rows(rows)
         if self._unflushed_since is None:
             self._unflushed_since = boot_ns()
         self.stats.events += len(rows)

@@ -171,10 +171,12 @@ class IoEvent(PayloadSizes):
 # An event as a plain tuple, in the order the format stores its fields
 # (docs/FORMAT.md, write and read records) without the trailing sequence
 # number: the recorder carries events this way from the kernel's bytes to
-# msgpack, a C-built tuple per event instead of a dataclass.
+# msgpack, a C-built tuple per event instead of a dataclass. The recorder's
+# rows carry a twelfth field, ROW_SEQ: the decoder's arrival number, which
+# is the event's seq in the file unless time order moved it.
 EventRow = tuple
 ROW_TYPE, ROW_TS, ROW_PID, ROW_TID, ROW_UID, ROW_COMM, ROW_FD = 0, 1, 2, 3, 4, 5, 6
-ROW_COUNT, ROW_DATA, ROW_SYSCALL, ROW_RET = 7, 8, 9, 10
+ROW_COUNT, ROW_DATA, ROW_SYSCALL, ROW_RET, ROW_SEQ = 7, 8, 9, 10, 11
 
 
 def event_row(event: "IoEvent") -> EventRow:

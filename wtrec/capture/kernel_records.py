@@ -7,7 +7,10 @@ or vectored capture arrives as chunk records followed by its event record;
 
 Two ways in: `decode`/`decode_batch` take one record at a time and give
 IoEvent objects; `decode_ring_block` takes a run of the ring buffer's bytes
-as the kernel laid them out and gives event rows (wtrec.records.EventRow).
+as the kernel laid them out and gives event rows (wtrec.records.EventRow),
+each ending with its arrival number (ROW_SEQ: how many events this decoder
+had decoded before it), which the recorder keeps as the event's seq unless
+time order moved the event.
 A stretch of same-sized event records without flags, the common case under
 load, is unpacked by `struct.iter_unpack` and turned into rows by C loops
 (`zip`, `map`): no Python code runs per event there. Everything else
@@ -243,7 +246,8 @@ class KernelDecoder:
         ring_event = RING_EVENT.unpack_from
         items, times, fd_keys = out.items, out.times, out.fd_keys
         comms, names = self._comms, self._syscalls
-        events = 0
+        stats = self.stats
+        arrival = stats.events  # the next event's arrival number (its row's ROW_SEQ)
         while position + RINGBUF_HEADER <= end:
             length = length_at(block, position)[0]
             if length & RINGBUF_BUSY_BIT:
@@ -259,8 +263,10 @@ class KernelDecoder:
                     if (position + RUN_MIN * stride <= end
                             and length_at(block, position + stride)[0] == length
                             and length_at(block, position + (RUN_MIN - 1) * stride)[0] == length):
+                        stats.events = arrival
                         taken = self._event_run(view, position, length, stride, end, out,
                                                 run_from)
+                        arrival = stats.events
                         if taken:
                             position += taken * stride
                             run_from = min(RUN_MAX, max(RUN_FIRST, taken * 2))
@@ -279,15 +285,17 @@ class KernelDecoder:
                             name = self._comm(comm)
                         items.append((TYPE_READ if direction else TYPE_WRITE, ts_ns, pid, tid, uid,
                                       name, fd, count, block[data_at:data_at + captured],
-                                      names.get(syscall) or f"syscall{syscall}", ret))
+                                      names.get(syscall) or f"syscall{syscall}", ret, arrival))
                         times.append(ts_ns)
                         fd_keys.add((pid, fd))
-                        events += 1
+                        arrival += 1
                         position += stride
                         continue
+                stats.events = arrival
                 self._one(view[start:start + size], out)
+                arrival = stats.events
             position += stride
-        self.stats.events += events
+        stats.events = arrival
         out.used = position
         if self._stale:
             self._stale.clear()
@@ -315,7 +323,8 @@ class KernelDecoder:
                 out.times.append(item.ts_ns)
             # Made inside a TLS call (record --tls): kept whole, so the
             # recorder can tie it to its call (a row has no room for that).
-            out.items.append(item if item.tls_call_ns is not None else event_row(item))
+            out.items.append(item if item.tls_call_ns is not None
+                             else (*event_row(item), self.stats.events - 1))
             out.fd_keys.add((item.pid, item.fd))
         else:
             out.items.append(item)
@@ -339,9 +348,10 @@ class KernelDecoder:
         name = self._comms.get(comm)
         if name is None:
             name = self._comm(comm)
-        self.stats.events += 1
         out.items.append((TYPE_READ if direction else TYPE_WRITE, ts_ns, pid, tid, uid, name, fd,
-                          count, data, self._syscalls.get(syscall) or f"syscall{syscall}", ret))
+                          count, data, self._syscalls.get(syscall) or f"syscall{syscall}", ret,
+                          self.stats.events))
+        self.stats.events += 1
         out.times.append(ts_ns)
         out.fd_keys.add((pid, fd))
         return True
@@ -401,7 +411,8 @@ class KernelDecoder:
                          words[RUN_TID::step].tolist(), words[RUN_UID::step].tolist(),
                          map(comms.__getitem__, comm), fd, quads[RUN_COUNT::quad_step].tolist(),
                          payload, map(names.__getitem__, syscall),
-                         span.cast("q")[RUN_RET::quad_step].tolist())
+                         span.cast("q")[RUN_RET::quad_step].tolist(),
+                         range(self.stats.events, self.stats.events + count))
         out.times += ts
         out.fd_keys.update(zip(pid, fd, strict=True))
         self.stats.events += count
