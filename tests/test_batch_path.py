@@ -205,7 +205,8 @@ def test_rows_in_batches_make_the_same_file_as_records_one_by_one(sizes, backgro
         if start in others:
             writer.write(others[start])
         for chunk in range(start, stop, 333):
-            writer.write_event_rows(rows[chunk:min(chunk + 333, stop)])
+            data_bytes = writer.write_event_rows(rows[chunk:min(chunk + 333, stop)])
+            assert data_bytes == sum(len(e.data) for e in events[chunk:min(chunk + 333, stop)])
     writer.close(end)
     assert batched.getvalue() == one.getvalue()
     records = list(CaptureReader(io.BytesIO(batched.getvalue())))
@@ -435,3 +436,65 @@ def test_events_the_reorder_moves_are_numbered_in_file_order():
     events = [r for r in CaptureReader(io.BytesIO(out.getvalue())) if isinstance(r, IoEvent)]
     assert [int(e.data) for e in events] == list(range(3000))
     assert [e.seq for e in events] == list(range(3000))
+
+
+@pytest.mark.parametrize("shape", ["one-fd-many-pids", "one-pid-many-fds", "many-of-both"])
+def test_each_descriptor_is_named_once_before_its_first_event(shape):
+    """The recorder finds the batch's unnamed (pid, fd) from the sets of pids and fds when
+    one of them has one value, from the pairs otherwise: the same fd records either way."""
+    from wtrec.capture.fd_table import FdTable
+    from wtrec.capture.probe import ProbeConfig, RecordCounts
+    from wtrec.record import Recording, StopRule, boot_ns, recording_header
+
+    def who(i: int) -> tuple[int, int]:
+        if shape == "one-fd-many-pids":
+            return 100 + i % 5, 3
+        if shape == "one-pid-many-fds":
+            return 100, 3 + i % 5
+        return 100 + i % 5, 3 + i % 7
+
+    base = boot_ns() - 10**9
+    raws = [encode_event(IoEvent(ts_ns=base + i, pid=who(i)[0], tid=who(i)[0], uid=0, comm=b"w",
+                                 fd=who(i)[1], count=9, data=b"%09d" % i, ret=9),
+                         pad_to=EVENT_HEADER.size + 64) for i in range(1000)]
+    block = ring_block(raws)
+
+    class Probe:
+        config = ProbeConfig()
+        position = 0
+
+        def peek_ring(self, size):
+            return block[self.position:self.position + 2000]
+
+        def release_ring(self, used):
+            self.position += used
+
+        def stop_producing(self):
+            pass
+
+        def skip_unread(self):
+            pass
+
+        def lost(self):
+            return RecordCounts()
+
+        def handed_over(self):
+            return RecordCounts(events=1000)
+
+        def unfollowed(self):
+            return 0
+
+    out = io.BytesIO()
+    writer = CaptureWriter(out, recording_header(ProbeConfig(), ()))
+    Recording(Probe(), writer, StopRule(max_events=1000), sleep=lambda _s: None,
+              fds=FdTable(resolver=lambda pid, fd: FdIdentity("file", path=f"/{pid}/{fd}"))).run()
+    records = [r for r in CaptureReader(io.BytesIO(out.getvalue()))
+               if isinstance(r, (IoEvent, FdInfo))]
+    named: list[tuple[int, int]] = []
+    for record in records:
+        if isinstance(record, FdInfo):
+            named.append((record.pid, record.fd))
+            assert record.identity.path == f"/{record.pid}/{record.fd}"
+        else:
+            assert (record.pid, record.fd) in named
+    assert sorted(named) == sorted({who(i) for i in range(1000)})

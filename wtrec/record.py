@@ -22,9 +22,9 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from itertools import compress, count
+from itertools import compress, count, repeat
 from operator import itemgetter, ne
 from typing import BinaryIO, Protocol
 
@@ -39,7 +39,6 @@ from wtrec.capture.tls_libraries import AttachTarget
 from wtrec.errors import OutputError, ProbeError
 from wtrec.format import FORMAT_MAJOR, FORMAT_MINOR, CaptureWriter
 from wtrec.records import (
-    ROW_DATA,
     ROW_FD,
     ROW_PID,
     ROW_SEQ,
@@ -71,7 +70,7 @@ DRAIN_BUDGET_NS = 600_000_000
 # fraction of a second, a busy stream still fills whole frames.
 IDLE_FLUSH_NS = 200_000_000
 STATUS_EVERY_NS = 500_000_000
-_PIDS, _FDS, _DATA = itemgetter(ROW_PID), itemgetter(ROW_FD), itemgetter(ROW_DATA)
+_PIDS, _FDS = itemgetter(ROW_PID), itemgetter(ROW_FD)
 _SEQS = itemgetter(ROW_SEQ)
 
 
@@ -113,7 +112,7 @@ class CaptureSink(Protocol):
 
     def write(self, record: Record) -> None: ...
 
-    def write_event_rows(self, rows: list[tuple]) -> None: ...
+    def write_event_rows(self, rows: list[tuple]) -> int: ...  # the bytes of data written
 
     def process_ended(self, pid: int) -> None: ...
 
@@ -289,8 +288,16 @@ class Recording:
                 return  # past --count: not lost, just not asked for
             rows = rows[:room]
         clean = self._fd_clean
-        unnamed = {key for key in set(zip(map(_PIDS, rows), map(_FDS, rows), strict=True))
-                   if key[1] not in clean.get(key[0], ())}
+        pids, fds = set(map(_PIDS, rows)), set(map(_FDS, rows))
+        # Which (pid, fd) the rows hold: when one side has one value, the
+        # other side's values say it without a tuple made per row.
+        if len(fds) == 1:
+            keys: Iterable[tuple[int, int]] = zip(pids, repeat(*fds))
+        elif len(pids) == 1:
+            keys = zip(repeat(*pids), fds)
+        else:
+            keys = set(zip(map(_PIDS, rows), map(_FDS, rows), strict=True))
+        unnamed = {key for key in keys if key[1] not in clean.get(key[0], ())}
         if unnamed:
             start = 0
             for position, row in enumerate(rows):
@@ -341,11 +348,11 @@ class Recording:
         first = self.stats.events
         for position in compress(count(), map(ne, map(_SEQS, rows), count(first))):
             rows[position] = (*rows[position][:ROW_SEQ], first + position)
-        self._writer.write_event_rows(rows)
+        data_bytes = self._writer.write_event_rows(rows)
         if self._unflushed_since is None:
             self._unflushed_since = boot_ns()
         self.stats.events += len(rows)
-        self.stats.bytes += sum(map(len, map(_DATA, rows)))
+        self.stats.bytes += data_bytes
 
     def _record_losses(self) -> None:
         kernel = self._probe.lost()

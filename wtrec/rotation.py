@@ -23,11 +23,10 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from operator import itemgetter
 from typing import BinaryIO, Protocol
 
 from wtrec.format import CaptureWriter
-from wtrec.records import ROW_DATA, End, Header, IoEvent, Lost, Record, SeriesPart
+from wtrec.records import End, Header, IoEvent, Lost, Record, SeriesPart
 
 SUFFIX = ".wtrace"
 
@@ -125,11 +124,12 @@ class RotatingWriter:
         elif isinstance(record, Lost):
             self._lost += record.count
 
-    def write_event_rows(self, rows: list[tuple]) -> None:
+    def write_event_rows(self, rows: list[tuple]) -> int:
         assert self._writer is not None, "write after close"
-        self._writer.write_event_rows(rows)
+        data_bytes = self._writer.write_event_rows(rows)
         self._events += len(rows)
-        self._bytes += sum(map(len, map(itemgetter(ROW_DATA), rows)))
+        self._bytes += data_bytes
+        return data_bytes
 
     def process_ended(self, pid: int) -> None:
         if self._writer is not None:

@@ -21,7 +21,8 @@ the same records; a test feeds both the same kernel bytes.
 import struct
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from operator import getitem
+from itertools import repeat
+from operator import getitem, itemgetter
 
 from wtrec.records import TYPE_READ, TYPE_WRITE, IoEvent, event_row
 
@@ -204,13 +205,34 @@ RUN_TS, RUN_COUNT, RUN_RET = (_field_offset(name) // 8 for name in ("ts_ns", "co
 RUN_PID, RUN_TID, RUN_UID, RUN_FD, RUN_CAPTURED = (
     _field_offset(name) // 4 for name in ("pid", "tid", "uid", "fd", "captured"))
 RUN_SYSCALL, RUN_DIRECTION = _field_offset("syscall") // 2, _field_offset("direction") // 2
+# comm, 16 bytes 8-aligned, as two u64 items: equal items, equal names.
+RUN_COMM = _field_offset("comm") // 8
+COMM_SIZE = 16
+assert _field_offset("comm") % 8 == 0 and EVENT_FIELDS[-1] == ("comm", f"{COMM_SIZE}s")
 
 
-def _run_tail(size: int, stride: int) -> struct.Struct:
-    """A ring record of `size` bytes as (comm, data), the rest skipped."""
-    comm = _field_offset("comm")
-    return struct.Struct(f"<{comm}x16s{size - EVENT_HEADER.size}s"
+def _run_data(size: int, stride: int) -> struct.Struct:
+    """A ring record of `size` bytes as (data,), the rest skipped."""
+    return struct.Struct(f"<{RINGBUF_HEADER + EVENT_HEADER.size}x{size - EVENT_HEADER.size}s"
                          f"{stride - RINGBUF_HEADER - size}x")
+
+
+def _run_comm(stride: int) -> struct.Struct:
+    """A ring record as (comm,), the rest skipped."""
+    comm = _field_offset("comm")
+    return struct.Struct(f"<{comm}x{COMM_SIZE}s{stride - comm - COMM_SIZE}x")
+
+
+def _column(items: memoryview, count: int) -> tuple[list, bool]:
+    """A strided view's items as a list, and whether they are all the same (then the list
+    is one object `count` times: no int made per record)."""
+    if items[1:] == items[:-1]:  # a C loop over the bytes
+        return [items[0]] * count, True
+    return items.tolist(), False
+
+
+_FIRST = itemgetter(0)
+_ROW_TYPES = (TYPE_WRITE, TYPE_READ)  # by the record's direction
 
 
 _SLICE_TO = slice
@@ -225,7 +247,7 @@ class KernelDecoder:
         # Decoded events flagged FLAG_FDS_STALE, by id(), held until the batch ends.
         self._stale: dict[int, IoEvent] = {}
         self.stats = DecodeStats()
-        self._tails: dict[int, struct.Struct] = {}
+        self._data_of: dict[int, struct.Struct] = {}  # record length -> its run's data
         # Raw comm -> comm, syscall id -> name: shared objects, looked up by C loops.
         self._comms: dict[bytes, bytes] = {}
         self._syscalls: dict[int, str] = dict(SYSCALL_NAMES)
@@ -382,39 +404,58 @@ class KernelDecoder:
             words = span.cast("I")
         captured = words[RUN_CAPTURED::step].tolist()
         halves, half_step = span.cast("H"), stride // 2
-        direction = halves[RUN_DIRECTION::half_step].tolist()
+        direction, one_direction = _column(halves[RUN_DIRECTION::half_step], count)
         room = length - EVENT_HEADER.size
-        if max(captured) > room or not set(direction) <= {0, 1}:
+        if max(captured) > room or not set(direction[:1] if one_direction else direction) <= {0, 1}:
             return 0  # malformed or unusual: record by record, which says what is wrong
         quads, quad_step = span.cast("Q"), stride // 8
-        tail = self._tails.get(length)
-        if tail is None:
-            tail = self._tails[length] = _run_tail(length, stride)
-        comm, payload = zip(*tail.iter_unpack(span), strict=True)
+        data = self._data_of.get(length)
+        if data is None:
+            data = self._data_of[length] = _run_data(length, stride)
+        payload: Iterable = map(_FIRST, data.iter_unpack(span))
         if captured.count(room) != count:
-            payload = tuple(map(getitem, payload, map(_SLICE_TO, captured)))
+            payload = map(getitem, payload, map(_SLICE_TO, captured))
+        # Fields that are the same in every record of the run (comm, uid,
+        # often fd, tid, direction, syscall) are read once.
         comms = self._comms
-        distinct = set(comm)
-        if not comms.keys() >= distinct:
-            if len(comms) > MAX_CACHED_NAMES:
-                comms.clear()
-            for raw in distinct:
-                comms[raw] = raw.split(b"\0", 1)[0]
-        syscall = halves[RUN_SYSCALL::half_step].tolist()
+        low, high = quads[RUN_COMM::quad_step], quads[RUN_COMM + 1::quad_step]
+        if low[1:] == low[:-1] and high[1:] == high[:-1]:
+            raw = bytes(span[RUN_COMM * 8:RUN_COMM * 8 + COMM_SIZE])
+            name = comms.get(raw)
+            comm = [self._comm(raw) if name is None else name] * count
+        else:
+            raws = list(map(_FIRST, _run_comm(stride).iter_unpack(span)))
+            distinct = set(raws)
+            if not comms.keys() >= distinct:
+                if len(comms) > MAX_CACHED_NAMES:
+                    comms.clear()
+                for raw in distinct:
+                    comms[raw] = raw.split(b"\0", 1)[0]
+            comm = list(map(comms.__getitem__, raws))
         names = self._syscalls
-        for number in set(syscall) - names.keys():
+        syscall, one_syscall = _column(halves[RUN_SYSCALL::half_step], count)
+        for number in set(syscall[:1] if one_syscall else syscall) - names.keys():
             names[number] = f"syscall{number}"
         ts = quads[RUN_TS::quad_step].tolist()
-        pid = words[RUN_PID::step].tolist()
-        fd = span.cast("i")[RUN_FD::step].tolist()
-        out.items += zip(map((TYPE_WRITE, TYPE_READ).__getitem__, direction), ts, pid,  # noqa: B905
-                         words[RUN_TID::step].tolist(), words[RUN_UID::step].tolist(),
-                         map(comms.__getitem__, comm), fd, quads[RUN_COUNT::quad_step].tolist(),
-                         payload, map(names.__getitem__, syscall),
-                         span.cast("q")[RUN_RET::quad_step].tolist(),
-                         range(self.stats.events, self.stats.events + count))
+        pid, one_pid = _column(words[RUN_PID::step], count)
+        tids = words[RUN_TID::step]
+        tid = pid if tids == words[RUN_PID::step] else tids.tolist()
+        fd, one_fd = _column(span.cast("i")[RUN_FD::step], count)
+        out.items += zip(  # noqa: B905
+            [_ROW_TYPES[direction[0]]] * count if one_direction
+            else map(_ROW_TYPES.__getitem__, direction),
+            ts, pid, tid, _column(words[RUN_UID::step], count)[0], comm, fd,
+            _column(quads[RUN_COUNT::quad_step], count)[0], payload,
+            [names[syscall[0]]] * count if one_syscall else map(names.__getitem__, syscall),
+            _column(span.cast("q")[RUN_RET::quad_step], count)[0],
+            range(self.stats.events, self.stats.events + count))
         out.times += ts
-        out.fd_keys.update(zip(pid, fd, strict=True))
+        if one_fd:
+            out.fd_keys.update(zip(set(pid), repeat(fd[0])))
+        elif one_pid:
+            out.fd_keys.update(zip(repeat(pid[0]), set(fd)))
+        else:
+            out.fd_keys.update(zip(pid, fd, strict=True))
         self.stats.events += count
         return count
 

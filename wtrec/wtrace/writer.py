@@ -99,18 +99,20 @@ class CaptureWriter:
         if self._pending_count >= FRAME_MAX_RECORDS or self._pending_bytes >= FRAME_MAX_BYTES:
             self._close_frame()
 
-    def write_event_rows(self, rows: list[tuple]) -> None:
-        """Adds events given as numbered rows (wtrec.records.EventRow + seq), in order.
+    def write_event_rows(self, rows: list[tuple]) -> int:
+        """Adds events given as numbered rows (wtrec.records.EventRow + seq), in order;
+        returns the bytes of data they carry.
 
         The file is byte for byte what `write` of each event would make.
         """
-        position, total = 0, len(rows)
+        position, total, data_bytes = 0, len(rows), 0
         while position < total:
             room = FRAME_MAX_RECORDS - self._pending_count
             batch = rows[position:position + room]
-            size = sum(map(len, map(_DATA, batch))) + MAX_ROW_OVERHEAD * len(batch)
-            if self._pending_bytes + size < FRAME_MAX_BYTES:
+            size = sum(map(len, map(_DATA, batch)))
+            if self._pending_bytes + size + MAX_ROW_OVERHEAD * len(batch) < FRAME_MAX_BYTES:
                 packed = self._pack_rows(batch)
+                data_bytes += size
             else:  # the byte bound may close the frame inside the batch: find where
                 pieces = list(map(self._packer.pack, batch))
                 used, size = 0, self._pending_bytes
@@ -119,6 +121,7 @@ class CaptureWriter:
                     used += 1
                 batch = batch[:used]
                 packed = b"".join(pieces[:used])
+                data_bytes += sum(map(len, map(_DATA, batch)))
             if not self._pending:
                 self._frame_started_ns = self._clock()
             self._pending.append(packed)
@@ -129,6 +132,7 @@ class CaptureWriter:
             if (self._pending_count >= FRAME_MAX_RECORDS
                     or self._pending_bytes >= FRAME_MAX_BYTES):
                 self._close_frame()
+        return data_bytes
 
     def process_ended(self, pid: int) -> None:
         """Says that process `pid` has exited: its totals are final (until the pid is reused),
