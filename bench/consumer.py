@@ -15,7 +15,9 @@ main thread's share, where the per-event Python runs, is shown apart.
 
 Events are dated `--rate` apart and the recorder's clock follows the bytes
 handed over (as if they arrived at that rate), so its reorder holds what a
-live one holds (50 ms of events: 50,000 at a million a second).
+live one holds (50 ms of events: 50,000 at a million a second); one pair of
+neighbours in `--swapped` arrives in the wrong order, as two CPUs writing one
+ring buffer do.
 """
 
 import argparse
@@ -120,12 +122,16 @@ class MemoryProbe:
         return 0
 
 
-def run_once(load: str, events: int, rate: int) -> tuple[float, float]:
+def run_once(load: str, events: int, rate: int, swapped: int) -> tuple[float, float]:
     """CPU nanoseconds per event of one recording of `events` events: both threads, and
     the main thread alone."""
     make = writes_load if load == "writes" else redis_load
     start_ns, spacing_ns = boot_ns(), 10**9 // rate
-    probe = MemoryProbe(make(events, start_ns, spacing_ns), start_ns, spacing_ns)
+    records = make(events, start_ns, spacing_ns)
+    if swapped:
+        for first in range(0, events - 1, swapped):
+            records[first], records[first + 1] = records[first + 1], records[first]
+    probe = MemoryProbe(records, start_ns, spacing_ns)
     record.boot_ns = probe.now  # the recorder's clock (restored below)
     gc.collect()
     gc.freeze()  # the prepared records, as record_session freezes what start-up made
@@ -151,12 +157,14 @@ def main() -> None:
     parser.add_argument("--rate", type=int, default=1_000_000,
                         help="events per second the records' times say (sets what the "
                              "reorder holds)")
+    parser.add_argument("--swapped", type=int, default=100,
+                        help="one pair of neighbours in this many arrives swapped (0: none)")
     args = parser.parse_args()
     print(f"load average at start: {os.getloadavg()[0]:.2f}")
     print("| load | CPU ns/event, both threads (median) | main thread | events/s of one core |\n"
           "|---|---:|---:|---:|")
     for load in ("writes", "redis"):
-        runs = [run_once(load, args.events, args.rate) for _ in range(args.repeat)]
+        runs = [run_once(load, args.events, args.rate, args.swapped) for _ in range(args.repeat)]
         ns = statistics.median(both for both, _main in runs)
         main_ns = statistics.median(main for _both, main in runs)
         print(f"| {load} | {ns:.0f} | {main_ns:.0f} | {1e9 / ns:,.0f} |")
