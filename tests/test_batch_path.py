@@ -498,3 +498,59 @@ def test_each_descriptor_is_named_once_before_its_first_event(shape):
         else:
             assert (record.pid, record.fd) in named
     assert sorted(named) == sorted({who(i) for i in range(1000)})
+
+
+def test_loss_counters_are_read_now_and_then_and_the_count_stays_exact(monkeypatch):
+    """Reading the kernel's counters costs map lookups, so a busy recorder reads them at
+    most every LOSS_CHECK_NS (and at the end): the losses in the file add up exactly."""
+    from wtrec import record
+    from wtrec.capture.fd_table import FdTable
+    from wtrec.capture.probe import ProbeConfig, RecordCounts
+    from wtrec.record import Recording, StopRule, recording_header
+
+    clock = [10**12]
+    monkeypatch.setattr(record, "boot_ns", lambda: clock[0])
+    raws = [encode_event(IoEvent(ts_ns=10**11 + i, pid=100, tid=100, uid=0, comm=b"w", fd=3,
+                                 count=9, data=b"%09d" % i, ret=9),
+                         pad_to=EVENT_HEADER.size + 64) for i in range(2000)]
+    block = ring_block(raws)
+
+    class Probe:
+        config = ProbeConfig()
+        position = 0
+        reads = 0
+        stopped = False
+
+        def peek_ring(self, size):
+            clock[0] += 1_000_000  # a step every millisecond, each finding 13 records
+            return block[self.position:self.position + 13 * len(block) // 2000]
+
+        def release_ring(self, used):
+            self.position += used
+
+        def stop_producing(self):
+            self.stopped = True
+
+        def skip_unread(self):
+            pass
+
+        def lost(self):
+            self.reads += 1  # losses keep growing, up to the stop
+            return RecordCounts(events=self.position // 1000 + 7 * self.stopped)
+
+        def handed_over(self):
+            return RecordCounts(events=2000)
+
+        def unfollowed(self):
+            return 0
+
+    probe = Probe()
+    out = io.BytesIO()
+    writer = CaptureWriter(out, recording_header(ProbeConfig(), ()))
+    stats = Recording(probe, writer, StopRule(max_events=2000), sleep=lambda _s: None,
+                      fds=FdTable(resolver=lambda pid, fd: FdIdentity("pipe"))).run()
+    steps = clock[0] // 1_000_000 - 10**6
+    assert steps >= 150
+    assert probe.reads <= steps * 1_000_000 // record.LOSS_CHECK_NS + 2
+    lost = sum(r.count for r in CaptureReader(io.BytesIO(out.getvalue())) if isinstance(r, Lost))
+    assert lost == stats.lost == len(block) // 1000 + 7
