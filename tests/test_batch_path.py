@@ -554,3 +554,67 @@ def test_loss_counters_are_read_now_and_then_and_the_count_stays_exact(monkeypat
     assert probe.reads <= steps * 1_000_000 // record.LOSS_CHECK_NS + 2
     lost = sum(r.count for r in CaptureReader(io.BytesIO(out.getvalue())) if isinstance(r, Lost))
     assert lost == stats.lost == len(block) // 1000 + 7
+
+
+def test_the_collector_runs_from_the_loop_and_is_restored(monkeypatch):
+    """While recording, Python's cyclic collector is off and run by the loop once a
+    COLLECT_EVERY_NS: a reference cycle made during the recording is freed before the end;
+    afterwards the collector is on again."""
+    import gc
+    import weakref
+
+    from wtrec import record
+    from wtrec.capture.fd_table import FdTable
+    from wtrec.capture.probe import ProbeConfig, RecordCounts
+    from wtrec.record import Recording, StopRule, recording_header
+
+    clock = [10**12]
+    monkeypatch.setattr(record, "boot_ns", lambda: clock[0])
+
+    class Cycle:
+        def __init__(self):
+            self.me = self
+
+    class Probe:
+        config = ProbeConfig()
+        steps = 0
+        enabled_while_recording: set[bool] = set()
+        cycles: list = []
+
+        def peek_ring(self, size):
+            clock[0] += record.COLLECT_EVERY_NS // 10
+            self.steps += 1
+            self.enabled_while_recording.add(gc.isenabled())
+            self.cycles.append(weakref.ref(Cycle()))
+            if self.steps == 35:
+                recording.stop()
+            return b""
+
+        def release_ring(self, used):
+            pass
+
+        def stop_producing(self):
+            pass
+
+        def skip_unread(self):
+            pass
+
+        def lost(self):
+            return RecordCounts()
+
+        def handed_over(self):
+            return RecordCounts()
+
+        def unfollowed(self):
+            return 0
+
+    probe = Probe()
+    writer = CaptureWriter(io.BytesIO(), recording_header(ProbeConfig(), ()))
+    recording = Recording(probe, writer, StopRule(), sleep=lambda _s: None,
+                          fds=FdTable(resolver=lambda pid, fd: FdIdentity("pipe")))
+    assert gc.isenabled()
+    recording.run()
+    assert probe.enabled_while_recording == {False}
+    assert gc.isenabled()
+    freed = [ref() is None for ref in probe.cycles]
+    assert all(freed[:20])  # made more than a collection period before the end
