@@ -47,14 +47,21 @@ def _env(**extra):
     return env
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 class Terminal:
     """A command whose stderr is a pseudo-terminal; what it draws there is gathered."""
 
     def __init__(self, args, *, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, env=None,
                  stdout_too=False):
         master, slave = pty.openpty()
+        # Ctrl-C as a terminal sends it: a pytest started in the background by a
+        # shell without job control ignores SIGINT, and the command would inherit that.
         self.process = subprocess.Popen(args, stdin=stdin, stdout=slave if stdout_too else stdout,
-                                        stderr=slave, env=env or _env())
+                                        stderr=slave, env=env or _env(),
+                                        preexec_fn=_default_sigint)
         os.close(slave)
         self._master = master
         self.drawn = b""
