@@ -316,6 +316,45 @@ def test_a_writer_told_of_ended_processes_writes_the_same_index():
     assert told.getvalue() == plain.getvalue()
 
 
+class StandInProbe:
+    """What a Recording asks of its probe, with nothing happening: tests override the parts
+    they are about (the ring's bytes, losses, the stop)."""
+
+    def __init__(self, block: bytes = b"", *, step: int = 1 << 20, events: int = 0):
+        from wtrec.capture.probe import ProbeConfig
+
+        self.config = ProbeConfig()
+        self.block = block
+        self.step = step
+        self.events = events
+        self.position = 0
+
+    def peek_ring(self, size):
+        return self.block[self.position:self.position + min(size, self.step)]
+
+    def release_ring(self, used):
+        self.position += used
+
+    def stop_producing(self):
+        pass
+
+    def skip_unread(self):
+        pass
+
+    def lost(self):
+        from wtrec.capture.probe import RecordCounts
+
+        return RecordCounts()
+
+    def handed_over(self):
+        from wtrec.capture.probe import RecordCounts
+
+        return RecordCounts(events=self.events)
+
+    def unfollowed(self):
+        return 0
+
+
 def test_a_recording_from_ring_bytes_writes_what_one_from_records_writes():
     """The recorder's two ways in (ring buffer bytes in steps; separate records, as the perf
     buffer gives them) make the same capture: events, fd records, numbering, order."""
@@ -335,33 +374,18 @@ def test_a_recording_from_ring_bytes_writes_what_one_from_records_writes():
                                  pad_to=EVENT_HEADER.size + 64))
     block = ring_block(raws)
 
-    class Probe:
-        config = ProbeConfig()
-
+    class Probe(StandInProbe):
         def __init__(self, ring: bool):
-            self.position = 0
-            if ring:
-                self.peek_ring = lambda size: block[self.position:self.position + size // 7]
-                self.release_ring = lambda used: setattr(self, "position", self.position + used)
+            super().__init__(block, step=len(block) // 7 or 1, events=3000)
+            if not ring:  # as the perf buffer: separate records, no ring to peek at
+                self.peek_ring = None  # type: ignore[assignment]
 
         def read(self, max_bytes):
             taken, self.position = raws[self.position:self.position + 300], self.position + 300
             return taken
 
-        def stop_producing(self):
-            pass
-
-        def skip_unread(self):
-            pass
-
-        def lost(self):
-            return RecordCounts()
-
         def handed_over(self):
             return RecordCounts(events=3000, fd_notes=6)
-
-        def unfollowed(self):
-            return 0
 
     captures = []
     for ring in (True, False):
@@ -387,7 +411,7 @@ def test_events_the_reorder_moves_are_numbered_in_file_order():
     every third pair of neighbours is swapped, and one event comes 1,000 places late), the
     file still numbers its events 0, 1, 2... in file order, which is time order."""
     from wtrec.capture.fd_table import FdTable
-    from wtrec.capture.probe import ProbeConfig, RecordCounts
+    from wtrec.capture.probe import ProbeConfig
     from wtrec.record import Recording, StopRule, boot_ns, recording_header
 
     base = boot_ns() + 10**12  # all held until the final drain: one sort of everything
@@ -401,36 +425,15 @@ def test_events_the_reorder_moves_are_numbered_in_file_order():
             for i, ts in enumerate(times)]
     block = ring_block(raws)
 
-    class Probe:
-        config = ProbeConfig()
-        position = 0
-
+    class Probe(StandInProbe):
         def peek_ring(self, size):
             if self.position == len(block):
                 recording.stop()
             return block[self.position:self.position + size // 5]
 
-        def release_ring(self, used):
-            self.position += used
-
-        def stop_producing(self):
-            pass
-
-        def skip_unread(self):
-            pass
-
-        def lost(self):
-            return RecordCounts()
-
-        def handed_over(self):
-            return RecordCounts(events=3000)
-
-        def unfollowed(self):
-            return 0
-
     out = io.BytesIO()
     writer = CaptureWriter(out, recording_header(ProbeConfig(), ()))
-    recording = Recording(Probe(), writer, StopRule(), sleep=lambda _s: None,
+    recording = Recording(Probe(events=3000), writer, StopRule(), sleep=lambda _s: None,
                           fds=FdTable(resolver=lambda pid, fd: FdIdentity("pipe")))
     recording.run()
     events = [r for r in CaptureReader(io.BytesIO(out.getvalue())) if isinstance(r, IoEvent)]
@@ -443,7 +446,7 @@ def test_each_descriptor_is_named_once_before_its_first_event(shape):
     """The recorder finds the batch's unnamed (pid, fd) from the sets of pids and fds when
     one of them has one value, from the pairs otherwise: the same fd records either way."""
     from wtrec.capture.fd_table import FdTable
-    from wtrec.capture.probe import ProbeConfig, RecordCounts
+    from wtrec.capture.probe import ProbeConfig
     from wtrec.record import Recording, StopRule, boot_ns, recording_header
 
     def who(i: int) -> tuple[int, int]:
@@ -459,34 +462,10 @@ def test_each_descriptor_is_named_once_before_its_first_event(shape):
                          pad_to=EVENT_HEADER.size + 64) for i in range(1000)]
     block = ring_block(raws)
 
-    class Probe:
-        config = ProbeConfig()
-        position = 0
-
-        def peek_ring(self, size):
-            return block[self.position:self.position + 2000]
-
-        def release_ring(self, used):
-            self.position += used
-
-        def stop_producing(self):
-            pass
-
-        def skip_unread(self):
-            pass
-
-        def lost(self):
-            return RecordCounts()
-
-        def handed_over(self):
-            return RecordCounts(events=1000)
-
-        def unfollowed(self):
-            return 0
-
     out = io.BytesIO()
     writer = CaptureWriter(out, recording_header(ProbeConfig(), ()))
-    Recording(Probe(), writer, StopRule(max_events=1000), sleep=lambda _s: None,
+    Recording(StandInProbe(block, step=2000, events=1000), writer, StopRule(max_events=1000),
+              sleep=lambda _s: None,
               fds=FdTable(resolver=lambda pid, fd: FdIdentity("file", path=f"/{pid}/{fd}"))).run()
     records = [r for r in CaptureReader(io.BytesIO(out.getvalue()))
                if isinstance(r, (IoEvent, FdInfo))]
@@ -515,9 +494,7 @@ def test_loss_counters_are_read_now_and_then_and_the_count_stays_exact(monkeypat
                          pad_to=EVENT_HEADER.size + 64) for i in range(2000)]
     block = ring_block(raws)
 
-    class Probe:
-        config = ProbeConfig()
-        position = 0
+    class Probe(StandInProbe):
         reads = 0
         stopped = False
 
@@ -525,26 +502,14 @@ def test_loss_counters_are_read_now_and_then_and_the_count_stays_exact(monkeypat
             clock[0] += 1_000_000  # a step every millisecond, each finding 13 records
             return block[self.position:self.position + 13 * len(block) // 2000]
 
-        def release_ring(self, used):
-            self.position += used
-
         def stop_producing(self):
             self.stopped = True
-
-        def skip_unread(self):
-            pass
 
         def lost(self):
             self.reads += 1  # losses keep growing, up to the stop
             return RecordCounts(events=self.position // 1000 + 7 * self.stopped)
 
-        def handed_over(self):
-            return RecordCounts(events=2000)
-
-        def unfollowed(self):
-            return 0
-
-    probe = Probe()
+    probe = Probe(events=2000)
     out = io.BytesIO()
     writer = CaptureWriter(out, recording_header(ProbeConfig(), ()))
     stats = Recording(probe, writer, StopRule(max_events=2000), sleep=lambda _s: None,
@@ -565,7 +530,7 @@ def test_the_collector_runs_from_the_loop_and_is_restored(monkeypatch):
 
     from wtrec import record
     from wtrec.capture.fd_table import FdTable
-    from wtrec.capture.probe import ProbeConfig, RecordCounts
+    from wtrec.capture.probe import ProbeConfig
     from wtrec.record import Recording, StopRule, recording_header
 
     clock = [10**12]
@@ -575,8 +540,7 @@ def test_the_collector_runs_from_the_loop_and_is_restored(monkeypatch):
         def __init__(self):
             self.me = self
 
-    class Probe:
-        config = ProbeConfig()
+    class Probe(StandInProbe):
         steps = 0
         enabled_while_recording: set[bool] = set()
         cycles: list = []
@@ -589,24 +553,6 @@ def test_the_collector_runs_from_the_loop_and_is_restored(monkeypatch):
             if self.steps == 35:
                 recording.stop()
             return b""
-
-        def release_ring(self, used):
-            pass
-
-        def stop_producing(self):
-            pass
-
-        def skip_unread(self):
-            pass
-
-        def lost(self):
-            return RecordCounts()
-
-        def handed_over(self):
-            return RecordCounts()
-
-        def unfollowed(self):
-            return 0
 
     probe = Probe()
     writer = CaptureWriter(io.BytesIO(), recording_header(ProbeConfig(), ()))
