@@ -212,6 +212,23 @@ def test_fd_table_asks_proc_once_and_forgets_on_close():
     assert asked == [(10, 1), (10, 1)]
 
 
+def test_a_listener_older_than_the_capture_is_asked_of_proc_once_for_all_its_accepts():
+    """redis-benchmark's 20 connections each made the recorder read /proc for the
+    listening socket again (~0.8 ms each): the answer is kept, as identity() keeps it."""
+    asked = []
+    listener = FdIdentity("tcp", local="127.0.0.1:6379")
+    table = FdTable(resolver=lambda pid, fd: asked.append((pid, fd)) or listener)
+    for connection in range(20):
+        table.apply(note("accept4", fd=10 + connection, fd2=6,
+                         blob=sockaddr_in("127.0.0.1", 40000 + connection)))
+        assert table.identity(10, 10 + connection).describe() == (
+            f"tcp 127.0.0.1:6379 -> 127.0.0.1:{40000 + connection}")
+    assert asked == [(10, 6)]
+    table.apply(note("close", fd=6))  # a closed listener is asked about afresh
+    table.apply(note("accept4", fd=40, fd2=6, blob=sockaddr_in("127.0.0.1", 41000)))
+    assert asked == [(10, 6), (10, 6)]
+
+
 def test_sockaddr_forms():
     v6 = struct.pack("<H", 10) + struct.pack(">H", 443) + bytes(4) + socket.inet_pton(
         socket.AF_INET6, "::1") + bytes(4)
