@@ -174,8 +174,9 @@ def test_python_post_body_is_exact(https, workdir):
     assert reads.endswith(body)  # the echo, received through SSL_read_ex
 
 
-def wolfssl_server(samples: Path, port: int) -> subprocess.Popen:
-    server = subprocess.Popen([str(samples / "server-tls"), str(port)], stdout=subprocess.DEVNULL,
+def sample_server(samples: Path, port: int, program: str = "server-tls") -> subprocess.Popen:
+    """One of samples/' servers (wolfSSL's by default), once it says it is listening."""
+    server = subprocess.Popen([str(samples / program), str(port)], stdout=subprocess.DEVNULL,
                               stderr=subprocess.PIPE, text=True)
     read_line_until(server.stderr, "listening", 10, [])
     return server
@@ -189,7 +190,7 @@ def test_wolfssl_samples_recorded_by_comm(samples, workdir):
     lines = [b"GET /hello HTTP/1.1\n", b"secret=hunter2\n", b"\x1b]0;title\x07 \xff\xfe\n"]
     recorder = Recorder("--tls", "--read", "-c", "server-tls", "-c", "client-tls",
                         "-o", str(path))
-    server = wolfssl_server(samples, port)
+    server = sample_server(samples, port)
     try:
         client = subprocess.run([str(samples / "client-tls"), "127.0.0.1", str(port)],
                                 input=b"".join(lines), capture_output=True, timeout=60)
@@ -213,10 +214,8 @@ def test_wolfssl_samples_recorded_by_comm(samples, workdir):
 def test_a_program_without_tls_library_is_said_and_recorded(samples, workdir):
     """-p of a process mapping no TLS library: the clear note, then syscalls as before."""
     port = free_port()
-    server = subprocess.Popen([str(samples / "server-tcp"), str(port)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    server = sample_server(samples, port, "server-tcp")
     try:
-        read_line_until(server.stderr, "listening", 10, [])
         path = Path(workdir) / "plain.wtrace"
         recorder = Recorder("--tls", "-p", str(server.pid), "--follow", "-o", str(path))
         said_early = "".join(recorder.stderr_lines)
@@ -238,10 +237,8 @@ def test_a_program_without_tls_library_is_said_and_recorded(samples, workdir):
 
 def test_a_command_that_makes_no_tls_call_gets_the_end_note(samples, workdir):
     port = free_port()
-    server = subprocess.Popen([str(samples / "server-tcp"), str(port)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    server = sample_server(samples, port, "server-tcp")
     try:
-        read_line_until(server.stderr, "listening", 10, [])
         path = Path(workdir) / "none.wtrace"
         done = subprocess.run(wtrec_cmd("record", "-q", "--tls", "-o", str(path), "--",
                                         str(samples / "client-tcp"), "127.0.0.1", str(port)),
@@ -301,7 +298,7 @@ def test_wolfssl_server_recorded_by_pid(samples, workdir):
     """-p: the TLS library is found in what the process maps; the client is not traced."""
     port = free_port()
     path = Path(workdir) / "pid.wtrace"
-    server = wolfssl_server(samples, port)
+    server = sample_server(samples, port)
     try:
         recorder = Recorder("--tls", "--read", "-p", str(server.pid), "-o", str(path))
         said_early = "".join(recorder.stderr_lines)
@@ -370,7 +367,7 @@ def test_probes_of_pid_alone_spare_other_processes(samples, workdir):
     stats = Path("/proc/sys/kernel/bpf_stats_enabled")
     before = stats.read_text().strip()
     idle_port, busy_port = free_port(), free_port()
-    idle, busy = wolfssl_server(samples, idle_port), wolfssl_server(samples, busy_port)
+    idle, busy = sample_server(samples, idle_port), sample_server(samples, busy_port)
     runs = {}
     try:
         stats.write_text("1")
@@ -409,7 +406,7 @@ def test_a_command_with_its_own_libwolfssl_build_is_probed_there(samples, workdi
     assert built.returncode == 0, built.stderr
     shutil.copy(samples / "server-cert.pem", client.parent / "server-cert.pem")
     port = free_port()
-    server = wolfssl_server(samples, port)
+    server = sample_server(samples, port)
     path = Path(workdir) / "tree.wtrace"
     try:
         done = subprocess.run(wtrec_cmd("record", "-q", "--tls", "--read", "-o", str(path), "--",
