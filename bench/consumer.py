@@ -7,9 +7,9 @@ floor of the user-space side: the rate the consumer reaches when nothing
 else wants the CPU. Run: `.venv/bin/python bench/consumer.py`.
 
 Loads: `writes` (4 processes, 64-byte writes to one fd each, the paced load
-of bench/run.py) and `redis` (20 connections, a 40-byte read, a 10-byte
-reply and a read that finds nothing, EAGAIN, in turn: what `record --read
--c redis-server` sees under redis-benchmark). CPU time counts both the
+of bench/run.py) and `redis` (20 connections, a 36-byte read of a GET and
+its 5-byte reply in turn: what `record --read -c redis-server` sees under
+`redis-benchmark -t get`; redis 7 makes no read that finds nothing there). CPU time counts both the
 recorder's threads (the frame writer compresses in the second); the
 main thread's share, where the per-event Python runs, is shown apart.
 
@@ -61,15 +61,13 @@ def writes_load(events: int, start_ns: int, spacing_ns: int) -> list[bytes]:
 def redis_load(events: int, start_ns: int, spacing_ns: int) -> list[bytes]:
     records = []
     for i in range(events):
-        connection, turn = i // 3 % 20, i % 3
+        connection, turn = i // 2 % 20, i % 2
         if turn == 0:
-            data, syscall, ret, room = b"*2\r\n$3\r\nGET\r\n$16\r\nkey:__rand_int__\r\n", "read", 40, 64
-        elif turn == 1:
-            data, syscall, ret, room = b"$3\r\nxxx\r\n", "write", 9, 64
+            data, syscall = b"*2\r\n$3\r\nGET\r\n$16\r\nkey:__rand_int__\r\n", "read"
         else:
-            data, syscall, ret, room = b"", "read", -11, 0
-        records.append(kernel_event(start_ns + i * spacing_ns, 2000, 10 + connection, data, syscall=syscall,
-                                    ret=ret, room=room))
+            data, syscall = b"$-1\r\n", "write"
+        records.append(kernel_event(start_ns + i * spacing_ns, 2000, 10 + connection, data,
+                                    syscall=syscall, ret=len(data), room=64))
     return records
 
 

@@ -54,6 +54,7 @@ from wtrec.records import (
     Record,
     event_row,
 )
+from wtrec.wtrace.event_table import EventTable
 
 # The reading loop: each step takes at most STEP_BYTES of kernel records, so
 # a signal is seen within a step whatever the load; when a step found little,
@@ -119,6 +120,8 @@ class CaptureSink(Protocol):
     def write(self, record: Record) -> None: ...
 
     def write_event_rows(self, rows: list[tuple]) -> int: ...  # the bytes of data written
+
+    def write_event_table(self, table: EventTable, first_seq: int) -> int: ...  # the same
 
     def process_ended(self, pid: int) -> None: ...
 
@@ -257,6 +260,8 @@ class Recording:
             if fd not in clean.get(pid, ()):
                 prefetch(pid, fd)
         self._reorder.push_batch(batch.times, batch.items)
+        if batch.tables:
+            self._reorder.push_table(EventTable.joined([table for _at, table in batch.tables]))
         self._write_ready(final=False)
         return batch.used
 
@@ -264,6 +269,37 @@ class Recording:
         """Writes what the reorder buffer releases (everything, if final)."""
         now = boot_ns()
         ready = self._reorder.drain_batch() if final else self._reorder.release_batch(now)
+        tables = self._reorder.drain_tables() if final else self._reorder.release_tables(now)
+        if tables:
+            self._write_merged(ready, EventTable.joined(tables))
+        else:
+            self._write_items(ready)
+        self.stats.incomplete = self._decoder.stats.incomplete
+        self.stats.read_faults = self._decoder.stats.read_faults
+        if final or now - self._losses_checked_ns >= LOSS_CHECK_NS:
+            self._record_losses()
+            self._losses_checked_ns = now
+
+    def _write_merged(self, ready: list, table: EventTable) -> None:
+        """Writes the items and the table's events (both in time order) in time order; an
+        event dated like an item goes before it."""
+        cuts = table.positions_after([item[ROW_TS] if type(item) is tuple else item.ts_ns
+                                      for item in ready])
+        written, position = 0, 0
+        while position < len(ready):
+            cut, end = cuts[position], position + 1
+            while end < len(ready) and cuts[end] == cut:
+                end += 1
+            if cut > written:
+                self._write_table(table.part(written, cut))
+                written = cut
+            self._write_items(ready[position:end])
+            position = end
+        if written < len(table):
+            self._write_table(table.part(written))
+
+    def _write_items(self, ready: list) -> None:
+        """Writes items in time order: rows in batches, anything else one by one."""
         kinds = list(map(type, ready))
         if kinds.count(tuple) == len(kinds):
             self._write_rows(ready)
@@ -285,11 +321,6 @@ class Recording:
                         self._writer.write(item)
                     start = position + 1
             self._write_rows(ready[start:])
-        self.stats.incomplete = self._decoder.stats.incomplete
-        self.stats.read_faults = self._decoder.stats.read_faults
-        if final or now - self._losses_checked_ns >= LOSS_CHECK_NS:
-            self._record_losses()
-            self._losses_checked_ns = now
 
     def _note(self, note: FdNote) -> None:
         self._fds.apply(note)
@@ -344,6 +375,35 @@ class Recording:
                         break
             rows = rows[start:]
         self._emit_rows(rows)
+
+    def _write_table(self, table: EventTable) -> None:
+        """_write_rows for events as columns."""
+        rule = self._rule
+        if rule.max_events is not None:
+            room = rule.max_events - self.stats.events
+            if room <= 0:
+                return  # past --count: not lost, just not asked for
+            table = table.part(0, room)
+        clean = self._fd_clean
+        unnamed = [(pid, fd) for pid, fd in table.fd_keys() if fd not in clean.get(pid, ())]
+        if unnamed:
+            start = 0
+            for position in sorted({table.first_of(pid, fd) for pid, fd in unnamed}):
+                self._emit_table(table.part(start, position))
+                start = position
+                self._name(table.part(position, position + 1).rows()[0])
+            table = table.part(start)
+        self._emit_table(table)
+
+    def _emit_table(self, table: EventTable) -> None:
+        """_emit_rows for events as columns: numbered in file order by the writer."""
+        if not len(table):
+            return
+        data_bytes = self._writer.write_event_table(table, self.stats.events)
+        if self._unflushed_since is None:
+            self._unflushed_since = boot_ns()
+        self.stats.events += len(table)
+        self.stats.bytes += data_bytes
 
     def _name(self, row: EventRow) -> None:
         """Writes an fd record before this event if the file names its descriptor otherwise."""

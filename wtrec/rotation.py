@@ -131,6 +131,13 @@ class RotatingWriter:
         self._bytes += data_bytes
         return data_bytes
 
+    def write_event_table(self, table, first_seq: int) -> int:
+        assert self._writer is not None, "write after close"
+        data_bytes = self._writer.write_event_table(table, first_seq)
+        self._events += len(table)
+        self._bytes += data_bytes
+        return data_bytes
+
     def process_ended(self, pid: int) -> None:
         if self._writer is not None:
             self._writer.process_ended(pid)

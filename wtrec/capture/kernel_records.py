@@ -12,19 +12,20 @@ each ending with its arrival number (ROW_SEQ: how many events this decoder
 had decoded before it), which the recorder keeps as the event's seq unless
 time order moved the event.
 A stretch of same-sized event records without flags, the common case under
-load, is unpacked by `struct.iter_unpack` and turned into rows by C loops
-(`zip`, `map`): no Python code runs per event there. Everything else
-(chunks, fd notes, flagged events) goes through `decode`, so both ways give
-the same records; a test feeds both the same kernel bytes.
+load, becomes an EventTable (wtrec/wtrace/event_table.py): its fields are
+copied out as numpy columns, no Python object made per event, and it goes
+to the file that way. Everything else (chunks, fd notes, flagged events)
+goes through `decode`, so both ways give the same records; a test feeds
+both the same kernel bytes.
 """
 
 import struct
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from itertools import repeat
-from operator import getitem, itemgetter
 
 from wtrec.records import TYPE_READ, TYPE_WRITE, IoEvent, event_row
+from wtrec.wtrace.event_table import KERNEL_FIELDS, EventTable
 
 KIND_EVENT, KIND_CHUNK, KIND_FD, KIND_TLS = 1, 2, 3, 4
 
@@ -88,6 +89,10 @@ RUN_MIN = 8
 RUN_MAX = 2048
 RUN_BACKOFF = 64
 MAX_CACHED_NAMES = 4096
+# Runs of records with room for at most this much data become EventTables;
+# larger ones are handed as rows: a table keeps each event's whole room, and
+# a table joined with a wider one takes its width.
+TABLE_MAX_ROOM = 1024
 
 # wtrec's syscall numbering (the SC_* defines of the BPF program).
 SYSCALL_NAMES = {
@@ -181,15 +186,28 @@ class DecodedBlock:
     """What a run of kernel bytes held, in kernel order.
 
     `items` are event rows (tuples), FdNotes and whatever else `decode`
-    makes; `times` their ts_ns, item for item; `fd_keys` the (pid, fd) of
-    the events; `used` the bytes decoded (a record still being written, or
-    cut by the end of the block, waits for the next one).
+    makes; `times` their ts_ns, item for item; `tables` the runs of plain
+    events decoded as columns, each with the number of items that came
+    before it; `fd_keys` the (pid, fd) of the events; `used` the bytes
+    decoded (a record still being written, or cut by the end of the block,
+    waits for the next one).
     """
 
     items: list = field(default_factory=list)
     times: list[int] = field(default_factory=list)
+    tables: list[tuple[int, EventTable]] = field(default_factory=list)
     fd_keys: set[tuple[int, int]] = field(default_factory=set)
     used: int = 0
+
+    def in_kernel_order(self) -> list:
+        """The items with each table's events in its place, as rows."""
+        items: list = []
+        taken = 0
+        for before, table in self.tables:
+            items += self.items[taken:before]
+            items += table.rows()
+            taken = before
+        return items + self.items[taken:]
 
 
 def _field_offset(name: str) -> int:
@@ -199,28 +217,15 @@ def _field_offset(name: str) -> int:
 
 
 # A ring record's fields as indexes of its bytes viewed as u32, u16 or u64
-# items (records are 8-byte aligned, so every view steps whole records).
+# items (records are 8-byte aligned, so every view steps whole records): what
+# a run is checked with before it becomes a table.
 RUN_LENGTH, RUN_KIND, RUN_FLAGS = 0, _field_offset("kind") // 4, _field_offset("flags") // 4
-RUN_TS, RUN_COUNT, RUN_RET = (_field_offset(name) // 8 for name in ("ts_ns", "count", "ret"))
-RUN_PID, RUN_TID, RUN_UID, RUN_FD, RUN_CAPTURED = (
-    _field_offset(name) // 4 for name in ("pid", "tid", "uid", "fd", "captured"))
+RUN_PID, RUN_FD, RUN_CAPTURED = (
+    _field_offset(name) // 4 for name in ("pid", "fd", "captured"))
 RUN_SYSCALL, RUN_DIRECTION = _field_offset("syscall") // 2, _field_offset("direction") // 2
-# comm, 16 bytes 8-aligned, as two u64 items: equal items, equal names.
-RUN_COMM = _field_offset("comm") // 8
-COMM_SIZE = 16
-assert _field_offset("comm") % 8 == 0 and EVENT_FIELDS[-1] == ("comm", f"{COMM_SIZE}s")
-
-
-def _run_data(size: int, stride: int) -> struct.Struct:
-    """A ring record of `size` bytes as (data,), the rest skipped."""
-    return struct.Struct(f"<{RINGBUF_HEADER + EVENT_HEADER.size}x{size - EVENT_HEADER.size}s"
-                         f"{stride - RINGBUF_HEADER - size}x")
-
-
-def _run_comm(stride: int) -> struct.Struct:
-    """A ring record as (comm,), the rest skipped."""
-    comm = _field_offset("comm")
-    return struct.Struct(f"<{comm}x{COMM_SIZE}s{stride - comm - COMM_SIZE}x")
+# Where each field an EventTable keeps sits in a ring record.
+RING_FIELD_OFFSETS = {name: _field_offset("ts_ns" if name == "ts" else name)
+                      for name in KERNEL_FIELDS}
 
 
 def _column(items: memoryview, count: int) -> tuple[list, bool]:
@@ -231,23 +236,23 @@ def _column(items: memoryview, count: int) -> tuple[list, bool]:
     return items.tolist(), False
 
 
-_FIRST = itemgetter(0)
 _ROW_TYPES = (TYPE_WRITE, TYPE_READ)  # by the record's direction
 
-
-_SLICE_TO = slice
 
 
 class KernelDecoder:
     """Turns raw records into IoEvent and FdNote objects, joining chunks."""
 
-    def __init__(self):
+    def __init__(self, tables: bool = True):
+        # tables=False: runs are handed as rows, as everything else is (the
+        # row lane, which tests compare the column lane with).
+        self._tables = tables
         self._chunks: dict[tuple[int, int], list[tuple[int, bytes]]] = {}
         self._chunk_bytes = 0
         # Decoded events flagged FLAG_FDS_STALE, by id(), held until the batch ends.
         self._stale: dict[int, IoEvent] = {}
         self.stats = DecodeStats()
-        self._data_of: dict[int, struct.Struct] = {}  # record length -> its run's data
+        self._run_from = RUN_FIRST  # how many records the next run tries at most
         # Raw comm -> comm, syscall id -> name: shared objects, looked up by C loops.
         self._comms: dict[bytes, bytes] = {}
         self._syscalls: dict[int, str] = dict(SYSCALL_NAMES)
@@ -262,7 +267,7 @@ class KernelDecoder:
         end = len(block)
         view = memoryview(block)
         position = 0
-        run_from = RUN_FIRST
+        run_from = self._run_from  # kept from block to block: under load, runs stay long
         runs_from = 0  # no run is tried before this position (after a short one)
         length_at = RINGBUF_LENGTH.unpack_from
         ring_event = RING_EVENT.unpack_from
@@ -318,6 +323,7 @@ class KernelDecoder:
                 arrival = stats.events
             position += stride
         stats.events = arrival
+        self._run_from = run_from
         out.used = position
         if self._stale:
             self._stale.clear()
@@ -380,11 +386,12 @@ class KernelDecoder:
 
     def _event_run(self, view: memoryview, position: int, length: int, stride: int, end: int,
                    out: DecodedBlock, run_from: int) -> int:
-        """Decodes the same-sized, unflagged event records from `position`; returns how many.
+        """Decodes the same-sized, unflagged event records from `position` as a table (rows
+        if asked, or if their room is large); returns how many.
 
-        Each fixed-width field is read for all records at once, as a strided
-        view of the bytes (`memoryview.cast`, then a step of one record);
-        comm and data by `struct.iter_unpack`.
+        The run is checked first by strided views of its bytes
+        (`memoryview.cast`, then a step of one record), each field of all
+        records at once.
         """
         count = min((end - position) // stride, run_from)
         span = view[position:position + count * stride]
@@ -393,13 +400,20 @@ class KernelDecoder:
         kinds = words[RUN_KIND::step].tolist()
         flags = words[RUN_FLAGS::step].tolist()
         if lengths.count(length) + kinds.count(KIND_EVENT) + flags.count(0) != 3 * count:
-            taken = 0
-            while (taken < count and lengths[taken] == length and kinds[taken] == KIND_EVENT
-                   and not flags[taken]):
-                taken += 1
-            if taken < RUN_MIN:
+            # The longest prefix of plain event records of this length, found by
+            # halving with C compares of list slices.
+            same_length, events, plain = [length] * count, [KIND_EVENT] * count, [0] * count
+            good, bad = 0, count
+            while bad - good > 1:
+                middle = (good + bad) // 2
+                if (lengths[:middle] == same_length[:middle] and kinds[:middle] == events[:middle]
+                        and flags[:middle] == plain[:middle]):
+                    good = middle
+                else:
+                    bad = middle
+            if good < RUN_MIN:
                 return 0
-            count = taken
+            count = good
             span = view[position:position + count * stride]
             words = span.cast("I")
         captured = words[RUN_CAPTURED::step].tolist()
@@ -408,48 +422,19 @@ class KernelDecoder:
         room = length - EVENT_HEADER.size
         if max(captured) > room or not set(direction[:1] if one_direction else direction) <= {0, 1}:
             return 0  # malformed or unusual: record by record, which says what is wrong
-        quads, quad_step = span.cast("Q"), stride // 8
-        data = self._data_of.get(length)
-        if data is None:
-            data = self._data_of[length] = _run_data(length, stride)
-        payload: Iterable = map(_FIRST, data.iter_unpack(span))
-        if captured.count(room) != count:
-            payload = map(getitem, payload, map(_SLICE_TO, captured))
-        # Fields that are the same in every record of the run (comm, uid,
-        # often fd, tid, direction, syscall) are read once.
-        comms = self._comms
-        low, high = quads[RUN_COMM::quad_step], quads[RUN_COMM + 1::quad_step]
-        if low[1:] == low[:-1] and high[1:] == high[:-1]:
-            raw = bytes(span[RUN_COMM * 8:RUN_COMM * 8 + COMM_SIZE])
-            name = comms.get(raw)
-            comm = [self._comm(raw) if name is None else name] * count
-        else:
-            raws = list(map(_FIRST, _run_comm(stride).iter_unpack(span)))
-            distinct = set(raws)
-            if not comms.keys() >= distinct:
-                if len(comms) > MAX_CACHED_NAMES:
-                    comms.clear()
-                for raw in distinct:
-                    comms[raw] = raw.split(b"\0", 1)[0]
-            comm = list(map(comms.__getitem__, raws))
         names = self._syscalls
         syscall, one_syscall = _column(halves[RUN_SYSCALL::half_step], count)
         for number in set(syscall[:1] if one_syscall else syscall) - names.keys():
             names[number] = f"syscall{number}"
-        ts = quads[RUN_TS::quad_step].tolist()
+        table = EventTable.from_ring(span, count, stride, RING_FIELD_OFFSETS,
+                                     RINGBUF_HEADER + EVENT_HEADER.size, self.stats.events, names)
+        if self._tables and room <= TABLE_MAX_ROOM:
+            out.tables.append((len(out.items), table))
+        else:
+            out.items += table.rows()
+            out.times += table.times.tolist()
         pid, one_pid = _column(words[RUN_PID::step], count)
-        tids = words[RUN_TID::step]
-        tid = pid if tids == words[RUN_PID::step] else tids.tolist()
         fd, one_fd = _column(span.cast("i")[RUN_FD::step], count)
-        out.items += zip(  # noqa: B905
-            [_ROW_TYPES[direction[0]]] * count if one_direction
-            else map(_ROW_TYPES.__getitem__, direction),
-            ts, pid, tid, _column(words[RUN_UID::step], count)[0], comm, fd,
-            _column(quads[RUN_COUNT::quad_step], count)[0], payload,
-            [names[syscall[0]]] * count if one_syscall else map(names.__getitem__, syscall),
-            _column(span.cast("q")[RUN_RET::quad_step], count)[0],
-            range(self.stats.events, self.stats.events + count))
-        out.times += ts
         if one_fd:
             out.fd_keys.update(zip(set(pid), repeat(fd[0])))
         elif one_pid:

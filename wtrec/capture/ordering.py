@@ -15,12 +15,20 @@ it is sorted on its own (a C sort, only if it needs one) and becomes the
 last chunk, merged only with the held items later than its first. Releasing
 takes whole chunks and cuts one by `bisect`. So the work per batch does not
 grow with what is held (50 ms of events: 50,000 at a million a second).
+
+Runs of events decoded as columns (EventTables) are held the same way but
+apart (`push_table`/`release_tables`), sorted by numpy; the recorder merges
+what both release by time as it writes. Among equal times, an event of a
+table goes before an item of the other kind (it cannot be told which the
+kernel sent first).
 """
 
 import heapq
 from bisect import bisect_right
 from collections.abc import Iterable
 from itertools import chain
+
+from wtrec.wtrace.event_table import EventTable
 
 
 def _in_time_order(times: list[int], items: list) -> tuple[list[int], list]:
@@ -41,9 +49,11 @@ class ReorderBuffer:
         # push_batch's chunks: each sorted by time (then arrival), each
         # starting no earlier than the one before it ends.
         self._chunks: list[tuple[list[int], list]] = []
+        self._tables: list[EventTable] = []  # push_table's chunks, the same way
 
     def __len__(self) -> int:
-        return len(self._heap) + sum(len(items) for _times, items in self._chunks)
+        return (len(self._heap) + sum(len(items) for _times, items in self._chunks)
+                + sum(map(len, self._tables)))
 
     def push_batch(self, times: list[int], items: list) -> None:
         """Items with their times, in arrival order (among equal times it is kept)."""
@@ -89,6 +99,47 @@ class ReorderBuffer:
         """Everything push_batch holds, in order."""
         ready = list(chain.from_iterable(items for _times, items in self._chunks))
         self._chunks.clear()
+        return ready
+
+    def push_table(self, table: EventTable) -> None:
+        """push_batch for events decoded as columns (capture/kernel_records.py's runs),
+        held apart from the other items in chunks of the same kind; what the two
+        release is merged by time when written."""
+        if not len(table):
+            return
+        table = table.in_time_order()
+        chunks = self._tables
+        first = table.first_time
+        if chunks and chunks[-1].last_time > first:
+            later: list[EventTable] = []
+            while chunks and chunks[-1].last_time > first:
+                held = chunks[-1]
+                cut = held.count_until(first)
+                later.insert(0, held.part(cut))
+                if cut:
+                    chunks[-1] = held.part(0, cut)
+                    break
+                chunks.pop()
+            table = EventTable.joined([*later, table]).in_time_order()
+        chunks.append(table)
+
+    def release_tables(self, now_ns: int) -> list[EventTable]:
+        """What push_table holds that is old enough, oldest first."""
+        horizon = now_ns - self._hold_ns
+        chunks = self._tables
+        ready: list[EventTable] = []
+        while chunks and chunks[0].last_time <= horizon:
+            ready.append(chunks.pop(0))
+        if chunks:
+            cut = chunks[0].count_until(horizon)
+            if cut:
+                ready.append(chunks[0].part(0, cut))
+                chunks[0] = chunks[0].part(cut)
+        return ready
+
+    def drain_tables(self) -> list[EventTable]:
+        """Everything push_table holds, in order."""
+        ready, self._tables = self._tables, []
         return ready
 
     def push(self, event) -> None:

@@ -198,6 +198,37 @@ class StatsAccumulator:
         self.records += len(rows)
         return len(rows), min(map(_TIME, rows)), max(map(_TIME, rows))
 
+    def add_table(self, table) -> tuple[int, int | None, int | None]:
+        """add_rows for events given as an EventTable (wtrec.wtrace.event_table): its sums by
+        (pid, fd, direction) are made by numpy, then added key by key."""
+        totals = table.totals()
+        if totals is None or len(totals) * 8 > len(table):  # big values, or few events a key
+            return self.add_rows(table.rows())
+        if not totals:
+            return 0, None, None
+        current = self._current
+        new_row = self._row
+        first, last = None, None
+        for (pid, fd, inbound, events, captured, expected, truncated, failed, first_ts,
+             last_ts, comm) in totals:
+            row = current.get((pid, fd, inbound))
+            if row is None:
+                row = new_row(pid, fd, inbound)
+            row[0] += events
+            row[1] += captured
+            row[2] += expected
+            row[3] += truncated
+            row[4] += failed
+            if first_ts < row[5]:
+                row[5] = first_ts
+            if last_ts > row[6]:
+                row[6] = last_ts
+            row[7] = comm
+            first = first_ts if first is None else min(first, first_ts)
+            last = last_ts if last is None else max(last, last_ts)
+        self.records += len(table)
+        return len(table), first, last
+
     def _row(self, pid: int, fd: int, inbound: bool) -> list:
         key = (pid, fd, self._identity.get(pid, {}).get(fd), inbound)
         row = self._rows.get(key)

@@ -59,11 +59,11 @@ class CaptureWriter:
         self._packer = msgpack.Packer(use_bin_type=True)
         self._compressor = zstandard.ZstdCompressor(
             level=level, write_checksum=True, write_content_size=True)
-        self._pending: list[bytes] = []  # packed records, one or many per piece
+        self._pending: list[bytes | memoryview] = []  # packed records, one or many per piece
         self._pending_count = 0
         # What the open frame holds, in order, for the totals: records, lists
         # of event rows, and processes that ended after them.
-        self._segments: list[Record | list[tuple] | _Ended] = []
+        self._segments: list[Record | list[tuple] | _Ended | _TableSegment] = []
         self._pending_bytes = 0
         self._frame_started_ns = 0
         self.frames = 0
@@ -134,6 +134,37 @@ class CaptureWriter:
                 self._close_frame()
         return data_bytes
 
+    def write_event_table(self, table, first_seq: int) -> int:
+        """write_event_rows for events given as an EventTable (wtrec.wtrace.event_table),
+        numbered from `first_seq`; returns the bytes of data they carry.
+
+        The file is byte for byte what write_event_rows of `table.rows(first_seq)`
+        makes: the table is packed once, then cut where the record and byte
+        bounds close frames, as the rows way cuts. Its index totals are added
+        once, with the frame holding its first event.
+        """
+        if not len(table):
+            return 0
+        packed = table.pack(first_seq)
+        position, total = 0, len(table)
+        while position < total:
+            taken = packed.taken(position, min(FRAME_MAX_RECORDS - self._pending_count,
+                                               total - position),
+                                 FRAME_MAX_BYTES - self._pending_bytes)
+            piece = packed.between(position, position + taken)
+            if not self._pending:
+                self._frame_started_ns = self._clock()
+            self._pending.append(piece)
+            self._pending_count += taken
+            self._segments.append(_TableSegment(
+                table if position == 0 else None, *table.part(position, position + taken).span()))
+            self._pending_bytes += len(piece)
+            position += taken
+            if (self._pending_count >= FRAME_MAX_RECORDS
+                    or self._pending_bytes >= FRAME_MAX_BYTES):
+                self._close_frame()
+        return table.data_bytes()
+
     def process_ended(self, pid: int) -> None:
         """Says that process `pid` has exited: its totals are final (until the pid is reused),
         so they leave the writer's tables for a compressed spill. Memory then stays flat over
@@ -187,12 +218,17 @@ class CaptureWriter:
         events, first, last = 0, None, None
         records: list[Record] = []
         for segment in self._segments:
-            if isinstance(segment, list):
+            if isinstance(segment, list | _TableSegment):
                 if records:
                     counted = self._stats.add_batch(records)
                     events, first, last = _combine((events, first, last), counted)
                     records = []
-                counted = self._stats.add_rows(segment)
+                if isinstance(segment, list):
+                    counted = self._stats.add_rows(segment)
+                else:
+                    if segment.table is not None:
+                        self._stats.add_table(segment.table)
+                    counted = (segment.events, segment.first_ns, segment.last_ns)
                 events, first, last = _combine((events, first, last), counted)
             elif isinstance(segment, _Ended):
                 if records:
@@ -273,6 +309,17 @@ class _Ended:
     """In the open frame's segments: process `pid` ended here."""
 
     pid: int
+
+
+@dataclass(frozen=True)
+class _TableSegment:
+    """In the open frame's segments: events written as an EventTable, whose totals are
+    added with its first piece (`table` is None in the others)."""
+
+    table: object
+    events: int
+    first_ns: int
+    last_ns: int
 
 
 def _combine(a: tuple[int, int | None, int | None],
