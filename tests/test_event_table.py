@@ -310,3 +310,17 @@ def test_the_decoder_still_hands_rows_where_asked():
     got = KernelDecoder(tables=False).decode_ring_block(
         ring_block([kernel_record(e, 64) for e in events]))
     assert not got.tables and [row[ROW_SEQ] for row in got.items] == list(range(50))
+
+
+def test_a_run_claiming_data_in_its_records_padding_is_refused():
+    """Records of 60 bytes of room sit 64 apart (8-byte alignment): 62 bytes claimed is
+    more than the record holds, whatever the padding after it."""
+    from kernel_bytes import encode_event as encode
+
+    from wtrec.capture.kernel_records import BadKernelEvent
+
+    events = events_of([(100, 3, False, 60, 0, 0, b"w")] * 20)
+    raws = [bytearray(encode(e, pad_to=EVENT_HEADER.size + 60)) for e in events]
+    raws[12][EVENT_HEADER.size - 16 - 2 - 2 - 4:EVENT_HEADER.size - 16 - 2 - 2] = (62).to_bytes(4, "little")
+    with pytest.raises(BadKernelEvent):
+        KernelDecoder().decode_ring_block(ring_block([bytes(r) for r in raws]))

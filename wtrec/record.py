@@ -59,9 +59,9 @@ from wtrec.wtrace.event_table import EventTable
 # The reading loop: each step takes at most STEP_BYTES of kernel records, so
 # a signal is seen within a step whatever the load; when a step found little,
 # the loop sleeps POLL_S (the BPF program never wakes the reader).
-STEP_BYTES = 256 << 10
+STEP_BYTES = 1 << 20
 POLL_S = 0.02
-QUIET_STEP_BYTES = 32 << 10
+QUIET_STEP_BYTES = STEP_BYTES // 2
 # After a signal, what is still in the buffer is taken until this long after
 # the signal and the rest counted lost, so Ctrl-C ends a recording within a
 # second. Other stops (duration, count, the command's exit) take it all.

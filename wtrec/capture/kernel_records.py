@@ -22,7 +22,6 @@ both the same kernel bytes.
 import struct
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from itertools import repeat
 
 from wtrec.records import TYPE_READ, TYPE_WRITE, IoEvent, event_row
 from wtrec.wtrace.event_table import KERNEL_FIELDS, EventTable
@@ -216,28 +215,12 @@ def _field_offset(name: str) -> int:
     return RINGBUF_HEADER + struct.calcsize("<" + codes)
 
 
-# A ring record's fields as indexes of its bytes viewed as u32, u16 or u64
-# items (records are 8-byte aligned, so every view steps whole records): what
-# a run is checked with before it becomes a table.
-RUN_LENGTH, RUN_KIND, RUN_FLAGS = 0, _field_offset("kind") // 4, _field_offset("flags") // 4
-RUN_PID, RUN_FD, RUN_CAPTURED = (
-    _field_offset(name) // 4 for name in ("pid", "fd", "captured"))
-RUN_SYSCALL, RUN_DIRECTION = _field_offset("syscall") // 2, _field_offset("direction") // 2
-# Where each field an EventTable keeps sits in a ring record.
+# Where each field an EventTable keeps sits in a ring record; for a run, also
+# what it is checked with (the ring's length word, the kind, the flags).
 RING_FIELD_OFFSETS = {name: _field_offset("ts_ns" if name == "ts" else name)
                       for name in KERNEL_FIELDS}
-
-
-def _column(items: memoryview, count: int) -> tuple[list, bool]:
-    """A strided view's items as a list, and whether they are all the same (then the list
-    is one object `count` times: no int made per record)."""
-    if items[1:] == items[:-1]:  # a C loop over the bytes
-        return [items[0]] * count, True
-    return items.tolist(), False
-
-
-_ROW_TYPES = (TYPE_WRITE, TYPE_READ)  # by the record's direction
-
+RUN_FIELD_OFFSETS = {**RING_FIELD_OFFSETS, "length": 0, "kind": _field_offset("kind"),
+                     "flags": _field_offset("flags")}
 
 
 class KernelDecoder:
@@ -387,62 +370,26 @@ class KernelDecoder:
     def _event_run(self, view: memoryview, position: int, length: int, stride: int, end: int,
                    out: DecodedBlock, run_from: int) -> int:
         """Decodes the same-sized, unflagged event records from `position` as a table (rows
-        if asked, or if their room is large); returns how many.
-
-        The run is checked first by strided views of its bytes
-        (`memoryview.cast`, then a step of one record), each field of all
-        records at once.
-        """
+        if asked, or if their room is large); returns how many (0: none, or fewer than
+        RUN_MIN, or one is malformed: then record by record, which says what is wrong)."""
         count = min((end - position) // stride, run_from)
-        span = view[position:position + count * stride]
-        words, step = span.cast("I"), stride // 4
-        lengths = words[RUN_LENGTH::step].tolist()
-        kinds = words[RUN_KIND::step].tolist()
-        flags = words[RUN_FLAGS::step].tolist()
-        if lengths.count(length) + kinds.count(KIND_EVENT) + flags.count(0) != 3 * count:
-            # The longest prefix of plain event records of this length, found by
-            # halving with C compares of list slices.
-            same_length, events, plain = [length] * count, [KIND_EVENT] * count, [0] * count
-            good, bad = 0, count
-            while bad - good > 1:
-                middle = (good + bad) // 2
-                if (lengths[:middle] == same_length[:middle] and kinds[:middle] == events[:middle]
-                        and flags[:middle] == plain[:middle]):
-                    good = middle
-                else:
-                    bad = middle
-            if good < RUN_MIN:
-                return 0
-            count = good
-            span = view[position:position + count * stride]
-            words = span.cast("I")
-        captured = words[RUN_CAPTURED::step].tolist()
-        halves, half_step = span.cast("H"), stride // 2
-        direction, one_direction = _column(halves[RUN_DIRECTION::half_step], count)
-        room = length - EVENT_HEADER.size
-        if max(captured) > room or not set(direction[:1] if one_direction else direction) <= {0, 1}:
-            return 0  # malformed or unusual: record by record, which says what is wrong
+        table = EventTable.plain_run(
+            view[position:position + count * stride], count, stride, RUN_FIELD_OFFSETS, length,
+            KIND_EVENT, RINGBUF_HEADER + EVENT_HEADER.size, length - EVENT_HEADER.size,
+            self.stats.events, self._syscalls, RUN_MIN)
+        if table is None:
+            return 0
         names = self._syscalls
-        syscall, one_syscall = _column(halves[RUN_SYSCALL::half_step], count)
-        for number in set(syscall[:1] if one_syscall else syscall) - names.keys():
+        for number in set(table.syscalls()) - names.keys():
             names[number] = f"syscall{number}"
-        table = EventTable.from_ring(span, count, stride, RING_FIELD_OFFSETS,
-                                     RINGBUF_HEADER + EVENT_HEADER.size, self.stats.events, names)
-        if self._tables and room <= TABLE_MAX_ROOM:
+        if self._tables and length - EVENT_HEADER.size <= TABLE_MAX_ROOM:
             out.tables.append((len(out.items), table))
         else:
             out.items += table.rows()
             out.times += table.times.tolist()
-        pid, one_pid = _column(words[RUN_PID::step], count)
-        fd, one_fd = _column(span.cast("i")[RUN_FD::step], count)
-        if one_fd:
-            out.fd_keys.update(zip(set(pid), repeat(fd[0])))
-        elif one_pid:
-            out.fd_keys.update(zip(repeat(pid[0]), set(fd)))
-        else:
-            out.fd_keys.update(zip(pid, fd, strict=True))
-        self.stats.events += count
-        return count
+        out.fd_keys.update(table.fd_keys())
+        self.stats.events += len(table)
+        return len(table)
 
     def decode_batch(self, raws: Iterable[bytes | memoryview]
                      ) -> list[IoEvent | FdNote | TlsKernelEvent]:

@@ -22,7 +22,6 @@ numpy is imported here only: the recorder's fast lane is its one user.
 from __future__ import annotations
 
 import struct
-from bisect import bisect_left
 from collections.abc import Mapping, Sequence
 from itertools import accumulate
 from operator import getitem, itemgetter
@@ -56,7 +55,9 @@ KERNEL_FIELDS = ("ts", "pid", "tid", "uid", "fd", "count", "ret", "syscall", "di
                  "captured", "comm")
 _KERNEL_CODES = {"ts": "<u8", "pid": "<u4", "tid": "<u4", "uid": "<u4", "fd": "<i4",
                  "count": "<u8", "ret": "<i8", "syscall": "<u2", "direction": "<u2",
-                 "captured": "<u4", "comm": "S16"}
+                 "captured": "<u4", "comm": "S16",
+                 # what a run is checked with (plain_run): the ring's length word, the kind, flags
+                 "length": "<u4", "kind": "<u4", "flags": "<u4"}
 # Sums of a stretch are made in int64: values up to this keep them exact
 # (FRAME_MAX_RECORDS of them); a larger count falls back to Python ints.
 _EXACT_SUM_LIMIT = 1 << 52
@@ -69,6 +70,8 @@ _FIRST = itemgetter(0)
 _FORM_EDGES = np.array([-(1 << 31), -(1 << 15), -(1 << 7), -32, 0x80, 1 << 8, 1 << 16, 1 << 32],
                        np.int64)
 _UNSIGNED_EDGES = np.array([0x80, 1 << 8, 1 << 16, 1 << 32], np.uint64)
+_FIRST_UNSIGNED_FORM = 4  # fixint: the form of 0 in _FORM_EDGES' numbering
+_FORMS = len(_FORM_EDGES) + 1
 MAX_SHAPES = 16  # more shapes in one stretch: packed row by row by msgpack
 _LENGTH_MASKS: dict[int, np.ndarray] = {}  # payload room -> _first_of_each_length
 # Record layouts seen (_RecordLayout.records): a few per recording.
@@ -120,20 +123,48 @@ class EventTable:
         """The `count` records of `stride` bytes at the start of `buffer`, each field of
         KERNEL_FIELDS at its offset in a record and the data from `data_at` to the
         record's end."""
-        key = (stride, tuple(field_offsets.items()))
-        kernel = _KERNEL_RECORDS.get(key)
-        if kernel is None:
-            kernel = _KERNEL_RECORDS[key] = np.dtype({
-                "names": list(field_offsets),
-                "formats": [_KERNEL_CODES[name] for name in field_offsets],
-                "offsets": list(field_offsets.values()), "itemsize": stride})
-        records = np.frombuffer(buffer, dtype=kernel, count=count)
+        return cls._of_records(_kernel_records(buffer, count, stride, field_offsets), buffer,
+                               stride, data_at, first_arrival, syscall_names)
+
+    @classmethod
+    def plain_run(cls, buffer, most: int, stride: int, field_offsets: Mapping[str, int],
+                  length_word: int, event_kind: int, data_at: int, room: int,
+                  first_arrival: int, syscall_names: Mapping[int, str], least: int
+                  ) -> EventTable | None:
+        """The run of plain event records at the start of `buffer`, at most `most`: those
+        whose ring length word is `length_word`, kind `event_kind` and flags 0. None when
+        fewer than `least`, or when one says more data than its `room` or a direction
+        that is neither 0 nor 1 (record by record, the decoder says what is wrong with
+        it). `field_offsets` also places "length", "kind" and "flags"."""
+        records = _kernel_records(buffer, most, stride, field_offsets)
+        plain = ((records["length"] == length_word) & (records["kind"] == event_kind)
+                 & (records["flags"] == 0))
+        count = most if bool(plain.all()) else int(np.argmin(plain))
+        if count < least:
+            return None
+        records = records[:count]
+        if (int(records["captured"].max()) > room
+                or int(records["direction"].max()) > 1):
+            return None
+        return cls._of_records(records, buffer, stride, data_at, first_arrival, syscall_names)
+
+    @classmethod
+    def _of_records(cls, records: np.ndarray, buffer, stride: int, data_at: int,
+                    first_arrival: int, syscall_names: Mapping[int, str]) -> EventTable:
+        count = len(records)
         columns = np.empty(count, COLUMNS)
         for name in KERNEL_FIELDS:
             columns[name] = records[name]
         columns["arrival"] = np.arange(first_arrival, first_arrival + count, dtype=np.uint64)
         payloads = np.frombuffer(buffer, np.uint8, count * stride).reshape(count, stride)
         return cls(columns, payloads[:, data_at:].copy(), syscall_names)
+
+    def syscalls(self) -> list[int]:
+        """The distinct syscall numbers of the events."""
+        numbers = self.columns["syscall"]
+        if not len(numbers) or bool((numbers == numbers[0]).all()):
+            return numbers[:1].tolist()
+        return np.unique(numbers).tolist()
 
     def __len__(self) -> int:
         return len(self.columns)
@@ -251,12 +282,13 @@ class EventTable:
         used bytes, taken row by row by a mask, are the records in order. None if
         there are more than MAX_SHAPES shapes."""
         columns, count = self.columns, len(self)
-        payloads = self.payloads
-        room = payloads.shape[1]
         captured = columns["captured"]
-        if not count or room >= 1 << 16:
+        if not count:
             return None
-        seq = np.arange(first_seq, first_seq + count, dtype=np.int64)
+        room = int(captured.max())  # of the payloads' room, what any event uses
+        if room >= 1 << 16:
+            return None
+        payloads = self.payloads[:, :room]
         words = _words(columns)
         # What a shape shares: syscall and direction (the high half of word 6),
         # comm, the bin header's form, and the form of each int field.
@@ -266,11 +298,20 @@ class EventTable:
         if not bool((comms == comms[0]).all()):
             names = np.unique(columns["comm"], return_inverse=True)[1].reshape(-1)
             key = key * (int(names.max()) + 1) + names
-        int_fields = [columns[name] for name in ("ts", "pid", "tid", "uid", "fd", "count", "ret")]
-        for column in (*int_fields, seq):
-            forms = _int_forms(column)
-            if not bool((forms == forms[0]).all()):
-                key = key * (len(_FORM_EDGES) + 1) + forms
+        # An int field is a constant, or of one form throughout (msgpack's forms
+        # follow the value, so the least and the greatest value say it), or its
+        # forms go into the key.
+        fields: dict[str, np.ndarray] = {
+            name: columns[name] for name in ("ts", "pid", "tid", "uid", "fd", "count", "ret")}
+        fields["seq"] = np.arange(first_seq, first_seq + count, dtype=np.int64)
+        constant: dict[str, int] = {}
+        for name, column in fields.items():
+            low, high = ((first_seq, first_seq + count - 1) if name == "seq"
+                         else (int(column.min()), int(column.max())))
+            if low == high:
+                constant[name] = low
+            elif _int_class(low) != _int_class(high):
+                key = key * _FORMS + _int_forms(column)
         shapes, shape_of = np.unique(key, return_inverse=True)
         if len(shapes) > MAX_SHAPES:
             return None
@@ -278,20 +319,19 @@ class EventTable:
         heads, tails = [], []
         for shape in range(len(shapes)):
             at = np.flatnonzero(shape_of == shape)
-            part = _from_words(words[at])
-            first = part[0]
+            first = columns[at[0]]
             head, tail = _RecordLayout(), _RecordLayout()
             head.constant(b"\x9c" + _PACKER.pack(_ROW_TYPES[int(first["direction"])]))
-            # Each int column has one form within a shape, so integer() takes it.
-            fits = all(head.integer(part[name], False) for name in ("ts", "pid", "tid", "uid"))
+            for name in ("ts", "pid", "tid", "uid"):
+                head.integer_of(fields[name], at, constant.get(name))
             head.constant(_PACKER.pack(bytes(first["comm"])))
-            fits &= all(head.integer(part[name], False) for name in ("fd", "count"))
+            for name in ("fd", "count"):
+                head.integer_of(fields[name], at, constant.get(name))
             head.constant(b"\xc4" if int(first["captured"]) < 1 << 8 else b"\xc5")
-            head.length(part["captured"])
+            head.length(captured[at])
             tail.constant(_PACKER.pack(self.syscall_names[int(first["syscall"])]))
-            fits &= tail.integer(part["ret"], False) and tail.integer(seq[at], False)
-            if not fits:
-                return None
+            for name in ("ret", "seq"):
+                tail.integer_of(fields[name], at, constant.get(name))
             heads.append((at, head.matrix(len(at))))
             tails.append((at, tail.matrix(len(at))))
         widest_head = max(matrix.shape[1] for _at, matrix in heads)
@@ -308,9 +348,10 @@ class EventTable:
         tail_sizes = np.array([matrix.shape[1] for _at, matrix in tails])
         used = np.empty(side_by_side.shape, bool)
         used[:, :data_at] = (np.arange(widest_head) < head_sizes[:, None]).take(shape_of, axis=0)
-        used[:, data_at:tail_at] = _first_of_each_length(room).take(captured, axis=0)
+        used[:, data_at:tail_at] = _first_of_each_length(self.payloads.shape[1])[:, :room].take(
+            captured.astype(np.intp), axis=0)
         used[:, tail_at:] = (np.arange(widest_tail) < tail_sizes[:, None]).take(shape_of, axis=0)
-        ends = np.cumsum((head_sizes + tail_sizes).take(shape_of) + captured).tolist()
+        ends = np.cumsum((head_sizes + tail_sizes).take(shape_of) + captured)
         return PackedEvents(side_by_side[used].tobytes(), 0, ends)
 
     def _pack_columns(self, first_seq: int) -> tuple[bytes, int] | None:
@@ -402,13 +443,15 @@ class PackedEvents:
     records (`record_size`), or a list of records (record_size 0)."""
 
     def __init__(self, packed: bytes | list[bytes], record_size: int,
-                 ends: list[int] | None = None):
+                 ends: np.ndarray | None = None):
         self._whole = packed if isinstance(packed, bytes) else b""
         self._records = packed if isinstance(packed, list) else []
         self._record_size = record_size
-        # Where each record ends, from 0: given with the whole bytes of records of
-        # several sizes, or made from the list on first use.
-        self._ends: list[int] | None = None if ends is None else [0, *ends]
+        # Where each record starts, and the last one ends: given (as the records'
+        # ends) with the whole bytes of records of several sizes, or made from
+        # the list on first use.
+        self._ends: np.ndarray | None = (None if ends is None
+                                         else np.concatenate(([0], ends)).astype(np.int64))
 
     def taken(self, start: int, most: int, budget: int) -> int:
         """How many records from `start`, at most `most`, until their size reaches
@@ -418,7 +461,8 @@ class PackedEvents:
         if self._record_size:
             return min(most, -(-budget // self._record_size))
         ends = self._record_ends()
-        return min(most, bisect_left(ends, ends[start] + budget, start + 1) - start)
+        reached = int(np.searchsorted(ends, ends[start] + budget, side="left"))
+        return min(most, max(reached, start + 1) - start)
 
     def between(self, start: int, stop: int) -> bytes | memoryview:
         if self._record_size:
@@ -427,11 +471,12 @@ class PackedEvents:
         if self._records:
             return b"".join(self._records[start:stop])
         ends = self._record_ends()
-        return memoryview(self._whole)[ends[start]:ends[stop]]
+        return memoryview(self._whole)[int(ends[start]):int(ends[stop])]
 
-    def _record_ends(self) -> list[int]:
+    def _record_ends(self) -> np.ndarray:
         if self._ends is None:
-            self._ends = list(accumulate(map(len, self._records), initial=0))
+            self._ends = np.fromiter(accumulate(map(len, self._records), initial=0), np.int64,
+                                     len(self._records) + 1)
         return self._ends
 
 
@@ -476,6 +521,22 @@ class _RecordLayout:
         self._columns[name] = column
         self._template += bytes(width)
         return True
+
+    def integer_of(self, column: np.ndarray, at: np.ndarray, value: int | None) -> None:
+        """Adds the int column's values at positions `at`, all of one form (the first
+        one's); `value`: the one value the whole column holds, if so."""
+        if value is not None:
+            self._template += _PACKER.pack(value)
+            return
+        marker, width = _int_class(int(column[at[0]]))
+        self._template += marker
+        name = f"f{len(self._fields)}"
+        # A negative value's bytes are its two's complement, as msgpack writes them;
+        # a fixint (-32 to 127) is one signed byte.
+        signed = not marker or marker[0] >= 0xD0
+        self._fields.append((name, f">{'i' if signed else 'u'}{width}", len(self._template)))
+        self._columns[name] = column[at]
+        self._template += bytes(width)
 
     def length(self, lengths: np.ndarray) -> None:
         """A bin's length after its type byte (bin8 or bin16, as the type byte says)."""
@@ -527,8 +588,22 @@ class _RecordLayout:
         return out
 
 
+def _kernel_records(buffer, count: int, stride: int,
+                    field_offsets: Mapping[str, int]) -> np.ndarray:
+    """`count` kernel records of `stride` bytes as a structured array, the same memory."""
+    key = (stride, tuple(field_offsets.items()))
+    kernel = _KERNEL_RECORDS.get(key)
+    if kernel is None:
+        kernel = _KERNEL_RECORDS[key] = np.dtype({
+            "names": list(field_offsets),
+            "formats": [_KERNEL_CODES[name] for name in field_offsets],
+            "offsets": list(field_offsets.values()), "itemsize": stride})
+    return np.frombuffer(buffer, dtype=kernel, count=count)
+
+
 def _first_of_each_length(room: int) -> np.ndarray:
-    """(room + 1, room) booleans: row n has its first n True."""
+    """(room + 1, room) booleans: row n has its first n True (one array per payload room
+    of the kernel's size classes: a few)."""
     rows = _LENGTH_MASKS.get(room)
     if rows is None:
         rows = _LENGTH_MASKS[room] = np.arange(room + 1)[:, None] > np.arange(room)
@@ -536,9 +611,10 @@ def _first_of_each_length(room: int) -> np.ndarray:
 
 
 def _int_forms(column: np.ndarray) -> np.ndarray:
-    """Which of msgpack's int forms (_int_class) each value takes, as a number."""
+    """Which of msgpack's int forms (_int_class) each value takes, as a number below
+    _FORMS (an unsigned column's forms are the non-negative ones)."""
     if column.dtype.kind == "u":
-        return np.searchsorted(_UNSIGNED_EDGES, column, side="right")
+        return np.searchsorted(_UNSIGNED_EDGES, column, side="right") + _FIRST_UNSIGNED_FORM
     return np.searchsorted(_FORM_EDGES, column.astype(np.int64), side="right")
 
 
