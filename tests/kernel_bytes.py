@@ -72,3 +72,42 @@ def ring_block(raws: list[bytes], *, discarded: frozenset[int] = frozenset(),
             RINGBUF_BUSY_BIT if number in busy else 0)
         out += struct.pack("<II", length, 0) + raw + bytes(-len(raw) % 8)
     return bytes(out)
+
+
+class StandInProbe:
+    """What a Recording asks of its probe, with nothing happening: tests override the parts
+    they are about (the ring's bytes, losses, the stop)."""
+
+    def __init__(self, block: bytes = b"", *, step: int = 1 << 20, events: int = 0):
+        from wtrec.capture.probe import ProbeConfig
+
+        self.config = ProbeConfig()
+        self.block = block
+        self.step = step
+        self.events = events
+        self.position = 0
+
+    def peek_ring(self, size):
+        return self.block[self.position:self.position + min(size, self.step)]
+
+    def release_ring(self, used):
+        self.position += used
+
+    def stop_producing(self):
+        pass
+
+    def skip_unread(self):
+        pass
+
+    def lost(self):
+        from wtrec.capture.probe import RecordCounts
+
+        return RecordCounts()
+
+    def handed_over(self):
+        from wtrec.capture.probe import RecordCounts
+
+        return RecordCounts(events=self.events)
+
+    def unfollowed(self):
+        return 0

@@ -15,7 +15,7 @@ import pytest
 from conftest import make_header
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from kernel_bytes import encode_chunk, encode_event, encode_fd_note, ring_block
+from kernel_bytes import StandInProbe, encode_chunk, encode_event, encode_fd_note, ring_block
 
 from wtrec.capture.kernel_records import (
     EVENT_HEADER,
@@ -316,45 +316,6 @@ def test_a_writer_told_of_ended_processes_writes_the_same_index():
                 writer.process_ended(record.pid)
         writer.close(End(ts_ns=10**9, events=3000, bytes=15_000, lost=0))
     assert told.getvalue() == plain.getvalue()
-
-
-class StandInProbe:
-    """What a Recording asks of its probe, with nothing happening: tests override the parts
-    they are about (the ring's bytes, losses, the stop)."""
-
-    def __init__(self, block: bytes = b"", *, step: int = 1 << 20, events: int = 0):
-        from wtrec.capture.probe import ProbeConfig
-
-        self.config = ProbeConfig()
-        self.block = block
-        self.step = step
-        self.events = events
-        self.position = 0
-
-    def peek_ring(self, size):
-        return self.block[self.position:self.position + min(size, self.step)]
-
-    def release_ring(self, used):
-        self.position += used
-
-    def stop_producing(self):
-        pass
-
-    def skip_unread(self):
-        pass
-
-    def lost(self):
-        from wtrec.capture.probe import RecordCounts
-
-        return RecordCounts()
-
-    def handed_over(self):
-        from wtrec.capture.probe import RecordCounts
-
-        return RecordCounts(events=self.events)
-
-    def unfollowed(self):
-        return 0
 
 
 def test_a_recording_from_ring_bytes_writes_what_one_from_records_writes():

@@ -15,7 +15,7 @@ import pytest
 from conftest import make_header
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
-from kernel_bytes import encode_event, encode_fd_note, ring_block
+from kernel_bytes import StandInProbe, encode_event, encode_fd_note, ring_block
 
 from wtrec.capture.kernel_records import (
     EVENT_HEADER,
@@ -220,44 +220,6 @@ def test_the_writer_cuts_frames_where_the_rows_way_cuts(parts, size, already):
     assert writer_output(by_tables) == writer_output(by_rows)
 
 
-class RingProbe:
-    """Hands a Recording the ring buffer's bytes, `step` at a time (nothing else happens)."""
-
-    def __init__(self, block: bytes, step: int, events: int):
-        from wtrec.capture.probe import ProbeConfig
-
-        self.config = ProbeConfig()
-        self.block, self.step, self.events, self.position = block, step, events, 0
-
-    def peek_ring(self, size):
-        return self.block[self.position:self.position + min(size, self.step)]
-
-    def release_ring(self, used):
-        self.position += used
-
-    def read(self, max_bytes):
-        return []
-
-    def stop_producing(self):
-        pass
-
-    def skip_unread(self):
-        pass
-
-    def lost(self):
-        from wtrec.capture.probe import RecordCounts
-
-        return RecordCounts()
-
-    def handed_over(self):
-        from wtrec.capture.probe import RecordCounts
-
-        return RecordCounts(events=self.events)
-
-    def unfollowed(self):
-        return 0
-
-
 def record_capture(block: bytes, step: int, events: int, tables: bool,
                    monkeypatch: pytest.MonkeyPatch) -> bytes:
     """A Recording of the ring bytes, with the decoder's runs as tables or as rows; the
@@ -273,7 +235,7 @@ def record_capture(block: bytes, step: int, events: int, tables: bool,
                              "anchor_real_ns": 1, "host": "h", "argv": ()})
     writer = CaptureWriter(out, header, clock=lambda: 0)
     fds = FdTable(resolver=lambda pid, fd: FdIdentity("pipe", path=f"{pid}:{fd}"))
-    recording = record.Recording(RingProbe(block, step, events), writer,
+    recording = record.Recording(StandInProbe(block, step=step, events=events), writer,
                                  record.StopRule(max_events=events), fds=fds,
                                  sleep=lambda _s: None)
     if not tables:
