@@ -19,8 +19,9 @@ from kernel_bytes import StandInProbe, encode_event, encode_fd_note, ring_block
 
 from wtrec.capture.kernel_records import (
     EVENT_HEADER,
-    RING_FIELD_OFFSETS,
+    KIND_EVENT,
     RINGBUF_HEADER,
+    RUN_FIELD_OFFSETS,
     SYSCALL_NAMES,
     FdNote,
     KernelDecoder,
@@ -42,9 +43,11 @@ def kernel_record(event: IoEvent, room: int) -> bytes:
 def table_of(events: list[IoEvent], room: int = 64) -> EventTable:
     """The events as the decoder makes a run of them from a ring buffer, as one table."""
     block = ring_block([kernel_record(e, room) for e in events])
-    return EventTable.from_ring(block, len(events), len(block) // len(events),
-                                RING_FIELD_OFFSETS, RINGBUF_HEADER + EVENT_HEADER.size, 0,
-                                dict(SYSCALL_NAMES))
+    table = EventTable.plain_run(block, len(events), len(block) // len(events), RUN_FIELD_OFFSETS,
+                                 int.from_bytes(block[:4], "little"), KIND_EVENT,
+                                 RINGBUF_HEADER + EVENT_HEADER.size, room, 0, dict(SYSCALL_NAMES), 1)
+    assert table is not None and len(table) == len(events)
+    return table
 
 
 def packed_rows(rows: list[tuple]) -> bytes:

@@ -2,21 +2,24 @@
 
 Under load the ring buffer holds long runs of same-sized event records.
 Turning each into a Python tuple, summing it into the index totals and
-packing it one by one costs about a microsecond per event, more than a
+packing it one by one cost about a microsecond per event, more than a
 core can give at a million events a second. An `EventTable` keeps such
-events as numpy columns (one structured array) and a list of their
-payloads, from the kernel's bytes (`from_ring`) to the file:
+events as numpy columns (one structured array) and their payloads as one
+byte array, from the kernel's bytes (`plain_run`) to the file:
 
-- time order: a C sort of the ts column (`in_time_order`, `merge`);
+- time order: a C sort of the ts column (`in_time_order`, `joined`);
 - the index totals of a stretch: grouped sums by (pid, fd, direction)
   (`totals`), what StatsAccumulator.add_rows computes row by row;
-- the msgpack bytes: when every record of a stretch has the same shape
-  (same syscall, comm, payload length and integer widths) the records are
-  laid out by column copies (`pack`); otherwise as rows by one msgpack call.
-  Either way the bytes are exactly what packing the rows would give (a test
-  compares them), so the format does not change.
+- the msgpack bytes (`pack`): records of one shape (syscall, comm,
+  payload length, one msgpack form per int field) laid out as one
+  structured array; records of a few shapes (a server's reads and writes)
+  each shape's fields side by side with the payloads, the bytes that are
+  records taken by a mask; anything else as rows, by msgpack. The bytes
+  are always exactly what packing the rows gives (tests compare them), so
+  the format does not change.
 
-numpy is imported here only: the recorder's fast lane is its one user.
+numpy is imported here only, and only `record` imports this module: the
+offline commands do not pay for numpy's import.
 """
 
 from __future__ import annotations
@@ -50,7 +53,7 @@ _KEY_WORD = 4  # pid | fd << 32
 _SHAPE_WORDS = slice(6, 9)  # captured, syscall, direction, comm
 # The 8-byte word each int field of a record is in.
 _WORD_OF = {name: at // 8 for name, _kind, at in _COLUMN_LAYOUT}
-# Fields copied from the kernel's records, by name (see from_ring).
+# Fields copied from the kernel's records, by name (see plain_run).
 KERNEL_FIELDS = ("ts", "pid", "tid", "uid", "fd", "count", "ret", "syscall", "direction",
                  "captured", "comm")
 _KERNEL_CODES = {"ts": "<u8", "pid": "<u4", "tid": "<u4", "uid": "<u4", "fd": "<i4",
@@ -62,7 +65,7 @@ _KERNEL_CODES = {"ts": "<u8", "pid": "<u4", "tid": "<u4", "uid": "<u4", "fd": "<
 # (FRAME_MAX_RECORDS of them); a larger count falls back to Python ints.
 _EXACT_SUM_LIMIT = 1 << 52
 _ROW_TYPES = (TYPE_WRITE, TYPE_READ)  # by direction
-_KERNEL_RECORDS: dict[tuple, np.dtype] = {}  # record stride -> its fields (from_ring)
+_KERNEL_RECORDS: dict[tuple, np.dtype] = {}  # (stride, field offsets) -> a kernel record
 _PACKER = msgpack.Packer(use_bin_type=True)
 _FIRST = itemgetter(0)
 # Where msgpack's int forms begin (int64, int32... negative; fixint, uint8...):
@@ -117,16 +120,6 @@ class EventTable:
         self.syscall_names = syscall_names
 
     @classmethod
-    def from_ring(cls, buffer, count: int, stride: int, field_offsets: Mapping[str, int],
-                  data_at: int, first_arrival: int, syscall_names: Mapping[int, str]
-                  ) -> EventTable:
-        """The `count` records of `stride` bytes at the start of `buffer`, each field of
-        KERNEL_FIELDS at its offset in a record and the data from `data_at` to the
-        record's end."""
-        return cls._of_records(_kernel_records(buffer, count, stride, field_offsets), buffer,
-                               stride, data_at, first_arrival, syscall_names)
-
-    @classmethod
     def plain_run(cls, buffer, most: int, stride: int, field_offsets: Mapping[str, int],
                   length_word: int, event_kind: int, data_at: int, room: int,
                   first_arrival: int, syscall_names: Mapping[int, str], least: int
@@ -135,7 +128,8 @@ class EventTable:
         whose ring length word is `length_word`, kind `event_kind` and flags 0. None when
         fewer than `least`, or when one says more data than its `room` or a direction
         that is neither 0 nor 1 (record by record, the decoder says what is wrong with
-        it). `field_offsets` also places "length", "kind" and "flags"."""
+        it). `field_offsets` places each of KERNEL_FIELDS, "length", "kind" and "flags"
+        in a record; its data runs from `data_at` to the record's end."""
         records = _kernel_records(buffer, most, stride, field_offsets)
         plain = ((records["length"] == length_word) & (records["kind"] == event_kind)
                  & (records["flags"] == 0))
@@ -224,12 +218,6 @@ class EventTable:
         """Where the first event of (pid, fd) is; len(self) if none."""
         hits = np.flatnonzero((self.columns["pid"] == pid) & (self.columns["fd"] == fd))
         return int(hits[0]) if len(hits) else len(self)
-
-    def fitting(self, room: int, overhead: int) -> int:
-        """How many leading events surely pack into `room` bytes when each takes at most
-        its data plus `overhead`."""
-        sizes = np.cumsum(self.columns["captured"].astype(np.int64) + overhead)
-        return int(np.searchsorted(sizes, room, side="left"))
 
     def span(self) -> tuple[int, int, int]:
         """How many events, and the first and last of their times."""
