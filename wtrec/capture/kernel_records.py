@@ -198,16 +198,6 @@ class DecodedBlock:
     fd_keys: set[tuple[int, int]] = field(default_factory=set)
     used: int = 0
 
-    def in_kernel_order(self) -> list:
-        """The items with each table's events in its place, as rows."""
-        items: list = []
-        taken = 0
-        for before, table in self.tables:
-            items += self.items[taken:before]
-            items += table.rows()
-            taken = before
-        return items + self.items[taken:]
-
 
 def _field_offset(name: str) -> int:
     """Where an event header field starts in a ring record (after the ring's own header)."""

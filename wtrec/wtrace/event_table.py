@@ -362,19 +362,27 @@ class EventTable:
         if length >= 1 << 16:
             return None  # bin32: rare, and big enough that msgpack's cost does not matter
         layout = _RecordLayout()
+
+        def bounds(name: str) -> tuple[int, int]:
+            column = columns[name]
+            if same[_WORD_OF[name]]:
+                return int(column[0]), int(column[0])
+            return int(column.min()), int(column.max())
+
         layout.constant(b"\x9c" + _PACKER.pack(_ROW_TYPES[int(first["direction"])]))
         for name in ("ts", "pid", "tid", "uid"):
-            if not layout.integer(columns[name], same[_WORD_OF[name]]):
+            if not layout.integer(columns[name], *bounds(name)):
                 return None
         layout.constant(_PACKER.pack(bytes(first["comm"])))
         for name in ("fd", "count"):
-            if not layout.integer(columns[name], same[_WORD_OF[name]]):
+            if not layout.integer(columns[name], *bounds(name)):
                 return None
         layout.constant(_bin_header(length))
         layout.payload(length)
         layout.constant(_PACKER.pack(self.syscall_names[int(first["syscall"])]))
-        if not (layout.integer(columns["ret"], same[_WORD_OF["ret"]])
-                and layout.sequence(first_seq, count)):
+        seq = np.arange(first_seq, first_seq + count, dtype=np.int64)
+        if not (layout.integer(columns["ret"], *bounds("ret"))
+                and layout.integer(seq, first_seq, first_seq + count - 1)):
             return None
         return layout.records(self.payloads, count), layout.size
 
@@ -469,7 +477,8 @@ class PackedEvents:
 
 
 class _RecordLayout:
-    """The fields of a run of same-shaped records, for _pack_columns."""
+    """The fields of a run of same-shaped records (_pack_columns, _pack_shapes): a template
+    of the bytes every record shares, and a field per record for each varying column."""
 
     def __init__(self):
         self._template = bytearray()
@@ -479,35 +488,15 @@ class _RecordLayout:
     def constant(self, piece: bytes) -> None:
         self._template += piece
 
-    def integer(self, column: np.ndarray, constant: bool) -> bool:
-        """Adds an int column (`constant`: known to hold one value); False if its values do
-        not share one shortest form."""
-        if constant:
-            self._template += _PACKER.pack(int(column[0]))
-            return True
-        return self._varying(column, int(column.min()), int(column.max()))
-
-    def sequence(self, first: int, count: int) -> bool:
-        """Adds the numbers first, first + 1, ... (seq)."""
-        if _int_class(first) != _int_class(first + count - 1):
-            return False
-        return self._varying(np.arange(first, first + count, dtype=np.int64), first,
-                             first + count - 1)
-
-    def _varying(self, column: np.ndarray, low: int, high: int) -> bool:
+    def integer(self, column: np.ndarray, low: int, high: int) -> bool:
+        """Adds an int column whose least and greatest values are `low` and `high`; False
+        if its values do not share one shortest form."""
         if low == high:
             self._template += _PACKER.pack(low)
             return True
-        form = _int_class(low)
-        if _int_class(high) != form:
+        if _int_class(low) != _int_class(high):
             return False
-        marker, width = form
-        self._template += marker
-        name = f"f{len(self._fields)}"
-        # A negative value's bytes are its two's complement, as msgpack writes them.
-        self._fields.append((name, f">{'i' if low < 0 else 'u'}{width}", len(self._template)))
-        self._columns[name] = column
-        self._template += bytes(width)
+        self._field(column, low)
         return True
 
     def integer_of(self, column: np.ndarray, at: np.ndarray, value: int | None) -> None:
@@ -515,15 +504,19 @@ class _RecordLayout:
         one's); `value`: the one value the whole column holds, if so."""
         if value is not None:
             self._template += _PACKER.pack(value)
-            return
-        marker, width = _int_class(int(column[at[0]]))
+        else:
+            self._field(column[at], int(column[at[0]]))
+
+    def _field(self, column: np.ndarray, example: int) -> None:
+        """A field per record for an int column whose values all take `example`'s form."""
+        marker, width = _int_class(example)
         self._template += marker
         name = f"f{len(self._fields)}"
         # A negative value's bytes are its two's complement, as msgpack writes them;
         # a fixint (-32 to 127) is one signed byte.
         signed = not marker or marker[0] >= 0xD0
         self._fields.append((name, f">{'i' if signed else 'u'}{width}", len(self._template)))
-        self._columns[name] = column[at]
+        self._columns[name] = column
         self._template += bytes(width)
 
     def length(self, lengths: np.ndarray) -> None:
