@@ -7,12 +7,14 @@ knows of paths, bcc or the terminal: messages go to a `notify` callable.
 Kernel records are decoded, put in time order, given a sequence number and
 preceded by an fd record whenever an event's (pid, fd) is new or changed.
 
-Events travel as rows (wtrec.records.EventRow: tuples built by C loops in
-the decoder) in batches, from the kernel's bytes to the writer: the checks
-made per batch (which descriptors are not yet named in the file, how many
-events --count still allows, which events the reorder moved and so need
-their seq made again) leave no Python code running per event in the
-common case.
+Events travel in batches from the kernel's bytes to the writer: runs of
+same-sized plain events as EventTables (numpy columns,
+wtrec/wtrace/event_table.py), everything else as rows
+(wtrec.records.EventRow: tuples) and records. The two are held apart in
+time order and merged as they are written. The checks made per batch
+(which descriptors are not yet named in the file, how many events --count
+still allows, which rows the reorder moved and so need their seq made
+again) leave no Python code running per event in the common case.
 """
 
 import gc
