@@ -255,6 +255,7 @@ def many_small_frames(path, frames: int) -> list[IoEvent]:
 @pytest.mark.parametrize("parallel_max", [0, 4 << 20])
 def test_frames_decompressed_in_parallel_arrive_in_order(tmp_path, monkeypatch, parallel_max):
     monkeypatch.setattr(reader_module, "DECOMPRESSORS", 2)
+    monkeypatch.setattr(reader_module, "FRAMES_AHEAD", 4)
     monkeypatch.setattr(reader_module, "PARALLEL_FRAME_MAX", parallel_max)
     path = tmp_path / "frames.wtrace"
     events = many_small_frames(path, 60)
@@ -281,10 +282,11 @@ def test_a_bad_frame_among_parallel_ones_fails_after_the_frames_before_it(tmp_pa
     assert len([r for r in seen if isinstance(r, IoEvent)]) == 10 * 14  # frames 1..14 (0: header)
 
 
-@pytest.mark.parametrize(("parallel_max", "most"), [(0, 1), (4 << 20, 2)])
+@pytest.mark.parametrize(("parallel_max", "most"), [(0, 1), (4 << 20, 4)])
 def test_after_a_big_frame_one_frame_at_most_is_read_ahead(tmp_path, monkeypatch,
                                                          parallel_max, most):
     monkeypatch.setattr(reader_module, "DECOMPRESSORS", 2)
+    monkeypatch.setattr(reader_module, "FRAMES_AHEAD", 4)
     monkeypatch.setattr(reader_module, "PARALLEL_FRAME_MAX", parallel_max)
     path = tmp_path / "frames.wtrace"
     many_small_frames(path, 20)

@@ -9,7 +9,10 @@ leaves is FormatError. docs/FORMAT.md lists every field.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from itertools import islice
+from itertools import compress, islice
+from operator import attrgetter
+from types import ModuleType
+from typing import TYPE_CHECKING
 
 import msgpack
 
@@ -35,6 +38,9 @@ from wtrec.records import (
     event_row,
 )
 from wtrec.wtrace.framing import MAX_FRAME_CONTENT
+
+if TYPE_CHECKING:
+    from wtrec.wtrace.checked_frames import CommonRecord
 
 MAX_RECORD_FIELDS = 4096  # msgpack array/map lengths
 MAX_PROVENANCE_DEPTH = 8
@@ -188,6 +194,12 @@ def iter_frame(content: bytes, offset: int, expect_header: bool,
     or -1), `keep` is asked only of the chunks whose bytes hold such a
     place; the events of the others are checked and counted, not kept.
     """
+    if not expect_header:
+        checked = _decode_checked(content, chunk_records)
+        if checked is not None:
+            yield from _iter_checked(*checked, content, offset, keep, tally, chunk_records,
+                                     find)
+            return
     limit = min(len(content), MAX_FRAME_CONTENT) or 1
     # Every msgpack object takes at least a byte, so a frame of at most
     # MAX_FRAME_OBJECTS bytes is within the bound without counting.
@@ -244,6 +256,71 @@ def iter_frame(content: bytes, offset: int, expect_header: bool,
         raise FormatError(f"bad msgpack record in frame ({exc})", offset) from None
     if expect_header:
         raise FormatError("the first record is not a header", offset)
+
+
+_checked_frames: ModuleType | None = None
+
+
+def _decode_checked(content: bytes, chunk_records: int
+                    ) -> tuple[list[CommonRecord], list[int]] | None:
+    """The frame's records as checked structs and its chunk bounds, if it holds only common ones.
+
+    checked_frames (and msgspec) load with the first frame of events, so
+    commands that read none (`info` from the index) start without them.
+    """
+    global _checked_frames
+    if _checked_frames is None:
+        from wtrec.wtrace import checked_frames
+        _checked_frames = checked_frames
+    counted = _checked_frames.record_bounds(content, chunk_records)
+    if counted is None:
+        return None
+    count, bounds = counted
+    records = _checked_frames.decode(content, count)
+    return None if records is None else (records, bounds)
+
+
+def _iter_checked(records: list[CommonRecord], bounds: list[int], content: bytes,
+                  offset: int, keep: Callable[[bytes], object] | None, tally: list[int],
+                  chunk_records: int, find: Callable[[bytes, int], int] | None
+                  ) -> Iterator[list[Record]]:
+    """iter_frame's chunks, from a frame that checked_frames decoded (so nothing is wrong in it)."""
+    assert _checked_frames is not None  # loaded by _decode_checked
+    event_types, event_of = _checked_frames.EVENT_TYPES, _checked_frames.io_event
+    matches = None if find is None or keep is None or keep is no_events else (
+        _MatchCursor(content, find))
+    kinds = list(map(type, records))
+    only_events = sum(map(kinds.count, event_types)) == len(records)
+    chunk_start = 0
+    for number, first in enumerate(range(0, len(records), chunk_records)):
+        chunk = records[first:first + chunk_records]
+        chunk_end = bounds[number] if number < len(bounds) else len(content)
+        chunk_keep = keep
+        if matches is not None and not matches.within(chunk_start, chunk_end):
+            chunk_keep = no_events
+        chunk_start = chunk_end
+        out: list[Record] = []
+        if only_events:
+            tally[0] += len(chunk)
+            if chunk_keep is None:
+                out = list(map(event_of, chunk))
+            elif chunk_keep is not no_events:
+                out = list(map(event_of, compress(chunk, map(chunk_keep, map(_DATA, chunk)))))
+        else:
+            for record in chunk:
+                if isinstance(record, event_types):
+                    tally[0] += 1
+                    if chunk_keep is None or (chunk_keep is not no_events
+                                              and chunk_keep(record.data)):
+                        out.append(event_of(record))
+                else:
+                    note = _decode_record(_checked_frames.as_list(record), offset)
+                    assert note is not None  # a known type, its fields checked by msgspec
+                    out.append(note)
+        yield out
+
+
+_DATA = attrgetter("data")
 
 
 class _MatchCursor:

@@ -38,6 +38,11 @@ from wtrec.wtrace.framing import (
 # Frames decompressed at once, each in its own thread, beside the decoding one
 # (about what `zstdcat | grep` gets from two processes); one is no parallelism.
 DECOMPRESSORS = min(2, os.cpu_count() or 1)
+# Small frames asked for ahead of the one being decoded: two per decompressing
+# thread, so each has the next frame queued when it finishes one (with one
+# each, the threads waited on the decoding one: 0.42 s against 0.37 s for
+# grep on 271 MB of 4 KiB events).
+FRAMES_AHEAD = 2 * DECOMPRESSORS
 # Only frames this small go ahead in parallel (the writer's are at most about
 # 1 MiB), so a crafted file of big frames holds no more than two at a time.
 PARALLEL_FRAME_MAX = 4 << 20
@@ -122,17 +127,18 @@ class CaptureReader:
         DECOMPRESSORS more while the caller decodes the current one (zstd
         releases the GIL), so a long capture is read about as fast as the
         cores can decompress it, as `zstdcat | grep` runs on two. Only
-        frames of at most PARALLEL_FRAME_MAX bytes go ahead in parallel:
-        after a bigger one, one frame at most is read ahead, so at most two
-        big frames are held at a time. A problem with a frame is raised
-        only when it is asked for.
+        frames of at most PARALLEL_FRAME_MAX bytes go ahead in parallel
+        (FRAMES_AHEAD of them, once one such frame has been seen): after a
+        bigger one, one frame at most is read ahead, so at most two big
+        frames are held at a time. A problem with a frame is raised only
+        when it is asked for.
         """
         buffer = bytearray()
         decompressor = new_decompressor()
         workers = _Decompressors(DECOMPRESSORS) if DECOMPRESSORS > 1 else None
         ahead = _ReadAhead(lambda: self._next_frame(buffer, decompressor, workers),
                            self._seekable)
-        asked, wanted = 0, DECOMPRESSORS
+        asked, wanted = 0, DECOMPRESSORS  # more once the frames are known to be small
         try:
             while True:
                 while asked < wanted:
@@ -144,7 +150,7 @@ class CaptureReader:
                     return
                 content, start, size = frame
                 if isinstance(content, _Pending):
-                    content, wanted = content.take(), DECOMPRESSORS
+                    content, wanted = content.take(), FRAMES_AHEAD
                 else:
                     wanted = 1
                 self.frames += 1
