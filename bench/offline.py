@@ -131,7 +131,7 @@ def read_floor(what: str, path: str) -> None:
         else:
             capture = CaptureReader(stream)
             read_preamble(capture._source)
-            for content, _offset in capture._iter_frames():
+            for content, _offset, _searched in capture._iter_frames():
                 if what == "checked":
                     counted = checked_frames.record_bounds(content, 128)
                     if counted and checked_frames.decode(content, counted[0]) is not None:

@@ -185,4 +185,4 @@ def test_ctrl_c_during_start_up_removes_only_what_this_run_created(user_dir):
     before = snapshot(old)
     result = interrupt_during_start_up(old, "--force")
     assert result.returncode == 130, result.stderr
-    assert os.listdir(user_dir) == ["old.wtrace"] and snapshot(old) == before
+    assert os.listdir(user_dir) == ["old.wtrace"] and snapshot(old) == before, result.stderr

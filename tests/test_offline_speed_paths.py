@@ -271,7 +271,7 @@ def test_a_bad_frame_among_parallel_ones_fails_after_the_frames_before_it(tmp_pa
     many_small_frames(path, 30)
     data = bytearray(path.read_bytes())
     with open(path, "rb") as stream:
-        offsets = [offset for _content, offset in CaptureReader(stream)._iter_frames()]
+        offsets = [offset for _content, offset, _searched in CaptureReader(stream)._iter_frames()]
     bad = offsets[15]
     data[bad + 12:bad + 20] = b"\xff" * 8  # inside the compressed blocks: zstd refuses it
     seen = []

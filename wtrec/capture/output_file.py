@@ -224,16 +224,31 @@ def open_output(path: str, *, force: bool, identity: Identity | None) -> OutputF
         raise _error(path, exc, identity) from None
     try:
         fd, temp_name = _create(path, dir_fd, name, force, identity)
-        try:
-            os.fchmod(fd, FILE_MODE)
-        except OSError:
-            os.close(fd)
-            raise
     except BaseException:
+        os.close(dir_fd)
+        raise
+    try:
+        os.fchmod(fd, FILE_MODE)
+    except BaseException:
+        # Also a Ctrl-C landing here (a `.NAME.….tmp` was once left beside
+        # the old capture in CI): the empty file this run made goes.
+        _remove_new(dir_fd, temp_name or name, fd, identity)
+        os.close(fd)
         os.close(dir_fd)
         raise
     return OutputFile(path, dir_fd=dir_fd, name=name, fd=fd, temp_name=temp_name,
                       identity=identity)
+
+
+def _remove_new(dir_fd: int, name: str, fd: int, identity: Identity | None) -> None:
+    """Unlinks `name` if it is still the empty file open as `fd` (just made by this run)."""
+    try:
+        with acting_as(identity):
+            made, there = os.fstat(fd), os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+            if (made.st_dev, made.st_ino) == (there.st_dev, there.st_ino) and there.st_size == 0:
+                os.unlink(name, dir_fd=dir_fd)
+    except OSError:
+        pass  # gone or replaced meanwhile: then it is not ours to remove
 
 
 def _create(path: str, dir_fd: int, name: str, force: bool,

@@ -44,8 +44,6 @@ from wtrec.tools.grep import (
     event_matches,
     iter_stream_matches,
 )
-from wtrec.tools.info import as_dict, series_lines, text_lines
-from wtrec.tools.redaction import find, preview, rules
 from wtrec.tools.render import JsonRenderer, TextRenderer, escape_bytes, escape_text
 from wtrec.tools.selection import Selection, compile_pattern, select_records
 
@@ -108,6 +106,8 @@ def info(
     json_view: Annotated[bool, typer.Option("--json", help="One JSON object per file.")] = False,
 ) -> None:
     """Summarise captures: header, span, totals per process and per fd, loss, compression."""
+    from wtrec.tools.info import as_dict, series_lines, text_lines  # here: start-up of the others
+
     with reported_errors():
         headers = []
         for number, name in enumerate(files):
@@ -219,6 +219,8 @@ def scan(
     only: OnlyOpt = None,
 ) -> None:
     """List what looks secret before sharing. Exit 0 when nothing was found, 1 when something was."""
+    from wtrec.tools.redaction import rules  # here: start-up of the other commands
+
     with search_exit_codes():
         chosen = rules(as_tuple(only), as_tuple(pattern))
         total = 0
@@ -229,6 +231,8 @@ def scan(
 
 
 def _scan_file(name: str, chosen, *, prefix: str) -> int:
+    from wtrec.tools.redaction import find, preview
+
     capture = open_capture(open_input(name))
     events_hit = findings = 0
     for event in FdNames().events(records_after_header(capture)):

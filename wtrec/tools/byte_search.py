@@ -29,26 +29,42 @@ _MEMMEM = _load_memmem()
 def finder(needle: bytes) -> Callable[[bytes, int], int]:
     """find(haystack, start): where `needle` first occurs at or after start, or -1.
 
-    The same answers as `haystack.find(needle, start)`. The address of the
-    last haystack is kept, so asking about one frame many times costs one
-    lookup.
+    The same answers as `haystack.find(needle, start)`.
     """
-    memmem = _MEMMEM
-    if memmem is None or not needle:
+    if _MEMMEM is None or not needle:
         return lambda haystack, start: haystack.find(needle, start)
-    last: list = [None, 0]  # the haystack last asked about (kept alive), its address
+    return MemmemFinder(needle, _MEMMEM)
 
-    def find(haystack: bytes, start: int) -> int:
+
+class MemmemFinder:
+    """finder()'s search by memmem; threads may share it.
+
+    `releases_gil` tells the capture reader that searching with it in its
+    decompressing threads runs beside the decoding (see reader.py). The
+    address of the last haystack is kept, so asking about one frame many
+    times costs one lookup; it is one tuple, replaced whole, so threads
+    sharing the finder never mix two frames.
+    """
+
+    releases_gil = True
+
+    def __init__(self, needle: bytes, memmem: Callable[..., int | None]):
+        self._needle = needle
+        self._memmem = memmem
+        self._last: tuple[bytes, int] = (b"", 0)  # the haystack last asked about, its address
+
+    def __call__(self, haystack: bytes, start: int) -> int:
+        needle = self._needle
         if type(haystack) is not bytes:  # only a bytes object is sure to stay where it is
             return haystack.find(needle, start)
-        if last[0] is not haystack:
-            last[:] = [haystack, ctypes.cast(ctypes.c_char_p(haystack), ctypes.c_void_p).value]
+        known = self._last
+        if known[0] is not haystack:
+            known = (haystack, ctypes.cast(ctypes.c_char_p(haystack), ctypes.c_void_p).value or 0)
+            self._last = known
         if start < 0:  # from the end, as slices count
             start = max(start + len(haystack), 0)
         if start > len(haystack) - len(needle):
             return -1
-        base: int = last[1]
-        found = memmem(base + start, len(haystack) - start, needle, len(needle))
+        base = known[1]
+        found = self._memmem(base + start, len(haystack) - start, needle, len(needle))
         return -1 if found is None else found - base
-
-    return find

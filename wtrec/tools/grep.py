@@ -86,12 +86,16 @@ def frame_finder(pattern: re.Pattern) -> Callable[[bytes, int], int] | None:
 
 def _folded_finder(find_folded: Callable[[bytes, int], int]) -> Callable[[bytes, int], int]:
     """find_folded() in the lower-cased frame (made once per frame): re's IGNORECASE is ~10x slower."""
-    lowered: list[bytes] = [b"", b""]  # the frame last asked about, and its lower-cased copy
+    # the frame last asked about and its lower-cased copy, one tuple replaced
+    # whole, so the reader's threads may share the finder
+    lowered: list[tuple[bytes, bytes]] = [(b"", b"")]
 
     def find(frame: bytes, start: int) -> int:
-        if lowered[0] is not frame:
-            lowered[:] = [frame, frame.lower()]
-        return find_folded(lowered[1], start)
+        known = lowered[0]
+        if known[0] is not frame:
+            known = (frame, frame.lower())
+            lowered[0] = known
+        return find_folded(known[1], start)
 
     return find
 

@@ -185,7 +185,8 @@ class _ContentThenNil:
 def iter_frame(content: bytes, offset: int, expect_header: bool,
                keep: Callable[[bytes], object] | None, tally: list[int],
                chunk_records: int = CHUNK_RECORDS, *,
-               find: Callable[[bytes, int], int] | None = None) -> Iterator[list[Record]]:
+               find: Callable[[bytes, int], int] | None = None,
+               first_match: int | None = None) -> Iterator[list[Record]]:
     """decode_frame's work a chunk of records at a time; adds the events it checks to tally[0].
 
     Lazy, so a reader holds one chunk's records, and a caller keeps what
@@ -193,12 +194,18 @@ def iter_frame(content: bytes, offset: int, expect_header: bool,
     first place at or after `start` that a kept payload may begin a match,
     or -1), `keep` is asked only of the chunks whose bytes hold such a
     place; the events of the others are checked and counted, not kept.
+    `first_match`, when known, is find(content, 0) (found by the thread
+    that decompressed the frame).
+
+    A frame of only the common records is decoded and checked in one C
+    pass (checked_frames); any other frame, and any that pass refuses, is
+    unpacked and checked here record by record, which names what is wrong.
     """
     if not expect_header:
         checked = _decode_checked(content, chunk_records)
         if checked is not None:
             yield from _iter_checked(*checked, content, offset, keep, tally, chunk_records,
-                                     find)
+                                     find, first_match)
             return
     limit = min(len(content), MAX_FRAME_CONTENT) or 1
     # Every msgpack object takes at least a byte, so a frame of at most
@@ -214,7 +221,7 @@ def iter_frame(content: bytes, offset: int, expect_header: bool,
         max_array_len=MAX_RECORD_FIELDS, max_map_len=MAX_RECORD_FIELDS, max_ext_len=0)
     objects = MAX_FRAME_OBJECTS
     matches = None if find is None or keep is None or keep is no_events else (
-        _MatchCursor(content, find))
+        _MatchCursor(content, find, first_match))
     try:
         chunk = list(islice(unpacker, chunk_records))
         if not chunk:  # not even the nil: the content ends inside a record
@@ -282,13 +289,13 @@ def _decode_checked(content: bytes, chunk_records: int
 
 def _iter_checked(records: list[CommonRecord], bounds: list[int], content: bytes,
                   offset: int, keep: Callable[[bytes], object] | None, tally: list[int],
-                  chunk_records: int, find: Callable[[bytes, int], int] | None
-                  ) -> Iterator[list[Record]]:
+                  chunk_records: int, find: Callable[[bytes, int], int] | None,
+                  first_match: int | None) -> Iterator[list[Record]]:
     """iter_frame's chunks, from a frame that checked_frames decoded (so nothing is wrong in it)."""
     assert _checked_frames is not None  # loaded by _decode_checked
     event_types, event_of = _checked_frames.EVENT_TYPES, _checked_frames.io_event
     matches = None if find is None or keep is None or keep is no_events else (
-        _MatchCursor(content, find))
+        _MatchCursor(content, find, first_match))
     kinds = list(map(type, records))
     only_events = sum(map(kinds.count, event_types)) == len(records)
     chunk_start = 0
@@ -327,14 +334,16 @@ class _MatchCursor:
     """Whether a stretch of a frame's bytes holds the start of a match, asked in frame order.
 
     Each question searches from the stretch's start unless the last answer
-    already lies at or past it, so a frame is searched about once in all.
+    already lies at or past it, so a frame is searched about once in all;
+    `first`, when known, is the answer of a search from the frame's start.
     """
 
-    def __init__(self, content: bytes, find: Callable[[bytes, int], int]):
+    def __init__(self, content: bytes, find: Callable[[bytes, int], int],
+                 first: int | None = None):
         self._content = content
         self._find = find
-        self._next = -1  # the first match start at or after the last search's start
-        self._exhausted = False
+        self._next = -1 if first is None else first  # the first match start at or after
+        self._exhausted = first == -1  # the last search's start (the frame's, for `first`)
 
     def within(self, start: int, end: int) -> bool:
         if self._next < start:
