@@ -10,6 +10,7 @@ import io
 import os
 import select
 import subprocess
+import sys
 
 import msgpack
 import pytest
@@ -324,3 +325,84 @@ def test_only_the_chunks_where_a_match_begins_are_tested_payload_by_payload():
                                             find=frame_finder(regex)) for r in records]
     assert kept == [30, 31, 77]
     assert len(asked) == 8  # the chunks of 4 holding 28-31 and 76-79
+
+
+def needle_frames(path) -> list[IoEvent]:
+    """60 frames of 10 events; a third of the frames hold "needle", at their start or end."""
+    out = io.BytesIO()
+    writer = CaptureWriter(out, make_header(format_minor=2))
+    events = []
+    for i in range(600):
+        hit = (i // 10) % 3 == 0 and i % 10 in (0, 9)
+        events.append(event(i, b"payload %d%s" % (i, b" needle" if hit else b"")))
+        writer.write(events[-1])
+        if i % 10 == 9:
+            writer.flush()
+    writer.close(End(BASE + 600, len(events), sum(len(e.data) for e in events), 0))
+    path.write_bytes(out.getvalue())
+    return events
+
+
+@pytest.mark.parametrize("decompressors", [1, 2])
+def test_the_decompressing_threads_search_finds_what_the_decoding_thread_finds(
+        tmp_path, monkeypatch, decompressors):
+    monkeypatch.setattr(reader_module, "DECOMPRESSORS", decompressors)
+    path = tmp_path / "needles.wtrace"
+    events = needle_frames(path)
+    regex = compile_pattern("needle")
+    find = frame_finder(regex)
+    assert getattr(find, "releases_gil", False)  # the threads may search with it
+    with open(path, "rb") as stream:
+        reader = CaptureReader(stream, keep=payload_test(regex), find_in_frame=find)
+        frames = [(content, searched) for content, _o, searched in reader._iter_frames()]
+    assert len(frames) == 62  # the header's, 60 of events, the end's
+    for content, searched in frames:
+        if decompressors == 1:
+            assert searched is None
+        else:
+            assert searched == (find, content.find(b"needle"))
+    with open(path, "rb") as stream:
+        kept = [r for r in CaptureReader(stream, keep=payload_test(regex), find_in_frame=find)
+                if isinstance(r, IoEvent)]
+    assert kept == [e for e in events if b"needle" in e.data] and len(kept) == 40
+
+
+def test_a_search_changed_mid_capture_never_uses_the_old_ones_answers(tmp_path, monkeypatch):
+    monkeypatch.setattr(reader_module, "DECOMPRESSORS", 2)
+    path = tmp_path / "needles.wtrace"
+    events = needle_frames(path)
+    needle, payload = compile_pattern("needle"), compile_pattern("payload 1")
+    with open(path, "rb") as stream:
+        reader = CaptureReader(stream, keep=payload_test(needle), find_in_frame=frame_finder(needle))
+        kept = []
+        for record in reader:  # frames ahead were searched for "needle" meanwhile
+            if isinstance(record, IoEvent):
+                kept.append(record)
+                if len(kept) == 2:
+                    reader.search_payloads(payload_test(payload), frame_finder(payload))
+    # events 10-19: the next frame, already searched for "needle" (none there)
+    later = [e for e in events if e.seq > kept[1].seq and b"payload 1" in e.data]
+    assert kept[2:] == later and len(later) > 100
+
+
+def test_the_switch_interval_is_lowered_while_reading_and_restored_after(tmp_path, monkeypatch):
+    monkeypatch.setattr(reader_module, "DECOMPRESSORS", 2)
+    path = tmp_path / "frames.wtrace"
+    many_small_frames(path, 30)
+    normal = sys.getswitchinterval()
+    with open(path, "rb") as one, open(path, "rb") as two:
+        first, second = iter(CaptureReader(one)), iter(CaptureReader(two))
+        next(first)
+        assert sys.getswitchinterval() == pytest.approx(reader_module.READING_SWITCH_INTERVAL)
+        next(second)  # two readers at once (merge): the last one out restores it
+        list(first)
+        assert sys.getswitchinterval() == pytest.approx(reader_module.READING_SWITCH_INTERVAL)
+        second.close()  # given up half way
+    assert sys.getswitchinterval() == normal
+    data = bytearray(path.read_bytes())
+    with open(path, "rb") as stream:
+        bad = [offset for _c, offset, _s in CaptureReader(stream)._iter_frames()][15]
+    data[bad + 12:bad + 20] = b"\xff" * 8  # inside the compressed blocks: zstd refuses it
+    with pytest.raises(FormatError):
+        list(CaptureReader(io.BytesIO(bytes(data))))
+    assert sys.getswitchinterval() == normal
