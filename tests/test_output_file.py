@@ -6,6 +6,8 @@ the sudo cases, with a real recorder, are in test_live_output.py.
 
 import os
 import stat
+import subprocess
+import sys
 import tempfile
 import threading
 
@@ -142,3 +144,30 @@ def test_acting_as_checks_permissions_as_the_user_and_then_switches_back():
         for name in os.listdir(root_only):
             os.unlink(os.path.join(root_only, name))
         os.rmdir(root_only)
+
+
+HELD_CTRL_C = """
+import os, signal, time
+import wtrec.wtrace.event_table  # the recorder's numpy, whose BLAS starts threads
+from wtrec.capture.output_file import signals_held
+reached = False
+try:
+    with signals_held():
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.2)  # had another thread taken it, Python would raise here
+        reached = True
+except KeyboardInterrupt:
+    print("held" if reached else "interrupted inside the block")
+"""
+
+
+def test_a_ctrl_c_while_signals_are_held_waits_though_numpy_runs_threads():
+    """Only the main thread takes the stop signals, so holding them there holds them.
+
+    Before, numpy's BLAS threads (started at import with nothing blocked) took
+    the signal, Python raised at once in the main thread, and a Ctrl-C while
+    the output file was being made left its `.NAME.….tmp` behind.
+    """
+    done = subprocess.run([sys.executable, "-c", HELD_CTRL_C], capture_output=True, text=True,
+                          timeout=60, check=False)
+    assert done.stdout.strip() == "held", done.stdout + done.stderr

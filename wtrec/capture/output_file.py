@@ -230,8 +230,7 @@ def open_output(path: str, *, force: bool, identity: Identity | None) -> OutputF
     try:
         os.fchmod(fd, FILE_MODE)
     except BaseException:
-        # Also a Ctrl-C landing here (a `.NAME.….tmp` was once left beside
-        # the old capture in CI): the empty file this run made goes.
+        # The empty file this run made goes too (it used to stay behind).
         _remove_new(dir_fd, temp_name or name, fd, identity)
         os.close(fd)
         os.close(dir_fd)

@@ -24,15 +24,29 @@ offline commands do not pay for numpy's import.
 
 from __future__ import annotations
 
+import signal
 import struct
 from collections.abc import Mapping, Sequence
 from itertools import accumulate
 from operator import getitem, itemgetter
 
 import msgpack
-import numpy as np
 
 from wtrec.records import TYPE_READ, TYPE_WRITE
+
+# numpy's BLAS starts worker threads when it is imported. A process-directed
+# signal goes to any thread that does not block it, and Python then raises in
+# the main thread, so a Ctrl-C could interrupt the recorder inside a block that
+# holds the stop signals (capture/output_file.py's signals_held, which blocks
+# them for the calling thread only) and leave the `.NAME.….tmp` beside a
+# capture it was replacing (seen in CI). Started with the signals blocked, the
+# threads keep them blocked for good, and the main thread alone takes them.
+_STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT}
+_before = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+try:
+    import numpy as np
+finally:
+    signal.pthread_sigmask(signal.SIG_SETMASK, _before)
 
 # What a table keeps of each event: the fields of the format's event record
 # (docs/FORMAT.md) but its data and seq, plus the payload's length and the
