@@ -35,6 +35,10 @@ from wtrec.records import TYPE_END, TYPE_FD, TYPE_LOST, TYPE_READ, TYPE_WRITE, I
 # bounds a frame's msgpack objects (codec.MAX_FRAME_OBJECTS, 2^18); a
 # record here is at most 12 objects and a struct.
 MAX_RECORDS = (1 << 18) // 16
+# Bigger frames take the general decoder, a chunk at a time: this pass
+# holds a copy of the content and every record's bytes at once (the
+# writer's frames are at most about 1 MiB, so they all come here).
+MAX_CONTENT = 4 << 20
 
 # msgpack ints are at most u64, so ge=0 alone bounds the u64 fields.
 U64 = Annotated[int, Meta(ge=0)]
@@ -100,10 +104,12 @@ _DECODER = msgspec.msgpack.Decoder(list[CommonRecord])
 def record_bounds(content: bytes, every: int) -> tuple[int, list[int]] | None:
     """How many whole records the content starts with, and the byte offset after each `every`-th.
 
-    None when there are more than MAX_RECORDS. Records are walked over by
+    None when there are more than MAX_RECORDS, or more than MAX_CONTENT bytes. Records are walked over by
     msgpack, not built. Bytes after the last whole record are not counted,
     and `decode` refuses them (msgspec takes exactly one message).
     """
+    if len(content) > MAX_CONTENT:
+        return None
     unpacker = msgpack.Unpacker(max_buffer_size=len(content) + 1)
     unpacker.feed(content)
     bounds: list[int] = []
@@ -127,7 +133,9 @@ def decode(content: bytes, count: int) -> list[CommonRecord] | None:
     """The frame's `count` records as structs, every field checked; None if any is not common."""
     try:
         return _DECODER.decode(b"\xdd" + struct.pack(">I", count) + content)
-    except (msgspec.DecodeError, msgspec.ValidationError):
+    # msgspec raises UnicodeDecodeError itself for a str that is not UTF-8
+    # (msgspec issue 714), not a DecodeError.
+    except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError):
         return None
 
 
