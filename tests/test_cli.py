@@ -192,6 +192,23 @@ def test_a_command_loads_only_its_own_module(tmp_path):
     assert "write" in result.stdout  # and it did show the capture
 
 
+@pytest.mark.parametrize(("argv", "interval"), [
+    (["grep", "-c", "write"], "0.0002"), (["show"], "0.0002"), (["record", "--help"], "0.005")])
+def test_offline_commands_hand_the_gil_over_quickly_and_record_keeps_the_default(
+        tmp_path, argv, interval):
+    capture = tmp_path / "c.wtrace"
+    capture.write_bytes(build_capture())
+    path = [str(capture)] if argv[0] != "record" else []
+    script = ("import sys\n"
+              "from wtrec.cli.app import main\n"
+              f"sys.argv = ['wtrec', *{argv!r}, *{path!r}]\n"
+              "try:\n    main()\nexcept SystemExit:\n    pass\n"
+              "print(round(sys.getswitchinterval(), 6), file=sys.stderr)\n")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            check=False)
+    assert result.stderr.splitlines()[-1] == interval, result.stderr
+
+
 def test_the_whole_application_has_every_command():
     from wtrec.cli import app as app_module
 

@@ -10,7 +10,6 @@ import io
 import os
 import select
 import subprocess
-import sys
 
 import msgpack
 import pytest
@@ -383,26 +382,3 @@ def test_a_search_changed_mid_capture_never_uses_the_old_ones_answers(tmp_path, 
     # events 10-19: the next frame, already searched for "needle" (none there)
     later = [e for e in events if e.seq > kept[1].seq and b"payload 1" in e.data]
     assert kept[2:] == later and len(later) > 100
-
-
-def test_the_switch_interval_is_lowered_while_reading_and_restored_after(tmp_path, monkeypatch):
-    monkeypatch.setattr(reader_module, "DECOMPRESSORS", 2)
-    path = tmp_path / "frames.wtrace"
-    many_small_frames(path, 30)
-    normal = sys.getswitchinterval()
-    with open(path, "rb") as one, open(path, "rb") as two:
-        first, second = iter(CaptureReader(one)), iter(CaptureReader(two))
-        next(first)
-        assert sys.getswitchinterval() == pytest.approx(reader_module.READING_SWITCH_INTERVAL)
-        next(second)  # two readers at once (merge): the last one out restores it
-        list(first)
-        assert sys.getswitchinterval() == pytest.approx(reader_module.READING_SWITCH_INTERVAL)
-        second.close()  # given up half way
-    assert sys.getswitchinterval() == normal
-    data = bytearray(path.read_bytes())
-    with open(path, "rb") as stream:
-        bad = [offset for _c, offset, _s in CaptureReader(stream)._iter_frames()][15]
-    data[bad + 12:bad + 20] = b"\xff" * 8  # inside the compressed blocks: zstd refuses it
-    with pytest.raises(FormatError):
-        list(CaptureReader(io.BytesIO(bytes(data))))
-    assert sys.getswitchinterval() == normal

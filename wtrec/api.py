@@ -35,14 +35,13 @@ from wtrec.records import (
 )
 from wtrec.tools.fd_names import FdNames
 from wtrec.tools.grep import frame_finder, payload_test
+from wtrec.tools.info import CaptureInfo, inspect
 from wtrec.tools.merge import one_series, series_index
 from wtrec.tools.selection import Selection
 
 if TYPE_CHECKING:
     import pandas
     import pyarrow
-
-    from wtrec.tools.info import CaptureInfo
 
 Source = str | os.PathLike | BinaryIO
 Payload = bytes | re.Pattern[bytes]
@@ -295,8 +294,6 @@ class Capture:
         return reader.header
 
     def _summary(self, source: Source) -> CaptureInfo:
-        from wtrec.tools.info import inspect  # with the index reader: only for summaries
-
         pending = self._pending.pop(id(source), None)
         if pending is not None:
             reader, records = pending
@@ -442,14 +439,6 @@ def _values(value: object, kind: type, what: str) -> tuple:
         if not isinstance(item, kind) or isinstance(item, bool):
             raise UsageError(f"{what} takes {kind.__name__} values, not {item!r}")
     return items
-
-
-def __getattr__(name: str) -> object:
-    """`CaptureInfo`, loaded on first use with the summaries (start-up time)."""
-    if name != "CaptureInfo":
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    from wtrec.tools.info import CaptureInfo
-    return CaptureInfo
 
 
 __all__ = ["Capture", "CaptureInfo", "Event", "FdIdentity", "FdInfo", "TruncatedCaptureWarning", "open"]

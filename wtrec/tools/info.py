@@ -18,7 +18,6 @@ from wtrec.format import (
     Counts,
     StatsAccumulator,
     is_seekable,
-    read_index,
     start_reading,
 )
 from wtrec.records import Derivation, Header, Record
@@ -47,6 +46,8 @@ def inspect(name: str, stream: BinaryIO | None, *,
     `started` is a reading already past its header (a pipe whose header
     was read to open it); `stream` is then None.
     """
+    from wtrec.format import read_index  # loaded here: only summaries read the index
+
     if started is not None:
         reader, records = started
         assert reader.header is not None  # a Capture holds only readings with a header

@@ -299,6 +299,7 @@ def _iter_checked(records: list[CommonRecord], bounds: list[int], content: bytes
     kinds = list(map(type, records))
     only_events = sum(map(kinds.count, event_types)) == len(records)
     chunk_start = 0
+    last = len(records) - 1
     for number, first in enumerate(range(0, len(records), chunk_records)):
         chunk = records[first:first + chunk_records]
         chunk_end = bounds[number] if number < len(bounds) else len(content)
@@ -324,7 +325,8 @@ def _iter_checked(records: list[CommonRecord], bounds: list[int], content: bytes
                     note = _decode_record(_checked_frames.as_list(record), offset)
                     assert note is not None  # a known type, its fields checked by msgspec
                     out.append(note)
-        yield out
+        if out or first + chunk_records > last:  # an empty chunk's count goes with the next
+            yield out
 
 
 _DATA = attrgetter("data")

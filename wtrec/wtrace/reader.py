@@ -11,11 +11,9 @@ as the machine's cores decompress it.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import queue
 import struct
-import sys
 import threading
 from collections.abc import Callable, Generator, Iterator
 from typing import BinaryIO
@@ -45,11 +43,6 @@ DECOMPRESSORS = min(2, os.cpu_count() or 1)
 # each, the threads waited on the decoding one: 0.42 s against 0.37 s for
 # grep on 271 MB of 4 KiB events).
 FRAMES_AHEAD = 2 * DECOMPRESSORS
-# How long a thread may hold the GIL while another waits for it, as long as
-# frames are decompressed in threads. With Python's 5 ms the decompressing
-# threads waited for the decoding one at each frame: `grep` on 271 MB of
-# 4 KiB events ran 0.37-0.41 s after start-up with it, 0.26-0.27 s with this.
-READING_SWITCH_INTERVAL = 0.0002
 # Only frames this small go ahead in parallel (the writer's are at most about
 # 1 MiB), so a crafted file of big frames holds no more than two at a time.
 PARALLEL_FRAME_MAX = 4 << 20
@@ -156,12 +149,9 @@ class CaptureReader:
         buffer = bytearray()
         decompressor = new_decompressor()
         workers = _Decompressors(DECOMPRESSORS) if DECOMPRESSORS > 1 else None
-        handoff: contextlib.AbstractContextManager = (
-            _QuickHandoff() if workers is not None else contextlib.nullcontext())
         ahead = _ReadAhead(lambda: self._next_frame(buffer, decompressor, workers),
                            self._seekable)
         asked, wanted = 0, DECOMPRESSORS  # more once the frames are known to be small
-        handoff.__enter__()
         try:
             while True:
                 while asked < wanted:
@@ -185,7 +175,6 @@ class CaptureReader:
             ahead.close()
             if workers is not None:
                 workers.close()
-            handoff.__exit__(None, None, None)
 
     def _next_frame(self, buffer: bytearray, decompressor: ZstdDecompressor,
                     workers: _Decompressors | None) -> FrameRead | None:
@@ -218,31 +207,6 @@ class CaptureReader:
                     return pending, start, src.offset - start
                 content = decompress_frame(decompressor, raw, content_size, start)
             return content, start, src.offset - start
-
-
-class _QuickHandoff:
-    """The GIL's switch interval lowered while any reader's threads run, restored after the last.
-
-    Python's interval is one setting for the whole process, so readers in
-    several threads (or nested, as merge reads) count who is reading.
-    """
-
-    _lock = threading.Lock()
-    _readers = 0
-    _saved = 0.0
-
-    def __enter__(self) -> None:
-        with _QuickHandoff._lock:
-            if _QuickHandoff._readers == 0:
-                _QuickHandoff._saved = sys.getswitchinterval()
-                sys.setswitchinterval(min(_QuickHandoff._saved, READING_SWITCH_INTERVAL))
-            _QuickHandoff._readers += 1
-
-    def __exit__(self, *_exc: object) -> None:
-        with _QuickHandoff._lock:
-            _QuickHandoff._readers -= 1
-            if _QuickHandoff._readers == 0:
-                sys.setswitchinterval(_QuickHandoff._saved)
 
 
 class _Decompressors:
