@@ -7,11 +7,13 @@ case the general decoder reads the frame and raises its own errors.
 
 import msgpack
 import pytest
+from conftest import make_header
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from wtrec.errors import FormatError
-from wtrec.records import IoEvent
+from wtrec.format import CaptureReader, CaptureWriter
+from wtrec.records import End, IoEvent
 from wtrec.tools import byte_search
 from wtrec.wtrace import checked_frames, codec
 from wtrec.wtrace.codec import iter_frame, no_events
@@ -31,7 +33,7 @@ def frame_of(records) -> bytes:
 def general(content, keep=None, find=None, monkeypatch=None):
     """What the general decoder alone makes of a frame: (records, events) or the error."""
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(codec, "_decode_checked", lambda content, chunk_records: None)
+        patch.setattr(codec, "_decode_checked", lambda *_args: None)
         return decoded(content, keep, find)
 
 
@@ -121,3 +123,49 @@ def test_both_ways_agree_on_any_frame(frame_records, needle):
 def test_byte_search_finds_what_bytes_find_finds(haystack, needle, start):
     assert byte_search.finder(needle)(haystack, start) == haystack.find(needle, start)
     assert byte_search.finder(needle)(bytearray(haystack), start) == haystack.find(needle, start)
+
+
+def indexed_capture(path):
+    """3000 events over three frames, closed cleanly (so the file has an index)."""
+    events = [IoEvent(5 + i, 7, 8, 0, b"cat", 3, 4, b"x%d needle" % i if i % 700 == 0 else b"x%d" % i,
+                      "write", 4, i) for i in range(3000)]
+    with open(path, "wb") as out:
+        writer = CaptureWriter(out, make_header(format_minor=2))
+        for e in events:
+            writer.write(e)
+        writer.close(End(10_000, len(events), sum(len(e.data) for e in events), 0))
+    return events
+
+
+def read_all(path, keep=None, find=None):
+    with open(path, "rb") as stream:
+        return [r for r in CaptureReader(stream, keep=keep, find_in_frame=find)
+                if isinstance(r, IoEvent)]
+
+
+def test_the_index_spares_counting_a_frames_records(tmp_path, monkeypatch):
+    path = tmp_path / "indexed.wtrace"
+    events = indexed_capture(path)
+    counted = []
+    record_bounds = checked_frames.record_bounds
+    monkeypatch.setattr(checked_frames, "record_bounds",
+                        lambda *args: counted.append(1) or record_bounds(*args))
+    assert read_all(path) == events
+    assert counted == []  # every frame's count came from the index
+    needle = b"needle"
+    kept = read_all(path, lambda data: needle in data, byte_search.finder(needle))
+    assert kept == [e for e in events if needle in e.data] and len(kept) == 5
+
+
+@pytest.mark.parametrize("wrong", [lambda n: n - 1, lambda n: n + 1, lambda n: 0,
+                                   lambda n: 1 << 40, lambda n: -3])
+def test_a_wrong_count_in_the_index_is_only_a_wasted_try(tmp_path, monkeypatch, wrong):
+    path = tmp_path / "indexed.wtrace"
+    events = indexed_capture(path)
+    right = CaptureReader._record_counts
+    monkeypatch.setattr(CaptureReader, "_record_counts",
+                        lambda self: {offset: wrong(n) for offset, n in right(self).items()})
+    assert read_all(path) == events
+    needle = b"needle"
+    kept = read_all(path, lambda data: needle in data, byte_search.finder(needle))
+    assert kept == [e for e in events if needle in e.data]

@@ -151,7 +151,12 @@ def record_bounds(content: bytes, every: int) -> tuple[int, list[int]] | None:
 
 
 def decode(content: bytes, count: int) -> list[CommonRecord] | None:
-    """The frame's `count` records as structs, every field checked; None if any is not common."""
+    """The frame's `count` records as structs, every field checked; None if any is not common.
+
+    None too for more than MAX_CONTENT bytes or MAX_RECORDS records.
+    """
+    if len(content) > MAX_CONTENT or not 0 <= count <= MAX_RECORDS:
+        return None
     size = 5 + len(content)
     if len(_scratch.buffer) < size:
         _scratch.buffer = bytearray(size)

@@ -186,7 +186,8 @@ def iter_frame(content: bytes, offset: int, expect_header: bool,
                keep: Callable[[bytes], object] | None, tally: list[int],
                chunk_records: int = CHUNK_RECORDS, *,
                find: Callable[[bytes, int], int] | None = None,
-               first_match: int | None = None) -> Iterator[list[Record]]:
+               first_match: int | None = None,
+               record_count: int | None = None) -> Iterator[list[Record]]:
     """decode_frame's work a chunk of records at a time; adds the events it checks to tally[0].
 
     Lazy, so a reader holds one chunk's records, and a caller keeps what
@@ -195,14 +196,20 @@ def iter_frame(content: bytes, offset: int, expect_header: bool,
     or -1), `keep` is asked only of the chunks whose bytes hold such a
     place; the events of the others are checked and counted, not kept.
     `first_match`, when known, is find(content, 0) (found by the thread
-    that decompressed the frame).
+    that decompressed the frame); `record_count`, how many records the
+    frame holds by the file's index (a hint: checked, never trusted).
 
     A frame of only the common records is decoded and checked in one C
     pass (checked_frames); any other frame, and any that pass refuses, is
     unpacked and checked here record by record, which names what is wrong.
     """
     if not expect_header:
-        checked = _decode_checked(content, chunk_records)
+        # The index's count spares counting the records unless the chunk
+        # bounds are needed: where a match may begin, only some chunks'
+        # events are tested.
+        searching = find is not None and keep is not None and keep is not no_events
+        checked = _decode_checked(content, chunk_records,
+                                  None if searching and first_match != -1 else record_count)
         if checked is not None:
             yield from _iter_checked(*checked, content, offset, keep, tally, chunk_records,
                                      find, first_match)
@@ -268,17 +275,24 @@ def iter_frame(content: bytes, offset: int, expect_header: bool,
 _checked_frames: ModuleType | None = None
 
 
-def _decode_checked(content: bytes, chunk_records: int
-                    ) -> tuple[list[CommonRecord], list[int]] | None:
+def _decode_checked(content: bytes, chunk_records: int, record_count: int | None
+                    ) -> tuple[list[CommonRecord], list[int] | None] | None:
     """The frame's records as checked structs and its chunk bounds, if it holds only common ones.
 
-    checked_frames (and msgspec) load with the first frame of events, so
-    commands that read none (`info` from the index) start without them.
+    With a record count that proves right (msgspec takes exactly that many
+    records and nothing after), the records are not counted first, and the
+    chunk bounds are not known (None). checked_frames (and msgspec) load
+    with the first frame of events, so commands that read none (`info`
+    from the index) start without them.
     """
     global _checked_frames
     if _checked_frames is None:
         from wtrec.wtrace import checked_frames
         _checked_frames = checked_frames
+    if record_count is not None:
+        records = _checked_frames.decode(content, record_count)
+        if records is not None:
+            return records, None
     counted = _checked_frames.record_bounds(content, chunk_records)
     if counted is None:
         return None
@@ -287,22 +301,30 @@ def _decode_checked(content: bytes, chunk_records: int
     return None if records is None else (records, bounds)
 
 
-def _iter_checked(records: list[CommonRecord], bounds: list[int], content: bytes,
+def _iter_checked(records: list[CommonRecord], bounds: list[int] | None, content: bytes,
                   offset: int, keep: Callable[[bytes], object] | None, tally: list[int],
                   chunk_records: int, find: Callable[[bytes, int], int] | None,
                   first_match: int | None) -> Iterator[list[Record]]:
-    """iter_frame's chunks, from a frame that checked_frames decoded (so nothing is wrong in it)."""
+    """iter_frame's chunks, from a frame that checked_frames decoded (so nothing is wrong in it).
+
+    Without chunk bounds, `keep` is asked of every event of a frame where a
+    match may begin, and of none elsewhere.
+    """
     assert _checked_frames is not None  # loaded by _decode_checked
     event_types, event_of = _checked_frames.EVENT_TYPES, _checked_frames.io_event
     matches = None if find is None or keep is None or keep is no_events else (
         _MatchCursor(content, find, first_match))
+    if bounds is None and matches is not None:
+        keep = keep if matches.within(0, len(content)) else no_events
+        matches = None
     kinds = list(map(type, records))
     only_events = sum(map(kinds.count, event_types)) == len(records)
     chunk_start = 0
     last = len(records) - 1
     for number, first in enumerate(range(0, len(records), chunk_records)):
         chunk = records[first:first + chunk_records]
-        chunk_end = bounds[number] if number < len(bounds) else len(content)
+        chunk_end = bounds[number] if bounds is not None and number < len(bounds) else len(
+            content)
         chunk_keep = keep
         if matches is not None and not matches.within(chunk_start, chunk_end):
             chunk_keep = no_events

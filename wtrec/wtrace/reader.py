@@ -73,6 +73,7 @@ class CaptureReader:
     def __init__(self, stream: BinaryIO, *, keep: Callable[[bytes], object] | None = None,
                  find_in_frame: Callable[[bytes, int], int] | None = None):
         self._source = ByteSource(stream)
+        self._stream = stream
         self._seekable = is_seekable(stream)
         self._keep = keep
         self._find_in_frame = find_in_frame
@@ -98,6 +99,7 @@ class CaptureReader:
         return f"capture ends early after {self.events} events; was the recorder killed?"
 
     def __iter__(self) -> Iterator[Record]:
+        record_counts = self._record_counts()
         frames = self._iter_frames()
         try:
             self.version = read_preamble(self._source)
@@ -106,7 +108,8 @@ class CaptureReader:
                 find = self._find_in_frame
                 first_match = searched[1] if searched and searched[0] is find else None
                 for chunk in iter_frame(content, offset, self.header is None, self._keep, tally,
-                                        find=find, first_match=first_match):
+                                        find=find, first_match=first_match,
+                                        record_count=record_counts.get(offset)):
                     self.events += tally[0]
                     tally[0] = 0
                     for record in chunk:
@@ -127,6 +130,25 @@ class CaptureReader:
             frames.close()  # stops reading ahead, so the caller may rewind the stream
         if self.end is None:
             self.truncated = True
+
+    def _record_counts(self) -> dict[int, int]:
+        """Records per data frame by offset, from the file's index when it has a sound one.
+
+        A hint that spares counting a frame's records before decoding it
+        (checked_frames); a wrong count only makes the decoder count for
+        itself. Only for a seekable stream read from its start, which is
+        left where it was.
+        """
+        stream = self._stream
+        if not self._seekable or stream.tell() != 0:
+            return {}
+        from wtrec.wtrace.index import read_index  # loaded here: pipes never need it
+
+        try:
+            index, _why = read_index(stream)
+        finally:
+            stream.seek(0)
+        return {} if index is None else {frame.offset: frame.records for frame in index.frames}
 
     def _iter_frames(self) -> Generator[tuple[bytes, int, Searched | None], None, None]:
         """Yields (decompressed content, offset, searched) per zstd frame; skips skippables.
