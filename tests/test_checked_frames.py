@@ -169,3 +169,20 @@ def test_a_wrong_count_in_the_index_is_only_a_wasted_try(tmp_path, monkeypatch, 
     needle = b"needle"
     kept = read_all(path, lambda data: needle in data, byte_search.finder(needle))
     assert kept == [e for e in events if needle in e.data]
+
+
+def test_a_reading_that_stops_at_the_header_never_reads_the_index(tmp_path, monkeypatch):
+    from wtrec.wtrace import index as index_module
+
+    path = tmp_path / "indexed.wtrace"
+    events = indexed_capture(path)
+    reads = []
+    read_index = index_module.read_index
+    monkeypatch.setattr(index_module, "read_index",
+                        lambda stream: reads.append(1) or read_index(stream))
+    with open(path, "rb") as stream:
+        records = iter(CaptureReader(stream))
+        next(records)  # the header
+        records.close()
+    assert reads == []
+    assert read_all(path) == events and reads == [1]  # read once, beside the read-ahead

@@ -203,16 +203,18 @@ def iter_frame(content: bytes, offset: int, expect_header: bool,
     pass (checked_frames); any other frame, and any that pass refuses, is
     unpacked and checked here record by record, which names what is wrong.
     """
+    matches = None if find is None or keep is None or keep is no_events else (
+        _MatchCursor(content, find, first_match))
     if not expect_header:
         # The index's count spares counting the records unless the chunk
         # bounds are needed: where a match may begin, only some chunks'
         # events are tested.
-        searching = find is not None and keep is not None and keep is not no_events
+        needs_bounds = matches is not None and first_match != -1
         checked = _decode_checked(content, chunk_records,
-                                  None if searching and first_match != -1 else record_count)
+                                  None if needs_bounds else record_count)
         if checked is not None:
             yield from _iter_checked(*checked, content, offset, keep, tally, chunk_records,
-                                     find, first_match)
+                                     matches)
             return
     limit = min(len(content), MAX_FRAME_CONTENT) or 1
     # Every msgpack object takes at least a byte, so a frame of at most
@@ -227,8 +229,6 @@ def iter_frame(content: bytes, offset: int, expect_header: bool,
         max_buffer_size=MAX_FRAME_CONTENT + 1, max_bin_len=limit, max_str_len=limit,
         max_array_len=MAX_RECORD_FIELDS, max_map_len=MAX_RECORD_FIELDS, max_ext_len=0)
     objects = MAX_FRAME_OBJECTS
-    matches = None if find is None or keep is None or keep is no_events else (
-        _MatchCursor(content, find, first_match))
     try:
         chunk = list(islice(unpacker, chunk_records))
         if not chunk:  # not even the nil: the content ends inside a record
@@ -303,8 +303,7 @@ def _decode_checked(content: bytes, chunk_records: int, record_count: int | None
 
 def _iter_checked(records: list[CommonRecord], bounds: list[int] | None, content: bytes,
                   offset: int, keep: Callable[[bytes], object] | None, tally: list[int],
-                  chunk_records: int, find: Callable[[bytes, int], int] | None,
-                  first_match: int | None) -> Iterator[list[Record]]:
+                  chunk_records: int, matches: _MatchCursor | None) -> Iterator[list[Record]]:
     """iter_frame's chunks, from a frame that checked_frames decoded (so nothing is wrong in it).
 
     Without chunk bounds, `keep` is asked of every event of a frame where a
@@ -312,8 +311,6 @@ def _iter_checked(records: list[CommonRecord], bounds: list[int] | None, content
     """
     assert _checked_frames is not None  # loaded by _decode_checked
     event_types, event_of = _checked_frames.EVENT_TYPES, _checked_frames.io_event
-    matches = None if find is None or keep is None or keep is no_events else (
-        _MatchCursor(content, find, first_match))
     if bounds is None and matches is not None:
         keep = keep if matches.within(0, len(content)) else no_events
         matches = None

@@ -73,8 +73,9 @@ class CaptureReader:
     def __init__(self, stream: BinaryIO, *, keep: Callable[[bytes], object] | None = None,
                  find_in_frame: Callable[[bytes, int], int] | None = None):
         self._source = ByteSource(stream)
-        self._stream = stream
         self._seekable = is_seekable(stream)
+        # the file descriptor of a file read from its start: where its index is read
+        self._index_fd = _file_descriptor(stream) if self._seekable else None
         self._keep = keep
         self._find_in_frame = find_in_frame
         self.header: Header | None = None
@@ -99,7 +100,7 @@ class CaptureReader:
         return f"capture ends early after {self.events} events; was the recorder killed?"
 
     def __iter__(self) -> Iterator[Record]:
-        record_counts = self._record_counts()
+        record_counts: dict[int, int] | None = None  # read with the first frame of records
         frames = self._iter_frames()
         try:
             self.version = read_preamble(self._source)
@@ -107,9 +108,11 @@ class CaptureReader:
                 tally = [0]
                 find = self._find_in_frame
                 first_match = searched[1] if searched and searched[0] is find else None
+                if record_counts is None and self.header is not None:
+                    record_counts = self._record_counts()
                 for chunk in iter_frame(content, offset, self.header is None, self._keep, tally,
                                         find=find, first_match=first_match,
-                                        record_count=record_counts.get(offset)):
+                                        record_count=(record_counts or {}).get(offset)):
                     self.events += tally[0]
                     tally[0] = 0
                     for record in chunk:
@@ -136,18 +139,18 @@ class CaptureReader:
 
         A hint that spares counting a frame's records before decoding it
         (checked_frames); a wrong count only makes the decoder count for
-        itself. Only for a seekable stream read from its start, which is
-        left where it was.
+        itself. Asked at the first frame of records, so a reading that stops
+        at the header never reads the index; read by position (pread), so
+        the read-ahead thread's place in the file is not moved.
         """
-        stream = self._stream
-        if not self._seekable or stream.tell() != 0:
+        if self._index_fd is None:
             return {}
         from wtrec.wtrace.index import read_index  # loaded here: pipes never need it
 
         try:
-            index, _why = read_index(stream)
-        finally:
-            stream.seek(0)
+            index, _why = read_index(_PositionalReads(self._index_fd))  # type: ignore[arg-type]
+        except OSError:  # a hint: without it each frame's records are counted
+            return {}
         return {} if index is None else {frame.offset: frame.records for frame in index.frames}
 
     def _iter_frames(self) -> Generator[tuple[bytes, int, Searched | None], None, None]:
@@ -299,6 +302,36 @@ def is_seekable(stream: object) -> bool:
         return bool(stream.seekable())  # type: ignore[attr-defined]
     except (OSError, ValueError, AttributeError):
         return False
+
+
+def _file_descriptor(stream: BinaryIO) -> int | None:
+    """The descriptor of a file object at its start, else None (in-memory streams, wrappers)."""
+    try:
+        return stream.fileno() if stream.tell() == 0 else None
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+class _PositionalReads:
+    """seek, tell and read over a file descriptor by os.pread, leaving its own position alone."""
+
+    def __init__(self, fd: int):
+        self._fd = fd
+        self._position = 0
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        base = {os.SEEK_SET: 0, os.SEEK_CUR: self._position,
+                os.SEEK_END: os.fstat(self._fd).st_size}[whence]
+        self._position = base + offset
+        return self._position
+
+    def tell(self) -> int:
+        return self._position
+
+    def read(self, size: int) -> bytes:
+        data = os.pread(self._fd, size, self._position)
+        self._position += len(data)
+        return data
 
 
 class _ReadAhead:
